@@ -1,0 +1,186 @@
+"""The label table: which labels each live span gives, and what each thread shows now.
+
+Labels are a pure function of the OpenTelemetry context: the context's current span, looked up in
+:data:`holders`, gives a :class:`Holder` whose ``labels`` tuple is what the thread must show. The
+runtime hooks only decide *when* to look (every task step, every context attach/detach, every
+thread job); this module decides *what*.
+
+The per-step path compares tuples by identity: a holder builds its tuple once (and again only on a
+rename), so "unchanged" costs one dict lookup and one ``is``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace.propagation import _SPAN_KEY
+
+from span_profiles._core import guard
+from span_profiles._core.sinks import EMPTY, Labels, NullSink, Sink
+
+__all__ = [
+    "EMPTY",
+    "Holder",
+    "Labels",
+    "apply",
+    "clear",
+    "holders",
+    "labels_of",
+    "refresh",
+    "refresh_from",
+]
+
+_get_ident = threading.get_ident
+
+SPAN_KEY: str = _SPAN_KEY
+"""The OTel context key holding the current span."""
+
+
+class Holder:
+    """The labels of one local root span (or of every span, with scope ``"all"``).
+
+    Child spans share their root's holder, so a rename of the root reaches them, and ending the
+    root empties the labels of the whole chain at once.
+    """
+
+    __slots__ = ("labels", "make", "parent", "profile_id", "span")
+
+    def __init__(
+        self, span: Any, make: Callable[[Any], Labels], parent: Holder | None = None
+    ) -> None:
+        self.span = span
+        self.make = make
+        self.parent = parent
+        self.labels: Labels = make(span)
+        self.profile_id: str = dict(self.labels).get("span_id", "")
+
+    def renamed(self) -> None:
+        """Rebuild the labels after the span's name changed (no-op once ended)."""
+        if self.labels:
+            self.labels = self.make(self.span)
+
+    def end(self) -> None:
+        """The span ended: from now on it gives no labels."""
+        self.labels = EMPTY
+
+
+holders: dict[Any, Holder] = {}
+"""Live span object -> its holder. Filled by the span processor, emptied when spans end."""
+
+_holders_get = holders.get
+
+_applied: dict[int, Labels] = {}
+"""Thread ident -> labels we asked the sink to apply there (mirrors the sink, for a fast check)."""
+
+_applied_get = _applied.get
+
+_sink: Sink = NullSink()
+
+_context_var: ContextVar[Any] | None = None
+"""The ContextVar behind OTel's runtime context, when it is the contextvars one."""
+
+hooked = False
+"""True while ``instrument()``'s hooks keep labels equal to the context."""
+
+
+def context_var() -> ContextVar[Any] | None:
+    """The ContextVar holding OTel's current Context, or ``None`` for a non-contextvars runtime."""
+    global _context_var
+    if _context_var is None:
+        runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+        inner = getattr(runtime, "inner", runtime)
+        var = getattr(inner, "_current_context", None)
+        if isinstance(var, ContextVar):
+            _context_var = var
+    return _context_var
+
+
+def set_sink(sink: Sink) -> None:
+    """Route labels to ``sink`` from now on."""
+    global _sink
+    _sink = sink
+
+
+def get_sink() -> Sink:
+    """The sink labels go to."""
+    return _sink
+
+
+def _disable_sink() -> None:
+    global _sink
+    _sink = NullSink()
+    _applied.clear()
+
+
+def apply(labels: Labels) -> None:
+    """Make ``labels`` the calling thread's labels (the slow path: they changed)."""
+    tid = _get_ident()
+    try:
+        _sink.apply(labels)
+    except Exception as exc:
+        guard.fail("the label sink", exc, _disable_sink)
+        return
+    if labels:
+        _applied[tid] = labels
+    else:
+        _applied.pop(tid, None)
+
+
+def clear() -> None:
+    """Remove the calling thread's labels, if it has any."""
+    if _get_ident() in _applied:
+        apply(EMPTY)
+
+
+def reset_thread() -> None:
+    """A new thread starts: drop labels a dead thread with the same ident left behind."""
+    if _get_ident() in _applied:
+        apply(EMPTY)
+
+
+def labels_of(otel_ctx: Any) -> Labels:
+    """The labels for an OTel ``Context`` (``None`` or a context without a live span: none)."""
+    if otel_ctx is None:
+        return EMPTY
+    holder = _holders_get(otel_ctx.get(SPAN_KEY))
+    return EMPTY if holder is None else holder.labels
+
+
+def refresh_from(otel_ctx: Any) -> None:
+    """Make the calling thread show the labels of ``otel_ctx``."""
+    holder = _holders_get(otel_ctx.get(SPAN_KEY)) if otel_ctx is not None else None
+    labels = EMPTY if holder is None else holder.labels
+    if _applied_get(_get_ident(), EMPTY) is not labels:
+        apply(labels)
+
+
+def refresh() -> None:
+    """Make the calling thread show the labels of its current OTel context."""
+    refresh_from(otel_context.get_current())
+
+
+def current_holder() -> Holder | None:
+    """The holder of the current context's span, if it is live and labelled."""
+    return _holders_get(otel_context.get_current().get(SPAN_KEY))
+
+
+def shows(labels: Labels) -> bool:
+    """Whether the calling thread shows exactly this labels tuple (by identity)."""
+    return labels is not EMPTY and _applied_get(_get_ident()) is labels
+
+
+span_started_hooks: list[Callable[[], None]] = []
+"""Called on the starting thread when a local root starts (per-loop hooks install lazily there)."""
+
+
+def reset_state() -> None:
+    """Forget all per-thread state and the sink (``uninstrument()``)."""
+    global hooked
+    hooked = False
+    _applied.clear()
+    span_started_hooks.clear()
+    set_sink(NullSink())

@@ -1,0 +1,127 @@
+"""The span processor: gives local roots their ``pyroscope.profile.id`` and registers their labels."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from span_profiles._core import engine, guard
+from span_profiles._core.sinks import Labels
+
+__all__ = ["PROFILE_ID_ATTRIBUTE", "Scope", "SpanProfilesProcessor"]
+
+PROFILE_ID_ATTRIBUTE = "pyroscope.profile.id"
+"""The span attribute Grafana looks for to offer "Profiles for this span"."""
+
+Scope = Literal["root", "all"]
+
+_SCOPES = ("root", "all")
+
+
+class SpanProfilesProcessor(SpanProcessor):
+    """An OTel ``SpanProcessor`` linking spans to profiling samples.
+
+    A drop-in replacement for ``pyroscope.otel.PyroscopeSpanProcessor``: local roots (no parent,
+    or a remote parent) get the attribute ``pyroscope.profile.id`` = their span id as 16 lowercase
+    hex chars, and the samples taken while they are current carry the label ``span_id`` with the
+    same value. Children inherit their root's labels; ``scope="all"`` gives every span its own.
+
+    Used alone (``provider.add_span_processor(SpanProfilesProcessor())``) it labels the thread that
+    starts a span until the span ends, like the processor it replaces but without piling up
+    values. With :func:`span_profiles.instrument` the labels follow the context across task
+    switches and threads instead.
+    """
+
+    def __init__(
+        self, *, scope: Scope = "root", span_name: bool = True, trace_id: bool = False
+    ) -> None:
+        if scope not in _SCOPES:
+            raise ValueError(f"scope must be 'root' or 'all', not {scope!r}")
+        self.scope: Scope = scope
+        self.span_name = bool(span_name)
+        self.trace_id = bool(trace_id)
+        self._enabled = True
+        # on_end gets a read-only copy: the live span (the key of engine.holders) is found by id.
+        self._live: dict[int, Span] = {}
+
+    def make_labels(self, span: Any) -> Labels:
+        """The labels a span gives, in the order the agent receives them."""
+        ctx = span.get_span_context()
+        labels: list[tuple[str, str]] = [("span_id", format(ctx.span_id, "016x"))]
+        if self.span_name:
+            labels.append(("span_name", span.name))
+        if self.trace_id:
+            labels.append(("trace_id", format(ctx.trace_id, "032x")))
+        return tuple(labels)
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Register the span's labels; local roots (every span with scope "all") get the attribute."""
+        if not self._enabled:
+            return
+        try:
+            self._on_start(span, parent_context)
+        except Exception as exc:
+            guard.fail("the span processor", exc, self._disable)
+
+    def _on_start(self, span: Span, parent_context: Context | None) -> None:
+        parent = span.parent
+        parent_holder = None
+        if parent is not None and not parent.is_remote:
+            parent_holder = engine.holders.get(trace.get_current_span(parent_context))
+        if parent_holder is None or self.scope == "all":
+            holder = engine.Holder(span, self.make_labels, parent_holder)
+            span.set_attribute(PROFILE_ID_ATTRIBUTE, holder.profile_id)
+            root = parent_holder is None
+        else:
+            holder = parent_holder
+            root = False
+        engine.holders[span] = holder
+        self._live[span.get_span_context().span_id] = span
+        if engine.hooked:
+            if root:
+                for ensure in engine.span_started_hooks:
+                    ensure()
+        elif holder.span is span:
+            # Standalone: the best we can do without hooks is the starting thread.
+            engine.apply(holder.labels)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """The span ended: it gives no labels from now on, on any thread."""
+        ctx = span.context
+        live = self._live.pop(ctx.span_id, None) if ctx is not None else None
+        if live is None:
+            return
+        try:
+            self._end(live)
+        except Exception as exc:
+            guard.fail("the span processor", exc, self._disable)
+
+    def _end(self, span: Any) -> None:
+        holder = engine.holders.pop(span, None)
+        if holder is None or holder.span is not span:
+            return
+        shown = engine.shows(holder.labels)
+        holder.end()
+        if shown:
+            if engine.hooked:
+                engine.refresh()
+            else:
+                parent = holder.parent
+                engine.apply(parent.labels if parent is not None else engine.EMPTY)
+
+    def _disable(self) -> None:
+        self._enabled = False
+        for span in self._live.values():
+            engine.holders.pop(span, None)
+        self._live.clear()
+
+    def shutdown(self) -> None:
+        """Stop registering spans and forget the live ones."""
+        self._disable()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Nothing is buffered."""
+        return True

@@ -1,0 +1,141 @@
+"""Sinks: where a thread's labels go (the profiling agent, or a recorder in tests).
+
+A sink sees only the calling thread. It keeps per thread what it applied, so applying the same
+labels again makes no agent call, and it gives the agent's add/remove API replace semantics: the
+agent keeps a *set* of pairs per thread, so adding ``span_id=B`` while ``span_id=A`` is set would
+label samples with both.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
+
+Labels = tuple[tuple[str, str], ...]
+"""An immutable, ordered set of ``(key, value)`` label pairs."""
+
+EMPTY: Labels = ()
+
+_get_ident = threading.get_ident
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Receives the labels of the calling thread."""
+
+    def apply(self, labels: Labels, /) -> None:
+        """Make ``labels`` exactly the labels of the calling thread."""
+
+    def clear(self) -> None:
+        """Remove every label this sink applied to the calling thread."""
+
+
+class ThreadLabelSink:
+    """Base for sinks over a per-thread add/remove API.
+
+    Subclasses pass two callables that add and remove one pair *on the calling thread*. This class
+    keeps what it applied per thread and turns :meth:`apply` into the minimal removes and adds.
+    Removes come first: between the two calls a sample may see no span, never two.
+    """
+
+    def __init__(
+        self, add: Callable[[str, str], object], remove: Callable[[str, str], object]
+    ) -> None:
+        self._add = add
+        self._remove = remove
+        self._applied: dict[int, Labels] = {}
+
+    def apply(self, labels: Labels, /) -> None:
+        """Make ``labels`` exactly the labels of the calling thread."""
+        tid = _get_ident()
+        old = self._applied.get(tid, EMPTY)
+        if old is labels or old == labels:
+            return
+        for pair in old:
+            if pair not in labels:
+                self._remove(*pair)
+        for pair in labels:
+            if pair not in old:
+                self._add(*pair)
+        if labels:
+            self._applied[tid] = labels
+        else:
+            self._applied.pop(tid, None)
+
+    def clear(self) -> None:
+        """Remove every label this sink applied to the calling thread."""
+        self.apply(EMPTY)
+
+    def applied(self, thread_id: int | None = None) -> Labels:
+        """The labels this sink believes are applied on a thread (default: the calling one)."""
+        return self._applied.get(_get_ident() if thread_id is None else thread_id, EMPTY)
+
+
+class NullSink:
+    """A sink that drops everything; used when no profiling agent is installed."""
+
+    def apply(self, labels: Labels, /) -> None:
+        """Do nothing."""
+
+    def clear(self) -> None:
+        """Do nothing."""
+
+
+def _positional_arity(func: Callable[..., object]) -> int | None:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return sum(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        for p in params
+    )
+
+
+class PyroscopeSink(ThreadLabelSink):
+    """Applies labels as pyroscope-io thread tags on the calling thread.
+
+    Works with the 1.x API ``add_thread_tag(key, value)`` and the 0.8 API
+    ``add_thread_tag(thread_id, key, value)``, told apart by introspection. ``agent`` defaults to
+    the installed ``pyroscope`` module; pass another module-like object to wrap a different agent.
+    """
+
+    def __init__(self, agent: ModuleType | Any | None = None) -> None:
+        if agent is None:
+            try:
+                import pyroscope
+            except ImportError as exc:
+                raise ImportError(
+                    "PyroscopeSink needs the pyroscope-io agent. "
+                    "Install it with: pip install 'span-profiles[pyroscope]'"
+                ) from exc
+            agent = pyroscope
+        add: Callable[..., object] = agent.add_thread_tag
+        remove: Callable[..., object] = agent.remove_thread_tag
+        # pyroscope-io 1.x's public functions only forward to its native module: calling that
+        # directly saves a Python frame on every label change, the hottest call we make.
+        native = getattr(agent, "lib", None)
+        if (
+            native is not None
+            and getattr(add, "__module__", None) == getattr(agent, "__name__", None)
+            and callable(getattr(native, "add_thread_tag", None))
+            and callable(getattr(native, "remove_thread_tag", None))
+            and _positional_arity(add) == 2
+        ):
+            add, remove = native.add_thread_tag, native.remove_thread_tag
+        if _positional_arity(add) == 3:
+            legacy_add, legacy_remove = add, remove
+
+            def add(key: str, value: str) -> object:
+                return legacy_add(_get_ident(), key, value)
+
+            def remove(key: str, value: str) -> object:
+                return legacy_remove(_get_ident(), key, value)
+
+            self.legacy_api = True
+        else:
+            self.legacy_api = False
+        super().__init__(add, remove)

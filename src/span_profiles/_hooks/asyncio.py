@@ -1,0 +1,230 @@
+"""asyncio: labels re-applied at the start of every task step, on every loop.
+
+Two mechanisms, because loops differ in what they let us see:
+
+* stdlib loops run every callback, and so every task step (C tasks included, and tasks created
+  before ``instrument()``), through the pure-Python ``asyncio.events.Handle._run``. One patch
+  there covers every such loop in every thread. The loop's own callbacks (transport reads,
+  protocol parsing) run in the loop's base context, so they clear the labels as a side effect.
+* loops with native handles (uvloop) get a chained task factory that wraps each new task's
+  coroutine in :class:`StepCoroutine`, whose ``send``/``throw`` refresh the labels. uvloop loops
+  created after ``instrument()`` get it at construction (``uvloop.Loop.__init__`` is patched);
+  a loop already running gets it when ``instrument()`` or a local root span runs on it, and tasks
+  it created before that are not covered.
+
+Labels stay applied after a step until the next callback re-evaluates them (no clear per step):
+that halves the agent calls, and unchanged labels between steps cost no call at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+import weakref
+from collections.abc import Callable, Coroutine, Generator
+from contextvars import ContextVar
+from typing import Any
+
+from span_profiles._core import engine, guard
+from span_profiles._core.patching import Patches
+from span_profiles._core.sinks import EMPTY, Labels
+
+_FACTORY_MARK = "__span_profiles__"
+
+_hooked_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+_patches: Patches | None = None
+
+
+def _make_handle_run(
+    original: Callable[[Any], None], var: ContextVar[Any]
+) -> Callable[[Any], None]:
+    # Everything the per-step path touches is bound as a default argument: local lookups only.
+    def _run(
+        self: Any,
+        _original: Callable[[Any], None] = original,
+        _var: ContextVar[Any] = var,
+        _key: str = engine.SPAN_KEY,
+        _holder: Callable[[Any], Any] = engine._holders_get,
+        _applied: Callable[[int, Any], Any] = engine._applied_get,
+        _ident: Callable[[], int] = threading.get_ident,
+        _apply: Callable[[Any], None] = engine.apply,
+        _empty: Labels = EMPTY,
+    ) -> None:
+        try:
+            otel = self._context.get(_var)
+            holder = _holder(otel.get(_key)) if otel is not None else None
+            labels = _empty if holder is None else holder.labels
+            if _applied(_ident(), _empty) is not labels:
+                _apply(labels)
+        except Exception as exc:
+            guard.fail("the asyncio step hook", exc, _unpatch_handle)
+        _original(self)
+
+    _run.__wrapped__ = original  # type: ignore[attr-defined]
+    return _run
+
+
+def _unpatch_handle() -> None:
+    if _patches is not None:
+        _patches.undo(asyncio.events.Handle)
+
+
+class StepCoroutine(Coroutine[Any, Any, Any]):
+    """Wraps a task's coroutine so each step first shows the labels of the task's context.
+
+    Attribute reads fall through to the wrapped coroutine (``cr_frame``, ``__qualname__``...), so
+    task reprs and introspection keep working; ``task.get_coro()`` returns this wrapper.
+    """
+
+    __slots__ = ("_coro",)
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._coro = coro
+
+    def send(self, value: Any, /) -> Any:
+        """Refresh the labels, then run one step."""
+        _refresh()
+        return self._coro.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        """Refresh the labels, then throw into the coroutine."""
+        _refresh()
+        return self._coro.throw(*args)
+
+    def close(self) -> None:
+        """Close the wrapped coroutine."""
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._coro.__await__()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._coro, name)
+
+    def __repr__(self) -> str:
+        return repr(self._coro)
+
+
+def _refresh() -> None:
+    try:
+        engine.refresh()
+    except Exception as exc:
+        guard.fail("the asyncio task hook", exc)
+
+
+def _chain_factory(inner: Any) -> Callable[..., asyncio.Task[Any]]:
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        if not isinstance(coro, StepCoroutine):
+            coro = StepCoroutine(coro)
+        if inner is None:
+            task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kwargs)
+        else:
+            task = inner(loop, coro, **kwargs)
+        # An eager task's first step ran inside this call, in the new task's context.
+        _refresh()
+        return task
+
+    setattr(factory, _FACTORY_MARK, inner)
+    return factory
+
+
+def install_on_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Hook a loop whose handles are not stdlib ones (uvloop). Idempotent; chains to a user factory."""
+    if isinstance(loop, asyncio.BaseEventLoop) or loop in _hooked_loops:
+        return
+    current = loop.get_task_factory()
+    if current is not None and hasattr(current, _FACTORY_MARK):
+        _hooked_loops.add(loop)
+        return
+    loop.set_task_factory(_chain_factory(current))
+    _hooked_loops.add(loop)
+
+
+def uninstall_from_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Put back the task factory that was there before :func:`install_on_loop`."""
+    factory = loop.get_task_factory()
+    if factory is not None and hasattr(factory, _FACTORY_MARK):
+        loop.set_task_factory(getattr(factory, _FACTORY_MARK))
+    _hooked_loops.discard(loop)
+
+
+def ensure_running_loop() -> None:
+    """Hook the running loop if it needs a per-loop hook (called when a local root starts)."""
+    loop = asyncio._get_running_loop()
+    if (
+        loop is not None
+        and loop not in _hooked_loops
+        and not isinstance(loop, asyncio.BaseEventLoop)
+    ):
+        try:
+            install_on_loop(loop)
+        except Exception as exc:
+            guard.fail("the asyncio task factory", exc)
+
+
+def install(patches: Patches, var: ContextVar[Any]) -> None:
+    """Patch ``Handle._run`` and ``BaseEventLoop.create_task``; hook the running loop if needed."""
+    global _patches
+    _patches = patches
+    handle = asyncio.events.Handle
+    if not hasattr(handle._run, "__wrapped__"):
+        patches.set(handle, "_run", _make_handle_run(handle._run, var))
+
+    base = asyncio.base_events.BaseEventLoop
+    original_create_task = base.create_task
+
+    def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
+        task = original_create_task(self, coro, **kwargs)
+        # With an eager task factory the new task's first step already ran here; give the
+        # creator its own labels back.
+        if self._task_factory is not None:
+            _refresh()
+        return task
+
+    create_task.__wrapped__ = original_create_task  # type: ignore[attr-defined]
+    if not hasattr(base.create_task, "__wrapped__"):
+        patches.set(base, "create_task", create_task)
+    _hook_uvloop_construction(patches)
+    engine.span_started_hooks.append(ensure_running_loop)
+    ensure_running_loop()
+
+
+def _hook_uvloop_construction(patches: Patches) -> None:
+    # uvloop is an asyncio loop, so this module may import it, but only if it is installed.
+    if importlib.util.find_spec("uvloop") is None:
+        return
+    import uvloop
+
+    loop_class = uvloop.Loop
+    original_init = loop_class.__init__
+    if hasattr(original_init, "__wrapped__"):
+        return
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        try:
+            install_on_loop(self)
+        except Exception as exc:
+            guard.fail("the uvloop task factory", exc)
+
+    __init__.__wrapped__ = original_init  # type: ignore[attr-defined]
+    patches.set(loop_class, "__init__", __init__)
+
+
+def uninstall() -> None:
+    """Restore the task factories we replaced on loops still alive."""
+    for loop in list(_hooked_loops):
+        if not loop.is_closed():
+            uninstall_from_loop(loop)
+    _hooked_loops.clear()
+
+
+__all__ = [
+    "StepCoroutine",
+    "ensure_running_loop",
+    "install",
+    "install_on_loop",
+    "uninstall",
+    "uninstall_from_loop",
+]

@@ -1,0 +1,90 @@
+"""OTel hooks: labels follow ``context.attach``/``detach`` and span renames within a task step.
+
+Every way of making a span current (``start_as_current_span``, ``use_span``, instrumentations)
+goes through the runtime context's ``attach``/``detach``, so wrapping that object keeps the
+calling thread's labels right without knowing who started the span.
+"""
+
+from __future__ import annotations
+
+from contextvars import Token
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.context.context import Context, _RuntimeContext
+from opentelemetry.sdk.trace import Span
+
+from span_profiles._core import engine, guard
+from span_profiles._core.patching import Patches
+
+_refresh_from = engine.refresh_from
+
+
+class LabellingRuntimeContext(_RuntimeContext):
+    """Wraps OTel's runtime context and refreshes the thread's labels after every change."""
+
+    def __init__(self, inner: _RuntimeContext) -> None:
+        self.inner = inner
+        # Reads are the common case (every get_current_span()): no extra Python frame for them.
+        self.get_current = inner.get_current  # type: ignore[method-assign]
+        self.active = True
+
+    def attach(self, context: Context) -> Token[Context]:
+        """Attach ``context`` and show its labels on this thread."""
+        token = self.inner.attach(context)
+        if self.active:
+            try:
+                _refresh_from(context)
+            except Exception as exc:
+                guard.fail("the context hook", exc, self._off)
+        return token
+
+    def detach(self, token: Token[Context]) -> None:
+        """Detach and show the labels of the context now current on this thread."""
+        self.inner.detach(token)
+        if self.active:
+            try:
+                _refresh_from(self.inner.get_current())
+            except Exception as exc:
+                guard.fail("the context hook", exc, self._off)
+
+    def get_current(self) -> Context:
+        """The current context (replaced per instance by the inner runtime's bound method)."""
+        return self.inner.get_current()
+
+    def _off(self) -> None:
+        self.active = False
+
+
+def install(patches: Patches) -> None:
+    """Wrap the runtime context and ``Span.update_name``."""
+    runtime = otel_context._RUNTIME_CONTEXT
+    if not isinstance(runtime, LabellingRuntimeContext):
+        patches.set(otel_context, "_RUNTIME_CONTEXT", LabellingRuntimeContext(runtime))
+
+    original_update_name = Span.update_name
+
+    def update_name(self: Span, name: str) -> None:
+        original_update_name(self, name)
+        try:
+            holder = engine.holders.get(self)
+            if holder is not None and holder.span is self and holder.labels:
+                shown = engine.shows(holder.labels)
+                holder.renamed()
+                if shown:
+                    engine.refresh()
+        except Exception as exc:
+            guard.fail("the rename hook", exc, lambda: patches.undo(Span))
+
+    update_name.__wrapped__ = original_update_name  # type: ignore[attr-defined]
+    patches.set(Span, "update_name", update_name)
+
+
+def runtime_is_hooked() -> bool:
+    """Whether OTel's runtime context is currently wrapped by us."""
+    return isinstance(otel_context._RUNTIME_CONTEXT, LabellingRuntimeContext)
+
+
+def unwrap(runtime: Any) -> Any:
+    """The runtime context below ours (for code that needs OTel's own object)."""
+    return runtime.inner if isinstance(runtime, LabellingRuntimeContext) else runtime

@@ -1,0 +1,94 @@
+"""trio: an ``Instrument`` whose ``before_task_step`` shows the labels of the task's context.
+
+Instruments belong to one ``trio.run``; :func:`ensure_current_run` adds ours to the run it is
+called from, at most once (a ``RunVar`` remembers), and is called from ``instrument()`` and
+whenever a local root span starts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+import trio
+
+from span_profiles._core import engine, guard
+from span_profiles._core.sinks import EMPTY, Labels
+
+_installed: trio.lowlevel.RunVar[bool] = trio.lowlevel.RunVar("span_profiles_hooked", default=False)
+
+
+class LabelInstrument(trio.abc.Instrument):
+    """Shows each task's labels before each of its steps."""
+
+    def __init__(self, var: ContextVar[Any]) -> None:
+        self.active = True
+        self._var = var
+
+    def before_task_step(
+        self,
+        task: trio.lowlevel.Task,
+        _key: str = engine.SPAN_KEY,
+        _holder: Callable[[Any], Any] = engine._holders_get,
+        _applied: Callable[[int, Any], Any] = engine._applied_get,
+        _ident: Callable[[], int] = threading.get_ident,
+        _apply: Callable[[Any], None] = engine.apply,
+        _empty: Labels = EMPTY,
+    ) -> None:
+        """Refresh the labels from ``task.context``."""
+        if not self.active:
+            return
+        try:
+            otel = task.context.get(self._var)
+            holder = _holder(otel.get(_key)) if otel is not None else None
+            labels = _empty if holder is None else holder.labels
+            if _applied(_ident(), _empty) is not labels:
+                _apply(labels)
+        except Exception as exc:
+            guard.fail("the trio step hook", exc, self._off)
+
+    def _off(self) -> None:
+        self.active = False
+
+
+_instrument: LabelInstrument | None = None
+
+
+def ensure_current_run() -> None:
+    """Add the instrument to the trio run this is called from (no-op outside trio, or if done)."""
+    instrument = _instrument
+    if instrument is None or not instrument.active:
+        return
+    try:
+        if _installed.get():
+            return
+    except RuntimeError:
+        return  # not inside trio.run
+    trio.lowlevel.add_instrument(instrument)
+    _installed.set(True)
+
+
+def install(var: ContextVar[Any]) -> None:
+    """Create the instrument and add it to the current run, if any."""
+    global _instrument
+    _instrument = LabelInstrument(var)
+    engine.span_started_hooks.append(ensure_current_run)
+    ensure_current_run()
+
+
+def uninstall() -> None:
+    """Switch the instrument off, and remove it from the current run if called inside one."""
+    global _instrument
+    instrument = _instrument
+    _instrument = None
+    if instrument is None:
+        return
+    instrument.active = False
+    try:
+        if _installed.get():
+            trio.lowlevel.remove_instrument(instrument)
+            _installed.set(False)
+    except (RuntimeError, KeyError):
+        pass
