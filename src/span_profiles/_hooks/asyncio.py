@@ -192,9 +192,12 @@ def install(patches: Patches, var: ContextVar[Any]) -> None:
 
 def _hook_uvloop_construction(patches: Patches) -> None:
     # uvloop is an asyncio loop, so this module may import it, but only if it is installed.
-    if importlib.util.find_spec("uvloop") is None:
+    try:
+        if importlib.util.find_spec("uvloop") is None:
+            return
+        import uvloop
+    except ImportError:
         return
-    import uvloop
 
     loop_class = uvloop.Loop
     original_init = loop_class.__init__

@@ -33,7 +33,9 @@ def _run_in_context(otel_ctx: Any, fn: Callable[..., Any], /, *args: Any, **kwar
         return fn(*args, **kwargs)
     finally:
         otel_context.detach(token)
-        engine.clear()
+        # Back to the worker's own context: none for a pool thread, the caller's for asgiref's
+        # CurrentThreadExecutor, which runs jobs on the thread blocked in async_to_sync.
+        engine.refresh()
 
 
 class LabelledJob:

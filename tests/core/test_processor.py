@@ -1,0 +1,125 @@
+"""SpanProfilesProcessor: attributes, local roots, scopes, renames, standalone use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+import span_profiles
+from span_profiles import PROFILE_ID_ATTRIBUTE, SpanProfilesProcessor
+from span_profiles.testing import RecordingSink
+
+
+def _hex(span: Any) -> str:
+    return format(span.get_span_context().span_id, "016x")
+
+
+def test_local_roots_get_the_profile_id_attribute_and_children_do_not(instrumented: Any) -> None:
+    """The root's pyroscope.profile.id is its span id; children inherit labels, not the attribute."""
+    tracer = instrumented.tracer
+    with tracer.start_as_current_span("root") as root:
+        with tracer.start_as_current_span("child") as child:
+            assert instrumented.sink.current() == {"span_id": _hex(root), "span_name": "root"}
+        assert root.attributes[PROFILE_ID_ATTRIBUTE] == _hex(root)
+        assert PROFILE_ID_ATTRIBUTE not in child.attributes
+
+
+def test_remote_parent_makes_a_local_root(instrumented: Any) -> None:
+    """A span whose parent came over the wire is a local root with its own labels."""
+    remote = SpanContext(
+        trace_id=0x1234, span_id=0x5678, is_remote=True, trace_flags=TraceFlags(1)
+    )
+    ctx = trace.set_span_in_context(NonRecordingSpan(remote))
+    with instrumented.tracer.start_as_current_span("server", context=ctx) as span:
+        assert span.attributes[PROFILE_ID_ATTRIBUTE] == _hex(span)
+        assert instrumented.sink.current()["span_id"] == _hex(span)
+
+
+def test_rename_shows_in_later_labels(instrumented: Any) -> None:
+    """A root renamed after routing shows its new name, also when a child is current."""
+    tracer = instrumented.tracer
+    with tracer.start_as_current_span("GET") as root:
+        with tracer.start_as_current_span("handler"):
+            root.update_name("GET /items/{id}")
+            assert instrumented.sink.current()["span_name"] == "GET /items/{id}"
+        assert instrumented.sink.current() == {
+            "span_id": _hex(root),
+            "span_name": "GET /items/{id}",
+        }
+
+
+def test_scope_all_and_trace_id_options() -> None:
+    """scope='all' labels with each span's own id; trace_id=True adds the 32-hex trace id."""
+    span_profiles.uninstrument()
+    provider, sink = TracerProvider(), RecordingSink()
+    span_profiles.instrument(
+        tracer_provider=provider, sink=sink, scope="all", span_name=False, trace_id=True
+    )
+    tracer = provider.get_tracer("t")
+    try:
+        with tracer.start_as_current_span("root") as root:
+            with tracer.start_as_current_span("child") as child:
+                assert sink.current() == {
+                    "span_id": _hex(child),
+                    "trace_id": format(child.get_span_context().trace_id, "032x"),
+                }
+                assert child.attributes[PROFILE_ID_ATTRIBUTE] == _hex(child)
+            assert sink.current()["span_id"] == _hex(root)
+        assert sink.current() == {}
+    finally:
+        span_profiles.uninstrument()
+
+
+def test_environment_sets_options(monkeypatch: Any) -> None:
+    """SPAN_PROFILES_SCOPE and friends apply when instrument() gets no argument for them."""
+    span_profiles.uninstrument()
+    monkeypatch.setenv("SPAN_PROFILES_SPAN_NAME", "false")
+    monkeypatch.setenv("SPAN_PROFILES_TRACE_ID", "true")
+    provider, sink = TracerProvider(), RecordingSink()
+    span_profiles.instrument(tracer_provider=provider, sink=sink, trace_id=False)
+    try:
+        with provider.get_tracer("t").start_as_current_span("r") as span:
+            assert sink.current() == {"span_id": _hex(span)}
+    finally:
+        span_profiles.uninstrument()
+
+
+def test_standalone_processor_labels_the_starting_thread_without_piling_up() -> None:
+    """Without instrument(), the processor alone replaces labels at start and restores at end."""
+    span_profiles.uninstrument()
+    from span_profiles._core import engine
+
+    sink = RecordingSink()
+    engine.set_sink(sink)
+    provider = TracerProvider()
+    provider.add_span_processor(SpanProfilesProcessor())
+    tracer = provider.get_tracer("t")
+    try:
+        first = tracer.start_span("a")
+        second = tracer.start_span("b")
+        assert sink.current() == {"span_id": _hex(second), "span_name": "b"}
+        second.end()
+        assert sink.current() == {}
+        first.end()
+        assert sink.current() == {}
+    finally:
+        engine.reset_state()
+
+
+def test_processor_rejects_an_unknown_scope() -> None:
+    """A bad scope is a clear error at construction."""
+    try:
+        SpanProfilesProcessor(scope="every")  # type: ignore[arg-type]
+    except ValueError as exc:
+        assert "scope" in str(exc)
+    else:
+        raise AssertionError("no error")
+
+
+def test_same_attribute_as_pyroscope_otel() -> None:
+    """The attribute key matches pyroscope-otel's, so it is a drop-in replacement."""
+    otel = __import__("pytest").importorskip("pyroscope.otel")
+    assert otel.PROFILE_ID_SPAN_ATTRIBUTE_KEY == PROFILE_ID_ATTRIBUTE
