@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -29,9 +30,7 @@ def test_local_roots_get_the_profile_id_attribute_and_children_do_not(instrument
 
 def test_remote_parent_makes_a_local_root(instrumented: Any) -> None:
     """A span whose parent came over the wire is a local root with its own labels."""
-    remote = SpanContext(
-        trace_id=0x1234, span_id=0x5678, is_remote=True, trace_flags=TraceFlags(1)
-    )
+    remote = SpanContext(trace_id=0x1234, span_id=0x5678, is_remote=True, trace_flags=TraceFlags(1))
     ctx = trace.set_span_in_context(NonRecordingSpan(remote))
     with instrumented.tracer.start_as_current_span("server", context=ctx) as span:
         assert span.attributes[PROFILE_ID_ATTRIBUTE] == _hex(span)
@@ -111,15 +110,11 @@ def test_standalone_processor_labels_the_starting_thread_without_piling_up() -> 
 
 def test_processor_rejects_an_unknown_scope() -> None:
     """A bad scope is a clear error at construction."""
-    try:
+    with pytest.raises(ValueError, match="scope"):
         SpanProfilesProcessor(scope="every")  # type: ignore[arg-type]
-    except ValueError as exc:
-        assert "scope" in str(exc)
-    else:
-        raise AssertionError("no error")
 
 
 def test_same_attribute_as_pyroscope_otel() -> None:
     """The attribute key matches pyroscope-otel's, so it is a drop-in replacement."""
-    otel = __import__("pytest").importorskip("pyroscope.otel")
+    otel = pytest.importorskip("pyroscope.otel")
     assert otel.PROFILE_ID_SPAN_ATTRIBUTE_KEY == PROFILE_ID_ATTRIBUTE

@@ -45,7 +45,10 @@ def test_replace_removes_the_old_pair_before_adding_the_new_one() -> None:
     sink.apply(A)
     calls.clear()
     sink.apply(B)
-    assert calls == [("remove", "span_id", "00000000000000aa"), ("add", "span_id", "00000000000000bb")]
+    assert calls == [
+        ("remove", "span_id", "00000000000000aa"),
+        ("add", "span_id", "00000000000000bb"),
+    ]
 
 
 def test_reapplying_the_same_labels_makes_no_call() -> None:

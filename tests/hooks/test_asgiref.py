@@ -13,7 +13,9 @@ asgiref_sync = pytest.importorskip("asgiref.sync")
 
 
 @pytest.mark.parametrize("thread_sensitive", [True, False])
-def test_sync_to_async_jobs_show_the_callers_labels(instrumented: Any, thread_sensitive: bool) -> None:
+def test_sync_to_async_jobs_show_the_callers_labels(
+    instrumented: Any, thread_sensitive: bool
+) -> None:
     """A sync function run through sync_to_async shows the labels of the awaiting request."""
     check = Checker(instrumented.sink)
 

@@ -38,8 +38,7 @@ def test_tasks_created_before_instrument_are_labelled() -> None:
     async def main() -> None:
         started = asyncio.Event()
         tasks = [
-            asyncio.create_task(_preexisting_unit(started, tracer_box, check, i))
-            for i in range(50)
+            asyncio.create_task(_preexisting_unit(started, tracer_box, check, i)) for i in range(50)
         ]
         await asyncio.sleep(0)
         span_profiles.instrument(tracer_provider=provider, sink=sink)
@@ -84,7 +83,6 @@ def test_eager_tasks_and_their_creator_keep_their_own_labels(instrumented: Any) 
     asyncio.run(main())
     assert check.failures == []
     assert check.count == 200
-
 
 
 def _uvloop() -> Any:

@@ -139,7 +139,9 @@ async def test_asyncio_apis(instrumented: Any, backend_id: str) -> None:
     assert check.count >= UNITS * 15
 
 
-async def test_worker_threads_carry_no_labels_after_the_job(instrumented: Any, backend_id: str) -> None:
+async def test_worker_threads_carry_no_labels_after_the_job(
+    instrumented: Any, backend_id: str
+) -> None:
     """A worker thread that ran a labelled job holds no labels once the job returned."""
     import threading
 

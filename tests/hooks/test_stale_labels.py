@@ -98,9 +98,7 @@ def test_reused_thread_ident_starts_with_no_labels(instrumented: Any) -> None:
     observed: list[tuple[int, dict[str, str]]] = []
     for _ in range(20):
         thread = threading.Thread(
-            target=lambda: observed.append(
-                (threading.get_ident(), instrumented.sink.current())
-            )
+            target=lambda: observed.append((threading.get_ident(), instrumented.sink.current()))
         )
         thread.start()
         thread.join()

@@ -11,6 +11,7 @@ rename), so "unchanged" costs one dict lookup and one ``is``.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -20,7 +21,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from span_profiles._core import guard
-from span_profiles._core.sinks import EMPTY, Labels, NullSink, Sink
+from span_profiles._core.sinks import EMPTY, Labels, NullSink, Sink, SinkAdapter, ThreadLabelSink
 
 __all__ = [
     "EMPTY",
@@ -73,12 +74,12 @@ holders: dict[Any, Holder] = {}
 
 _holders_get = holders.get
 
-_applied: dict[int, Labels] = {}
-"""Thread ident -> labels we asked the sink to apply there (mirrors the sink, for a fast check)."""
-
-_applied_get = _applied.get
-
-_sink: Sink = NullSink()
+_sink: ThreadLabelSink = NullSink()
+_applied_get: Callable[[int, Labels], Labels] = _sink._applied.get
+"""Thread ident -> labels applied there: the sink's own record, read directly by the hooks."""
+_sink_apply: list[Callable[[Labels], None]] = [_sink.apply]
+"""A cell holding the sink's ``apply``: hooks capture the cell, so a failing sink can be swapped
+out under them."""
 
 _context_var: ContextVar[Any] | None = None
 """The ContextVar behind OTel's runtime context, when it is the contextvars one."""
@@ -99,47 +100,49 @@ def context_var() -> ContextVar[Any] | None:
     return _context_var
 
 
-def set_sink(sink: Sink) -> None:
-    """Route labels to ``sink`` from now on."""
-    global _sink
-    _sink = sink
+def set_sink(sink: Sink) -> ThreadLabelSink:
+    """Route labels to ``sink`` from now on (hooks installed later read its bookkeeping)."""
+    global _sink, _applied_get, _sink_apply
+    _sink = sink if isinstance(sink, ThreadLabelSink) else SinkAdapter(sink)
+    _applied_get = _sink._applied.get
+    _sink_apply = [_sink.apply]
+    return _sink
 
 
-def get_sink() -> Sink:
+def get_sink() -> ThreadLabelSink:
     """The sink labels go to."""
     return _sink
 
 
-def _disable_sink() -> None:
-    global _sink
-    _sink = NullSink()
-    _applied.clear()
+def sink_failed(exc: BaseException) -> None:
+    """The sink raised: log once and switch it off, keeping the bookkeeping the hooks read."""
+    guard.fail("the label sink", exc, _switch_off_sink)
+
+
+def _switch_off_sink() -> None:
+    sink = _sink
+    sink.switch_off()
+    # A subclass may override apply() itself: fall back to the base's bookkeeping-only apply.
+    _sink_apply[0] = functools.partial(ThreadLabelSink.apply, sink)
 
 
 def apply(labels: Labels) -> None:
     """Make ``labels`` the calling thread's labels (the slow path: they changed)."""
-    tid = _get_ident()
     try:
-        _sink.apply(labels)
+        _sink_apply[0](labels)
     except Exception as exc:
-        guard.fail("the label sink", exc, _disable_sink)
-        return
-    if labels:
-        _applied[tid] = labels
-    else:
-        _applied.pop(tid, None)
+        sink_failed(exc)
 
 
 def clear() -> None:
     """Remove the calling thread's labels, if it has any."""
-    if _get_ident() in _applied:
+    if _applied_get(_get_ident(), EMPTY):
         apply(EMPTY)
 
 
 def reset_thread() -> None:
     """A new thread starts: drop labels a dead thread with the same ident left behind."""
-    if _get_ident() in _applied:
-        apply(EMPTY)
+    clear()
 
 
 def labels_of(otel_ctx: Any) -> Labels:
@@ -170,7 +173,7 @@ def current_holder() -> Holder | None:
 
 def shows(labels: Labels) -> bool:
     """Whether the calling thread shows exactly this labels tuple (by identity)."""
-    return labels is not EMPTY and _applied_get(_get_ident()) is labels
+    return labels is not EMPTY and _applied_get(_get_ident(), EMPTY) is labels
 
 
 span_started_hooks: list[Callable[[], None]] = []
@@ -181,6 +184,5 @@ def reset_state() -> None:
     """Forget all per-thread state and the sink (``uninstrument()``)."""
     global hooked
     hooked = False
-    _applied.clear()
     span_started_hooks.clear()
     set_sink(NullSink())

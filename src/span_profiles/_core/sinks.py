@@ -33,6 +33,10 @@ class Sink(Protocol):
         """Remove every label this sink applied to the calling thread."""
 
 
+def _ignore(key: str, value: str) -> None:
+    return None
+
+
 class ThreadLabelSink:
     """Base for sinks over a per-thread add/remove API.
 
@@ -51,19 +55,28 @@ class ThreadLabelSink:
     def apply(self, labels: Labels, /) -> None:
         """Make ``labels`` exactly the labels of the calling thread."""
         tid = _get_ident()
-        old = self._applied.get(tid, EMPTY)
-        if old is labels or old == labels:
+        applied = self._applied
+        old = applied.get(tid, EMPTY)
+        if old is labels:
             return
-        for pair in old:
-            if pair not in labels:
-                self._remove(*pair)
-        for pair in labels:
-            if pair not in old:
-                self._add(*pair)
+        # Equal labels fall through both loops without a call, so no equality test up front.
+        if old:
+            remove = self._remove
+            for pair in old:
+                if pair not in labels:
+                    remove(*pair)
         if labels:
-            self._applied[tid] = labels
+            add = self._add
+            for pair in labels:
+                if pair not in old:
+                    add(*pair)
+            applied[tid] = labels
         else:
-            self._applied.pop(tid, None)
+            del applied[tid]
+
+    def switch_off(self) -> None:
+        """Stop calling the agent (after a failure); bookkeeping goes on so hooks stay cheap."""
+        self._add = self._remove = _ignore
 
     def clear(self) -> None:
         """Remove every label this sink applied to the calling thread."""
@@ -74,14 +87,34 @@ class ThreadLabelSink:
         return self._applied.get(_get_ident() if thread_id is None else thread_id, EMPTY)
 
 
-class NullSink:
-    """A sink that drops everything; used when no profiling agent is installed."""
+class NullSink(ThreadLabelSink):
+    """A sink that drops labels (keeping only the bookkeeping); used when no agent is installed."""
+
+    def __init__(self) -> None:
+        super().__init__(_ignore, _ignore)
+
+
+class SinkAdapter(ThreadLabelSink):
+    """Gives a plain :class:`Sink` (apply/clear only) the per-thread bookkeeping of the base."""
+
+    def __init__(self, sink: Sink) -> None:
+        super().__init__(_ignore, _ignore)
+        self.sink = sink
 
     def apply(self, labels: Labels, /) -> None:
-        """Do nothing."""
+        """Forward changed labels to the wrapped sink."""
+        tid = _get_ident()
+        if self._applied.get(tid, EMPTY) is labels:
+            return
+        self.sink.apply(labels)
+        if labels:
+            self._applied[tid] = labels
+        else:
+            self._applied.pop(tid, None)
 
-    def clear(self) -> None:
-        """Do nothing."""
+    def switch_off(self) -> None:
+        """Stop forwarding."""
+        self.sink = NullSink()
 
 
 def _positional_arity(func: Callable[..., object]) -> int | None:

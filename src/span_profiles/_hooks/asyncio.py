@@ -40,15 +40,16 @@ def _make_handle_run(
     original: Callable[[Any], None], var: ContextVar[Any]
 ) -> Callable[[Any], None]:
     # Everything the per-step path touches is bound as a default argument: local lookups only.
+    # The sink and its bookkeeping are fixed for as long as the patch is in place.
     def _run(
         self: Any,
         _original: Callable[[Any], None] = original,
         _var: ContextVar[Any] = var,
         _key: str = engine.SPAN_KEY,
         _holder: Callable[[Any], Any] = engine._holders_get,
-        _applied: Callable[[int, Any], Any] = engine._applied_get,
+        _applied: Callable[[int, Labels], Labels] = engine._applied_get,
         _ident: Callable[[], int] = threading.get_ident,
-        _apply: Callable[[Any], None] = engine.apply,
+        _sink_apply: list[Callable[[Labels], None]] = engine._sink_apply,
         _empty: Labels = EMPTY,
     ) -> None:
         try:
@@ -56,7 +57,10 @@ def _make_handle_run(
             holder = _holder(otel.get(_key)) if otel is not None else None
             labels = _empty if holder is None else holder.labels
             if _applied(_ident(), _empty) is not labels:
-                _apply(labels)
+                try:
+                    _sink_apply[0](labels)
+                except Exception as exc:
+                    engine.sink_failed(exc)
         except Exception as exc:
             guard.fail("the asyncio step hook", exc, _unpatch_handle)
         _original(self)
@@ -84,7 +88,17 @@ class StepCoroutine(Coroutine[Any, Any, Any]):
 
     def send(self, value: Any, /) -> Any:
         """Refresh the labels, then run one step."""
-        _refresh()
+        # Inlined (module globals set by install()): this runs on every step of every task.
+        try:
+            holder = _holder(_var_get().get(_KEY))
+            labels = EMPTY if holder is None else holder.labels
+            if _applied(_ident(), EMPTY) is not labels:
+                try:
+                    _sink_apply[0](labels)
+                except Exception as exc:
+                    engine.sink_failed(exc)
+        except Exception as exc:
+            guard.fail("the asyncio task hook", exc)
         return self._coro.send(value)
 
     def throw(self, *args: Any) -> Any:
@@ -104,6 +118,22 @@ class StepCoroutine(Coroutine[Any, Any, Any]):
 
     def __repr__(self) -> str:
         return repr(self._coro)
+
+
+_KEY = engine.SPAN_KEY
+_ident = threading.get_ident
+_var_get: Callable[[], Any] = dict
+_holder: Callable[[Any], Any] = engine._holders_get
+_applied: Callable[[int, Labels], Labels] = engine._applied_get
+_sink_apply: list[Callable[[Labels], None]] = engine._sink_apply
+
+
+def _bind_step_globals(var: ContextVar[Any]) -> None:
+    global _var_get, _holder, _applied, _sink_apply
+    _var_get = var.get
+    _holder = engine._holders_get
+    _applied = engine._applied_get
+    _sink_apply = engine._sink_apply
 
 
 def _refresh() -> None:
@@ -167,6 +197,7 @@ def install(patches: Patches, var: ContextVar[Any]) -> None:
     """Patch ``Handle._run`` and ``BaseEventLoop.create_task``; hook the running loop if needed."""
     global _patches
     _patches = patches
+    _bind_step_globals(var)
     handle = asyncio.events.Handle
     if not hasattr(handle._run, "__wrapped__"):
         patches.set(handle, "_run", _make_handle_run(handle._run, var))

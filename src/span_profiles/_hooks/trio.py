@@ -25,29 +25,39 @@ class LabelInstrument(trio.abc.Instrument):
 
     def __init__(self, var: ContextVar[Any]) -> None:
         self.active = True
-        self._var = var
+        # trio looks the hook up on the instance, so a closure over the current sink's
+        # bookkeeping replaces the method: the per-step path does local lookups only.
+        self.before_task_step = self._make_step(var)  # type: ignore[method-assign,assignment]
 
-    def before_task_step(
-        self,
-        task: trio.lowlevel.Task,
-        _key: str = engine.SPAN_KEY,
-        _holder: Callable[[Any], Any] = engine._holders_get,
-        _applied: Callable[[int, Any], Any] = engine._applied_get,
-        _ident: Callable[[], int] = threading.get_ident,
-        _apply: Callable[[Any], None] = engine.apply,
-        _empty: Labels = EMPTY,
-    ) -> None:
-        """Refresh the labels from ``task.context``."""
-        if not self.active:
-            return
-        try:
-            otel = task.context.get(self._var)
-            holder = _holder(otel.get(_key)) if otel is not None else None
-            labels = _empty if holder is None else holder.labels
-            if _applied(_ident(), _empty) is not labels:
-                _apply(labels)
-        except Exception as exc:
-            guard.fail("the trio step hook", exc, self._off)
+    def _make_step(self, var: ContextVar[Any]) -> Callable[[trio.lowlevel.Task], None]:
+        def before_task_step(
+            task: trio.lowlevel.Task,
+            _var: ContextVar[Any] = var,
+            _key: str = engine.SPAN_KEY,
+            _holder: Callable[[Any], Any] = engine._holders_get,
+            _applied: Callable[[int, Labels], Labels] = engine._applied_get,
+            _ident: Callable[[], int] = threading.get_ident,
+            _sink_apply: list[Callable[[Labels], None]] = engine._sink_apply,
+            _empty: Labels = EMPTY,
+        ) -> None:
+            if not self.active:
+                return
+            try:
+                otel = task.context.get(_var)
+                holder = _holder(otel.get(_key)) if otel is not None else None
+                labels = _empty if holder is None else holder.labels
+                if _applied(_ident(), _empty) is not labels:
+                    try:
+                        _sink_apply[0](labels)
+                    except Exception as exc:
+                        engine.sink_failed(exc)
+            except Exception as exc:
+                guard.fail("the trio step hook", exc, self._off)
+
+        return before_task_step
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        """Refresh the labels from ``task.context`` (replaced per instance in ``__init__``)."""
 
     def _off(self) -> None:
         self.active = False

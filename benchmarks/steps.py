@@ -1,0 +1,218 @@
+"""Time per task step: bare, with our hooks, and with labels unchanged or changing every step.
+
+Run: ``python benchmarks/steps.py`` (add ``--quick`` for a short run). Prints a table of the time
+per ``await asyncio.sleep(0)`` step and what each configuration adds over the bare loop, for the
+stdlib asyncio loop (``Handle._run`` hook), uvloop (task-factory hook) and trio (instrument), and
+writes it to ``benchmarks/results/steps.md``.
+
+Rows:
+* bare: no instrumentation at all;
+* hooks, no span: ``instrument()`` installed, tasks run without a span;
+* labels unchanged: two tasks inside the same root span, so consecutive steps keep the labels;
+* labels change every step: two tasks in two root spans, alternating (``span_id`` only), with the
+  RecordingSink and with the real pyroscope-io agent (configured, sampling at 100 Hz);
+* pyroscope-otel: its ``PyroscopeSpanProcessor`` (tags at span start/end only) as the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.trace import TracerProvider
+
+import span_profiles
+from span_profiles.testing import RecordingSink
+
+STEPS = 200_000
+RESULTS = Path(__file__).parent / "results"
+
+
+async def _stepper(steps: int) -> None:
+    for _ in range(steps):
+        await asyncio.sleep(0)
+
+
+async def _run(tracer: Any, steps: int, mode: str) -> float:
+    """Two tasks each doing steps/2 steps; returns seconds elapsed."""
+    half = steps // 2
+
+    async def task(name: str | None) -> None:
+        if name is None:
+            await _stepper(half)
+        else:
+            with tracer.start_as_current_span(name):
+                await _stepper(half)
+
+    start = time.perf_counter()
+    if mode == "shared":
+        with tracer.start_as_current_span("shared"):
+            await asyncio.gather(task(None), task(None))
+    elif mode == "separate":
+        await asyncio.gather(task("a"), task("b"))
+    else:
+        await asyncio.gather(task(None), task(None))
+    return time.perf_counter() - start
+
+
+async def _trio_run(tracer: Any, steps: int, mode: str) -> float:
+    import trio
+
+    half = steps // 2
+
+    async def stepper() -> None:
+        for _ in range(half):
+            await trio.sleep(0)
+
+    async def task(name: str | None) -> None:
+        if name is None:
+            await stepper()
+        else:
+            with tracer.start_as_current_span(name):
+                await stepper()
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        if mode == "shared":
+            with tracer.start_as_current_span("shared"):
+                nursery.start_soon(task, None)
+                nursery.start_soon(task, None)
+        elif mode == "separate":
+            nursery.start_soon(task, "a")
+            nursery.start_soon(task, "b")
+        else:
+            nursery.start_soon(task, None)
+            nursery.start_soon(task, None)
+    return time.perf_counter() - start
+
+
+def _measure(loop_name: str, tracer: Any, steps: int, mode: str, repeats: int) -> float:
+    """Best-of-``repeats`` nanoseconds per step."""
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        if loop_name == "trio":
+            import trio
+
+            elapsed = trio.run(_trio_run, tracer, steps, mode)
+        elif loop_name == "uvloop":
+            import uvloop
+
+            elapsed = uvloop.run(_run(tracer, steps, mode))
+        else:
+            elapsed = asyncio.run(_run(tracer, steps, mode))
+        times.append(elapsed / steps * 1e9)
+    return min(times)
+
+
+Config = tuple[str, str, Callable[[TracerProvider], Any] | None]
+
+
+def _configs(agent: Any) -> list[Config]:
+    def ours(sink_factory: Callable[[], Any], span_name: bool = False) -> Callable[[Any], Any]:
+        def setup(provider: TracerProvider) -> Any:
+            return span_profiles.instrument(
+                tracer_provider=provider, sink=sink_factory(), span_name=span_name
+            )
+
+        return setup
+
+    rows: list[Config] = [
+        ("bare", "none", None),
+        ("hooks, no span", "none", ours(RecordingSink)),
+        ("labels unchanged between steps", "shared", ours(RecordingSink)),
+        ("labels change every step, RecordingSink", "separate", ours(RecordingSink)),
+    ]
+    if agent is not None:
+        rows.append(
+            ("labels change every step, PyroscopeSink", "separate", ours(span_profiles.PyroscopeSink))
+        )
+        rows.append(("labels unchanged, PyroscopeSink", "shared", ours(span_profiles.PyroscopeSink)))
+        try:
+            from pyroscope.otel import PyroscopeSpanProcessor
+
+            def naive(provider: TracerProvider) -> Any:
+                provider.add_span_processor(PyroscopeSpanProcessor())
+
+            rows.append(("pyroscope-otel processor (reference)", "separate", naive))
+        except ImportError:
+            pass
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    parser.add_argument("--loops", default="asyncio,uvloop,trio")
+    args = parser.parse_args(argv)
+    steps, repeats = (40_000, 3) if args.quick else (STEPS, 7)
+    try:
+        import pyroscope
+
+        # A closed local port: the agent samples and tags as usual, uploads are dropped.
+        pyroscope.configure(
+            application_name="span-profiles-bench", server_address="http://127.0.0.1:9"
+        )
+        agent: Any = pyroscope
+    except ImportError:
+        agent = None
+    loops = []
+    for name in args.loops.split(","):
+        try:
+            __import__({"asyncio": "asyncio", "uvloop": "uvloop", "trio": "trio"}[name])
+            loops.append(name)
+        except ImportError:
+            print(f"skipping {name}: not installed", file=sys.stderr)
+    table: dict[str, dict[str, float]] = {}
+    for label, mode, setup in _configs(agent):
+        table[label] = {}
+        for loop_name in loops:
+            span_profiles.uninstrument()
+            provider = TracerProvider()
+            if setup is not None:
+                setup(provider)
+            tracer = provider.get_tracer("bench")
+            table[label][loop_name] = _measure(loop_name, tracer, steps, mode, repeats)
+            span_profiles.uninstrument()
+            provider.shutdown()
+    bare = table["bare"]
+    header = "| configuration | " + " | ".join(
+        f"{name} ns/step | {name} added" for name in loops
+    ) + " |"
+    lines = [header, "|" + "---|" * (1 + 2 * len(loops))]
+    for label, row in table.items():
+        cells = []
+        for name in loops:
+            cells.append(f"{row[name]:.0f}")
+            cells.append("" if label == "bare" else f"{row[name] - bare[name]:+.0f} ns")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    meta = (
+        f"Python {platform.python_version()}, {platform.machine()}, {steps} steps x best of "
+        f"{repeats}; agent: {'pyroscope-io configured, 100 Hz' if agent else 'not installed'}"
+    )
+    text = "\n".join([meta, "", *lines])
+    print(text)
+    if agent is not None:
+        agent.shutdown()
+    RESULTS.mkdir(exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+    (RESULTS / f"steps{suffix}.md").write_text(text + "\n")
+    (RESULTS / f"steps{suffix}.json").write_text(
+        json.dumps({"meta": meta, "ns_per_step": table, "median_bare": statistics.median(bare.values())}, indent=2)
+        + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""Local Pyroscope-compatible receiver, its SQLite store and the ``span-profiles`` command.
+
+The query API (:class:`ProfileStore` and its result types) needs only the standard library. The
+HTTP receiver (:class:`Receiver`, :func:`start_receiver_in_thread`) needs protobuf, from the
+``receiver`` extra, and is imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from span_profiles._receiver.store import FunctionStat as FunctionStat
+from span_profiles._receiver.store import ProfileStore as ProfileStore
+from span_profiles._receiver.store import SpanStat as SpanStat
+from span_profiles._receiver.store import StoredSample as StoredSample
+from span_profiles._receiver.store import default_db_path as default_db_path
+
+if TYPE_CHECKING:
+    from span_profiles._receiver.server import Receiver as Receiver
+    from span_profiles._receiver.server import start_receiver_in_thread as start_receiver_in_thread
+
+__all__ = [
+    "FunctionStat",
+    "ProfileStore",
+    "Receiver",
+    "SpanStat",
+    "StoredSample",
+    "default_db_path",
+    "start_receiver_in_thread",
+]
+
+_LAZY = frozenset({"Receiver", "start_receiver_in_thread"})
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that importing the query API never imports protobuf.
+    if name in _LAZY:
+        from span_profiles._receiver import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,63 @@
+"""Helpers for the receiver tests: test vectors and small profiles built by hand."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from span_profiles._receiver.model import Profile, Sample, Series
+
+DATA = Path(__file__).parent / "data"
+PERIOD = 10_000_000
+CPU = ("cpu", "nanoseconds")
+
+
+def upload_bodies(case: str) -> list[Path]:
+    """The copied ``NNNN.body`` files of one capture case, in order."""
+    bodies = sorted((DATA / case).glob("*.body"))
+    assert bodies, f"no test vectors for {case}"
+    return bodies
+
+
+def upload_headers(body: Path) -> dict[str, str]:
+    """The request headers captured with ``body``."""
+    meta = json.loads(body.with_suffix(".json").read_text())
+    return {name: value for name, value in meta["headers"]}
+
+
+def spans_json(case: str) -> dict[str, list[str]]:
+    """Root span id -> ``[path, query]`` for one asyncio case."""
+    spans: dict[str, list[str]] = json.loads((DATA / case / "spans.json").read_text())
+    return spans
+
+
+def sample(
+    functions: Sequence[str],
+    count: int = 1,
+    labels: Sequence[tuple[str, str]] = (),
+    files: Sequence[str] | None = None,
+) -> Sample:
+    """A CPU sample of ``count`` periods, stack given leaf first."""
+    return Sample(
+        values=(count * PERIOD,),
+        functions=tuple(functions),
+        files=tuple(files) if files is not None else tuple(f"/srv/{f}.py" for f in functions),
+        labels=tuple(labels),
+    )
+
+
+def series(
+    samples: Sequence[Sample], service: str = "svc", extra: Sequence[tuple[str, str]] = ()
+) -> Series:
+    """One ``process_cpu`` series with a single profile holding ``samples``."""
+    profile = Profile(
+        sample_types=(CPU,),
+        period_type=CPU,
+        period=PERIOD,
+        time_nanos=1_700_000_000_000_000_000,
+        duration_nanos=10_000_000_000,
+        samples=tuple(samples),
+    )
+    labels = (("__name__", "process_cpu"), ("service_name", service), *extra)
+    return Series(labels=labels, profiles=(profile,))
