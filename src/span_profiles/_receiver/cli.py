@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import re
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -261,6 +262,10 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"span-profiles: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     print(f"span-profiles receiver on {receiver.url}, storing in {receiver.db_path}", flush=True)
+    # A process started in the background inherits SIGINT ignored, and SIGTERM (service managers,
+    # kill) would end it without closing the database: stop cleanly on both.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         # Sleep in the main thread so Ctrl-C arrives here rather than in the server thread.
         while True:
@@ -270,6 +275,10 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         receiver.stop()
     return 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
