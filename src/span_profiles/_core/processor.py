@@ -82,7 +82,7 @@ class SpanProfilesProcessor(SpanProcessor):
         self._live[span.get_span_context().span_id] = span
         if engine.hooked:
             if root:
-                for ensure in engine.span_started_hooks:
+                for ensure in tuple(engine.span_started_hooks):
                     ensure()
         elif holder.span is span:
             # Standalone: the best we can do without hooks is the starting thread.

@@ -71,6 +71,10 @@ def ensure_current_run() -> None:
     instrument = _instrument
     if instrument is None or not instrument.active:
         return
+    # Raising and catching RuntimeError costs microseconds; asyncio apps pass here on every root.
+    in_trio_run = getattr(trio.lowlevel, "in_trio_run", None)
+    if in_trio_run is not None and not in_trio_run():
+        return
     try:
         if _installed.get():
             return
