@@ -187,6 +187,12 @@ def is_instrumented() -> bool:
     return _current is not None
 
 
+def installed_tracer_provider() -> Any | None:
+    """The tracer provider ``instrument()`` added its processor to, or ``None``."""
+    installation = _current
+    return None if installation is None else installation.provider
+
+
 def installed_settings() -> Settings | None:
     """The settings ``instrument()`` resolved, or ``None`` when not instrumented."""
     installation = _current

@@ -1,0 +1,62 @@
+"""Helpers shared by the ASGI, FastAPI and Django tests: label probes and span lookups."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+
+from span_profiles.testing import RecordingSink
+
+
+def hex_id(span: Any) -> str:
+    """The 16-hex span id of a live or finished span."""
+    context = span.get_span_context() if hasattr(span, "get_span_context") else span.context
+    return format(context.span_id, "016x")
+
+
+@dataclass
+class Seen:
+    """What a probe saw at one checkpoint."""
+
+    where: str
+    labels: dict[str, str]
+    thread: int
+
+
+@dataclass
+class Probe:
+    """Records the calling thread's labels at checkpoints inside handlers."""
+
+    sink: RecordingSink
+    seen: list[Seen] = field(default_factory=list)
+
+    def __call__(self, where: str) -> None:
+        try:
+            labels: Any = self.sink.current()
+        except AssertionError as exc:
+            labels = {"error": str(exc)}
+        self.seen.append(Seen(where, labels, threading.get_ident()))
+
+    def assert_all(self, span: ReadableSpan, name: str, *, count: int | None = None) -> None:
+        """Every checkpoint showed exactly ``span``'s labels with span_name ``name``."""
+        expected = {"span_id": hex_id(span), "span_name": name}
+        wrong = [s for s in self.seen if s.labels != expected]
+        assert not wrong, f"expected {expected} everywhere, wrong at {wrong}"
+        if count is not None:
+            assert len(self.seen) == count, self.seen
+
+
+def server_spans(exporter: Any) -> list[ReadableSpan]:
+    """Finished spans of kind SERVER."""
+    return [s for s in exporter.get_finished_spans() if s.kind is trace.SpanKind.SERVER]
+
+
+def only_span(exporter: Any) -> ReadableSpan:
+    """The one finished span (fails if there are more or none)."""
+    spans: tuple[ReadableSpan, ...] = exporter.get_finished_spans()
+    assert len(spans) == 1, [s.name for s in spans]
+    return spans[0]
