@@ -83,3 +83,9 @@ def instrumented() -> Iterator[Instrumented]:
     finally:
         span_profiles.uninstrument()
         provider.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _no_agent_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adapters start the real agent by default; tests opt in explicitly instead."""
+    monkeypatch.setenv("SPAN_PROFILES_PROFILER", "off")

@@ -12,6 +12,7 @@ a second span-profiles middleware, nested in the first, sees it and passes the r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from typing import Any, TypeVar
@@ -189,11 +190,31 @@ def resolve_settings(
 def ensure_instrumented(
     tracer_provider: Any | None, sink: Any | None, settings: Settings
 ) -> Callable[[], None]:
-    """A callable that runs :func:`span_profiles.instrument` once, if nothing else did first."""
+    """A callable that instruments and starts the profiler once per process, on first use.
+
+    Adapters call it at lifespan startup and on every request: the first call in a (forked)
+    worker process runs :func:`span_profiles.instrument` if nothing else did, and starts the
+    pyroscope-io agent as ``settings.profiler`` says. Starting it here, lazily, is what keeps it
+    fork-safe under pre-forking servers: the agent never runs in a process that forks later.
+    Inside a running event loop, the agent's threads and the loop thread are pinned to one CPU
+    as ``settings.pin_cpu`` says (see :mod:`span_profiles._profiler`).
+    """
+    started_in: list[int] = []
 
     def ensure() -> None:
+        pid = os.getpid()
+        if started_in and started_in[0] == pid:
+            return
+        started_in[:] = [pid]
         if not is_instrumented():
             instrument(tracer_provider=tracer_provider, sink=sink, settings=settings)
+        if settings.profiler != "off":
+            from span_profiles._profiler import start_profiler
+
+            try:
+                start_profiler(settings=settings, tracer_provider=tracer_provider)
+            except Exception as exc:
+                guard.fail("starting the profiler", exc)
 
     return ensure
 
