@@ -95,23 +95,20 @@ async def _trio_run(tracer: Any, steps: int, mode: str) -> float:
     return time.perf_counter() - start
 
 
-def _measure(loop_name: str, tracer: Any, steps: int, mode: str, repeats: int) -> float:
-    """Best-of-``repeats`` nanoseconds per step."""
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        if loop_name == "trio":
-            import trio
+def _measure_once(loop_name: str, tracer: Any, steps: int, mode: str) -> float:
+    """Nanoseconds per step for one run."""
+    gc.collect()
+    if loop_name == "trio":
+        import trio
 
-            elapsed = trio.run(_trio_run, tracer, steps, mode)
-        elif loop_name == "uvloop":
-            import uvloop
+        elapsed = trio.run(_trio_run, tracer, steps, mode)
+    elif loop_name == "uvloop":
+        import uvloop
 
-            elapsed = uvloop.run(_run(tracer, steps, mode))
-        else:
-            elapsed = asyncio.run(_run(tracer, steps, mode))
-        times.append(elapsed / steps * 1e9)
-    return min(times)
+        elapsed = uvloop.run(_run(tracer, steps, mode))
+    else:
+        elapsed = asyncio.run(_run(tracer, steps, mode))
+    return float(elapsed / steps * 1e9)
 
 
 Config = tuple[str, str, Callable[[TracerProvider], Any] | None]
@@ -134,9 +131,15 @@ def _configs(agent: Any) -> list[Config]:
     ]
     if agent is not None:
         rows.append(
-            ("labels change every step, PyroscopeSink", "separate", ours(span_profiles.PyroscopeSink))
+            (
+                "labels change every step, PyroscopeSink",
+                "separate",
+                ours(span_profiles.PyroscopeSink),
+            )
         )
-        rows.append(("labels unchanged, PyroscopeSink", "shared", ours(span_profiles.PyroscopeSink)))
+        rows.append(
+            ("labels unchanged, PyroscopeSink", "shared", ours(span_profiles.PyroscopeSink))
+        )
         try:
             from pyroscope.otel import PyroscopeSpanProcessor
 
@@ -173,22 +176,26 @@ def main(argv: list[str] | None = None) -> int:
             loops.append(name)
         except ImportError:
             print(f"skipping {name}: not installed", file=sys.stderr)
-    table: dict[str, dict[str, float]] = {}
-    for label, mode, setup in _configs(agent):
-        table[label] = {}
-        for loop_name in loops:
-            span_profiles.uninstrument()
-            provider = TracerProvider()
-            if setup is not None:
-                setup(provider)
-            tracer = provider.get_tracer("bench")
-            table[label][loop_name] = _measure(loop_name, tracer, steps, mode, repeats)
-            span_profiles.uninstrument()
-            provider.shutdown()
+    configs = _configs(agent)
+    table: dict[str, dict[str, float]] = {label: {} for label, _, _ in configs}
+    # Configurations are interleaved within each repeat, so a noisy moment hits all of them
+    # alike; the best of the repeats is kept.
+    for _ in range(repeats):
+        for label, mode, setup in configs:
+            for loop_name in loops:
+                span_profiles.uninstrument()
+                provider = TracerProvider()
+                if setup is not None:
+                    setup(provider)
+                tracer = provider.get_tracer("bench")
+                ns = _measure_once(loop_name, tracer, steps, mode)
+                span_profiles.uninstrument()
+                provider.shutdown()
+                table[label][loop_name] = min(ns, table[label].get(loop_name, ns))
     bare = table["bare"]
-    header = "| configuration | " + " | ".join(
-        f"{name} ns/step | {name} added" for name in loops
-    ) + " |"
+    header = (
+        "| configuration | " + " | ".join(f"{name} ns/step | {name} added" for name in loops) + " |"
+    )
     lines = [header, "|" + "---|" * (1 + 2 * len(loops))]
     for label, row in table.items():
         cells = []
@@ -208,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     suffix = "-quick" if args.quick else ""
     (RESULTS / f"steps{suffix}.md").write_text(text + "\n")
     (RESULTS / f"steps{suffix}.json").write_text(
-        json.dumps({"meta": meta, "ns_per_step": table, "median_bare": statistics.median(bare.values())}, indent=2)
+        json.dumps(
+            {"meta": meta, "ns_per_step": table, "median_bare": statistics.median(bare.values())},
+            indent=2,
+        )
         + "\n"
     )
     return 0

@@ -59,20 +59,52 @@ class ThreadLabelSink:
         old = applied.get(tid, EMPTY)
         if old is labels:
             return
-        # Equal labels fall through both loops without a call, so no equality test up front.
-        if old:
-            remove = self._remove
-            for pair in old:
-                if pair not in labels:
-                    remove(*pair)
         if labels:
-            add = self._add
-            for pair in labels:
-                if pair not in old:
-                    add(*pair)
+            size = len(labels)
+            if size == 1 and len(old) == 1:
+                # span_id alone: the commonest switch, without loop machinery.
+                (old_key, old_value), (key, value) = old[0], labels[0]
+                if old_key == key:
+                    if old_value != value:
+                        self._remove(old_key, old_value)
+                        self._add(key, value)
+                    applied[tid] = labels
+                    return
+            if len(old) == size:
+                # The usual switch: one processor builds every tuple, so the keys line up and
+                # only the values that differ are replaced, key by key.
+                remove = self._remove
+                add = self._add
+                i = 0
+                for key, value in labels:
+                    old_key, old_value = old[i]
+                    i += 1
+                    if old_value != value or old_key != key:
+                        if old_key != key:
+                            break
+                        remove(old_key, old_value)
+                        add(key, value)
+                else:
+                    applied[tid] = labels
+                    return
+                old = applied.get(tid, EMPTY)  # keys differ (never with one processor)
+                self._replace_all(old, labels)
+            else:
+                self._replace_all(old, labels)
             applied[tid] = labels
         else:
+            remove = self._remove
+            for key, value in old:
+                remove(key, value)
             del applied[tid]
+
+    def _replace_all(self, old: Labels, labels: Labels) -> None:
+        for pair in old:
+            if pair not in labels:
+                self._remove(*pair)
+        for pair in labels:
+            if pair not in old:
+                self._add(*pair)
 
     def switch_off(self) -> None:
         """Stop calling the agent (after a failure); bookkeeping goes on so hooks stay cheap."""
