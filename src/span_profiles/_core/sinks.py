@@ -75,10 +75,7 @@ class ThreadLabelSink:
                 # only the values that differ are replaced, key by key.
                 remove = self._remove
                 add = self._add
-                i = 0
-                for key, value in labels:
-                    old_key, old_value = old[i]
-                    i += 1
+                for (key, value), (old_key, old_value) in zip(labels, old):
                     if old_value != value or old_key != key:
                         if old_key != key:
                             break
