@@ -75,7 +75,7 @@ class ThreadLabelSink:
                 # only the values that differ are replaced, key by key.
                 remove = self._remove
                 add = self._add
-                for (key, value), (old_key, old_value) in zip(labels, old):
+                for (key, value), (old_key, old_value) in zip(labels, old, strict=True):
                     if old_value != value or old_key != key:
                         if old_key != key:
                             break
