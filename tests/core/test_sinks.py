@@ -108,3 +108,42 @@ def test_real_pyroscope_agent_accepts_calls_before_configure() -> None:
     sink.apply(B)
     sink.clear()
     assert sink.applied() == ()
+
+
+class _PlainSink:
+    """A sink implementing only the protocol: apply and clear."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+
+    def apply(self, labels: tuple[tuple[str, str], ...], /) -> None:
+        self.calls.append(("apply", labels))
+
+    def clear(self) -> None:
+        self.calls.append(("clear", ()))
+
+
+def test_a_plain_protocol_sink_gets_only_changes() -> None:
+    """A user sink with just apply/clear is called once per change, never for repeats."""
+    import asyncio
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import span_profiles
+
+    span_profiles.uninstrument()
+    provider, sink = TracerProvider(), _PlainSink()
+    span_profiles.instrument(tracer_provider=provider, sink=sink, span_name=False)
+    tracer = provider.get_tracer("t")
+
+    async def main() -> str:
+        with tracer.start_as_current_span("r") as span:
+            for _ in range(10):
+                await asyncio.sleep(0)
+            return format(span.get_span_context().span_id, "016x")
+
+    try:
+        span_id = asyncio.run(main())
+    finally:
+        span_profiles.uninstrument()
+    assert sink.calls == [("apply", (("span_id", span_id),)), ("apply", ())]

@@ -194,3 +194,25 @@ async def test_trio_native_apis(instrumented: Any, backend_id: str) -> None:
             nursery.start_soon(unit, i)
     assert check.failures == []
     assert check.count >= UNITS * 9
+
+
+async def test_unchanged_labels_cost_no_agent_call(instrumented: Any) -> None:
+    """A task stepping 100 times under one span makes exactly one add and one remove per label."""
+    sink = instrumented.sink
+    async with anyio.create_task_group() as tg:
+
+        async def alone() -> None:
+            sink.reset()
+            with instrumented.tracer.start_as_current_span("steady"):
+                for _ in range(100):
+                    await anyio.sleep(0)
+
+        tg.start_soon(alone)
+    await anyio.sleep(0)
+    ops = [(event.op, event.key) for event in sink.history]
+    assert sorted(ops) == [
+        ("add", "span_id"),
+        ("add", "span_name"),
+        ("remove", "span_id"),
+        ("remove", "span_name"),
+    ], ops
