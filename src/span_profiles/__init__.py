@@ -16,6 +16,10 @@ from span_profiles._core.sinks import ThreadLabelSink as ThreadLabelSink
 from span_profiles._instrument import instrument as instrument
 from span_profiles._instrument import is_instrumented as is_instrumented
 from span_profiles._instrument import uninstrument as uninstrument
+from span_profiles._profiler import pin_current_thread as pin_current_thread
+from span_profiles._profiler import profiler_running as profiler_running
+from span_profiles._profiler import start_profiler as start_profiler
+from span_profiles._profiler import stop_profiler as stop_profiler
 from span_profiles._settings import Settings as Settings
 from span_profiles._settings import SettingsError as SettingsError
 
@@ -34,5 +38,9 @@ __all__ = [
     "__version__",
     "instrument",
     "is_instrumented",
+    "pin_current_thread",
+    "profiler_running",
+    "start_profiler",
+    "stop_profiler",
     "uninstrument",
 ]

@@ -13,6 +13,7 @@ a second span-profiles middleware, nested in the first, sees it and passes the r
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from typing import Any, TypeVar
@@ -209,14 +210,32 @@ def ensure_instrumented(
         if not is_instrumented():
             instrument(tracer_provider=tracer_provider, sink=sink, settings=settings)
         if settings.profiler != "off":
-            from span_profiles._profiler import start_profiler
+            from span_profiles._profiler import pin_current_thread, start_profiler
 
             try:
                 start_profiler(settings=settings, tracer_provider=tracer_provider)
+                if asyncio_loop_running() or ("trio" in sys.modules and _in_trio()):
+                    # The agent may have started before the loop (gunicorn post_fork, app
+                    # import): this thread runs the loop, so it joins the agent's CPU.
+                    pin_current_thread()
             except Exception as exc:
                 guard.fail("starting the profiler", exc)
 
     return ensure
+
+
+def asyncio_loop_running() -> bool:
+    """Whether the calling thread runs an asyncio event loop right now."""
+    import asyncio
+
+    return asyncio._get_running_loop() is not None
+
+
+def _in_trio() -> bool:
+    import trio
+
+    in_run: Any = getattr(trio.lowlevel, "in_trio_run", None)
+    return bool(in_run()) if in_run is not None else False
 
 
 def http_semconv_mode() -> Any:

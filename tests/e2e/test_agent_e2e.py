@@ -1,0 +1,135 @@
+"""End to end: real uvicorn, real pyroscope-io agent, real receiver; each span gets its own CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pyroscope")
+pytest.importorskip("uvicorn")
+pytest.importorskip("google.protobuf")
+httpx = pytest.importorskip("httpx")
+
+from span_profiles._receiver import ProfileStore, Receiver, start_receiver_in_thread  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENT_ENV = ("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")
+ROUNDS = 2
+CONCURRENCY = 20
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    """A receiver on a free loopback port."""
+    started = start_receiver_in_thread(port=0, db_path=tmp_path / "profiles.db")
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def start_uvicorn(
+    receiver: Receiver, log: Path, middleware: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """uvicorn on a socket bound here (``--fd``), in its own process group."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    # The shared conftest switches the agent off for tests; this server opts in.
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV)},
+        "E2E_RECEIVER_URL": receiver.url,
+        "E2E_MIDDLEWARE": middleware,
+        "PYTHONPATH": str(ROOT),
+    }
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", "tests.e2e.apps.starlette_app:app"),
+                *("--fd", str(sock.fileno()), "--no-access-log", "--log-level", "warning"),
+            ],
+            cwd=ROOT,
+            env=env,
+            pass_fds=(sock.fileno(),),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    sock.close()
+    return process, port
+
+
+async def drive(port: int) -> list[tuple[str, str]]:
+    """Wait for the server, then ROUNDS x CONCURRENCY requests, half alpha, half beta, at once."""
+    results: list[tuple[str, str]] = []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                await client.get("/missing")
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+        async def one(endpoint: str) -> None:
+            response = await client.get(f"/{endpoint}")
+            assert response.status_code == 200
+            results.append((endpoint, response.headers["x-span-id"]))
+
+        for _ in range(ROUNDS):
+            await asyncio.gather(
+                *(one("alpha" if i % 2 == 0 else "beta") for i in range(CONCURRENCY))
+            )
+    return results
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("middleware", ["auto", "otel"])
+def test_each_request_profile_holds_only_its_own_work(
+    receiver: Receiver, tmp_path: Path, middleware: str
+) -> None:
+    """Every request's span profile holds its endpoint's function; the other's only at skew level."""
+    log = tmp_path / "uvicorn.stderr"
+    process, port = start_uvicorn(receiver, log, middleware)
+    try:
+        requests = asyncio.run(asyncio.wait_for(drive(port), 45))
+        process.send_signal(signal.SIGINT)  # clean exit: atexit flushes the agent's last window
+        assert process.wait(15) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    assert len(requests) == ROUNDS * CONCURRENCY
+    assert len({span_id for _, span_id in requests}) == len(requests)
+    own = {"alpha": "burn_alpha", "beta": "burn_beta"}
+    right = wrong = 0
+    with ProfileStore(receiver.db_path) as store:
+        assert store.services() == ["e2e-starlette"]
+        for endpoint, span_id in requests:
+            found: Counter[str] = Counter()
+            for sample in store.samples(span_id=span_id):
+                assert sample.label_values("span_id") == (span_id,), sample.labels
+                for name in set(sample.functions) & set(own.values()):
+                    found[name] += sample.count
+            other = own["beta" if endpoint == "alpha" else "alpha"]
+            assert found[own[endpoint]] > found[other], (endpoint, span_id, found)
+            right += found[own[endpoint]]
+            wrong += found[other]
+    # The sampler reads a stack and its labels ~0.1 ms apart; pinned next to the loop thread,
+    # that skew still mislabels ~0.1-0.4 % of samples (benchmarks/fidelity.py), so a strict
+    # "never" would fail about one run in twenty. Unlabelled-per-step code mislabels ~20 %.
+    assert wrong <= max(1, 0.01 * (right + wrong)), (right, wrong)
+    assert right >= 100, right

@@ -1,0 +1,87 @@
+"""Fixtures for the profiler tests: a fake agent module and a clean profiler state per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from span_profiles import _profiler
+
+
+class FakeAgent(types.ModuleType):
+    """Stands in for ``pyroscope``: records calls; ``configure`` starts a short-lived thread.
+
+    The thread records the CPU affinity it was born with, which is what pinning must control.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("pyroscope")
+        self.configure_calls: list[dict[str, Any]] = []
+        self.shutdown_calls = 0
+        self.result: bool = True
+        self.error: BaseException | None = None
+        self.thread_affinity: set[int] | None = None
+
+    def configure(self, **kwargs: Any) -> bool:
+        self.configure_calls.append(kwargs)
+        if self.error is not None:
+            raise self.error
+
+        def record() -> None:
+            self.thread_affinity = os.sched_getaffinity(0)
+
+        thread = threading.Thread(target=record)
+        thread.start()
+        thread.join()
+        return self.result
+
+    def shutdown(self) -> bool:
+        self.shutdown_calls += 1
+        return True
+
+    def add_thread_tag(self, key: str, value: str) -> None:
+        pass
+
+    def remove_thread_tag(self, key: str, value: str) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def clean_profiler() -> Iterator[None]:
+    """Each test starts with no agent, no remembered threads and nothing logged; affinity restored."""
+    mask = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    yield
+    _profiler.stop_profiler()
+    _profiler._agent = None
+    _profiler._pending_loop_threads.clear()
+    _profiler._logged.clear()
+    if mask is not None:
+        os.sched_setaffinity(0, mask)
+
+
+@pytest.fixture
+def fake_agent(monkeypatch: pytest.MonkeyPatch) -> FakeAgent:
+    """Install a :class:`FakeAgent` as the ``pyroscope`` module; the environment holds no settings."""
+    agent = FakeAgent()
+    monkeypatch.setitem(sys.modules, "pyroscope", agent)
+    for name in list(os.environ):
+        if name.startswith(("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")):
+            monkeypatch.delenv(name)
+    return agent
+
+
+@pytest.fixture
+def two_cpus() -> list[int]:
+    """The CPUs this process may use; skips the test when pinning cannot be observed."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("CPU pinning needs Linux")
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("CPU pinning needs at least two usable CPUs")
+    return cpus
