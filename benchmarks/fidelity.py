@@ -121,11 +121,25 @@ def server_env(receiver: Receiver, config: Config, service: str) -> dict[str, st
     }
 
 
+LOOP = -1
+"""Key of the loop-work counter in :func:`classify`'s result."""
+
+
 def classify(store: ProfileStore, service: str, spans: dict[int, str]) -> dict[int, Counter[str]]:
-    """Handler samples per case index (rid // 1_000_000) and class."""
+    """Handler samples per case index (rid // 1_000_000) and class.
+
+    Under :data:`LOOP`: samples of the event loop's own work (no ``burn_*`` function and no
+    request task, i.e. no uvicorn ``run_asgi`` frame: protocol parsing, the server's own tasks,
+    loop internals), counted as ``labelled`` or ``unlabelled``. Labels there are the cost of
+    keeping the last step's labels until the next step instead of clearing them after each step.
+    """
     result: dict[int, Counter[str]] = {}
     for sample in store.samples(service=service):
         burn = next((f for f in sample.functions if f.startswith("burn_")), None)
+        if burn is None and not any(f.endswith("run_asgi") for f in sample.functions):
+            kind = "labelled" if sample.label_values("span_id") else "unlabelled"
+            result.setdefault(LOOP, Counter())[kind] += sample.count
+            continue
         if burn is None or "_r" not in burn:
             continue
         rid = int(burn.rsplit("_r", 1)[1])
@@ -184,6 +198,9 @@ def run_fidelity(
         }
         for kind in ("exact", "wrong", "multi", "unlabelled"):
             row[kind] = counter[kind] / total if total else 0.0
+        loop = counts.get(LOOP, Counter())
+        row["loop_samples"] = loop["labelled"] + loop["unlabelled"]
+        row["loop_labelled"] = loop["labelled"]
         row["goal"] = case.goal
         row["meets_goal"] = bool(
             total
@@ -262,6 +279,14 @@ def render(
                 f"| {pct(r['wrong'])} | {pct(r['multi'])} | {pct(r['unlabelled'])} "
                 f"| {goal} (≥{100 * r['goal']:g} % exact) |"
             )
+        loop_total = config_rows[0]["loop_samples"]
+        lines += [
+            "",
+            f"Event-loop work outside any request (protocol parsing, server tasks, loop "
+            f"internals): {loop_total} samples, {config_rows[0]['loop_labelled']} of them "
+            f"carrying a `span_id`"
+            + (f" ({pct(config_rows[0]['loop_labelled'] / loop_total)})." if loop_total else "."),
+        ]
         lines.append("")
     if rates:
         lines += [
