@@ -19,7 +19,9 @@ that halves the agent calls, and unchanged labels between steps cost no call at 
 from __future__ import annotations
 
 import asyncio
+import asyncio.format_helpers
 import importlib.util
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Generator
@@ -43,7 +45,6 @@ def _make_handle_run(
     # The sink and its bookkeeping are fixed for as long as the patch is in place.
     def _run(
         self: Any,
-        _original: Callable[[Any], None] = original,
         _var: ContextVar[Any] = var,
         _key: str = engine.SPAN_KEY,
         _holder: Callable[[Any], Any] = engine._holders_get,
@@ -63,10 +64,58 @@ def _make_handle_run(
                     engine.sink_failed(exc)
         except Exception as exc:
             guard.fail("the asyncio step hook", exc, _unpatch_handle)
-        _original(self)
+        # The stdlib body, inlined rather than called: one Python frame less on every callback
+        # of every loop. Only for the versions whose body this copies (see _report_error).
+        try:
+            self._context.run(self._callback, *self._args)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            _report_error(self, exc)
 
+    if sys.version_info >= (3, 14):  # pragma: no cover - an unknown stdlib body: call it
+        hook = _make_hook_only(var)
+
+        def _run_calling_original(self: Any) -> None:
+            hook(self)
+            original(self)
+
+        _run_calling_original.__wrapped__ = original  # type: ignore[attr-defined]
+        return _run_calling_original
     _run.__wrapped__ = original  # type: ignore[attr-defined]
     return _run
+
+
+def _report_error(handle: Any, exc: BaseException) -> None:
+    """``Handle._run``'s error path as in CPython 3.10-3.13 (3.13 added ``debug=``)."""
+    if sys.version_info >= (3, 13):
+        source = asyncio.format_helpers._format_callback_source(
+            handle._callback, handle._args, debug=handle._loop.get_debug()
+        )
+    else:
+        source = asyncio.format_helpers._format_callback_source(handle._callback, handle._args)
+    context = {
+        "message": f"Exception in callback {source}",
+        "exception": exc,
+        "handle": handle,
+    }
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    handle._loop.call_exception_handler(context)
+
+
+def _make_hook_only(var: ContextVar[Any]) -> Callable[[Any], None]:
+    def hook(self: Any) -> None:
+        try:
+            otel = self._context.get(var)
+            holder = engine._holders_get(otel.get(engine.SPAN_KEY)) if otel is not None else None
+            labels = EMPTY if holder is None else holder.labels
+            if engine._applied_get(threading.get_ident(), EMPTY) is not labels:
+                engine.apply(labels)
+        except Exception as exc:
+            guard.fail("the asyncio step hook", exc, _unpatch_handle)
+
+    return hook
 
 
 def _unpatch_handle() -> None:

@@ -1,0 +1,55 @@
+"""The inlined Handle._run reports callback errors exactly like the stdlib."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+def _run_with_failing_callback() -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+
+    def boom() -> None:
+        raise ValueError("callback failed")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: seen.append(context))
+        loop.call_soon(boom)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    return seen
+
+
+def test_callback_errors_reach_the_loop_exception_handler_unchanged(instrumented: Any) -> None:
+    """A failing callback gives the same exception-handler context with and without the hook."""
+    hooked = _run_with_failing_callback()
+    import span_profiles
+
+    span_profiles.uninstrument()
+    plain = _run_with_failing_callback()
+    assert len(hooked) == len(plain) == 1
+    assert hooked[0]["message"] == plain[0]["message"]
+    assert "boom" in hooked[0]["message"]
+    assert isinstance(hooked[0]["exception"], ValueError)
+    assert type(hooked[0]["handle"]) is type(plain[0]["handle"])
+
+
+def test_keyboard_interrupt_in_a_callback_propagates(instrumented: Any) -> None:
+    """SystemExit and KeyboardInterrupt still stop the loop, as in the stdlib."""
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_soon(interrupt)
+        await asyncio.sleep(1)
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("KeyboardInterrupt was swallowed")
