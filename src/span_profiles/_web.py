@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from typing import Any, TypeVar
@@ -200,28 +201,38 @@ def ensure_instrumented(
     Inside a running event loop, the agent's threads and the loop thread are pinned to one CPU
     as ``settings.pin_cpu`` says (see :mod:`span_profiles._profiler`).
     """
-    started_in: list[int] = []
+    done_in: list[int] = []
+    # One lock per process: a lock held by another thread at fork time stays held in the child.
+    locks: dict[int, threading.Lock] = {}
 
     def ensure() -> None:
         pid = os.getpid()
-        if started_in and started_in[0] == pid:
+        if done_in and done_in[0] == pid:
             return
-        started_in[:] = [pid]
-        if not is_instrumented():
-            instrument(tracer_provider=tracer_provider, sink=sink, settings=settings)
-        if settings.profiler != "off":
-            from span_profiles._profiler import pin_current_thread, start_profiler
-
-            try:
-                start_profiler(settings=settings, tracer_provider=tracer_provider)
-                if asyncio_loop_running() or ("trio" in sys.modules and _in_trio()):
-                    # The agent may have started before the loop (gunicorn post_fork, app
-                    # import): this thread runs the loop, so it joins the agent's CPU.
-                    pin_current_thread()
-            except Exception as exc:
-                guard.fail("starting the profiler", exc)
+        # Concurrent first requests wait here, so none of them runs unlabelled.
+        with locks.setdefault(pid, threading.Lock()):
+            if not (done_in and done_in[0] == pid):
+                _start_once(tracer_provider, sink, settings)
+                done_in[:] = [pid]
 
     return ensure
+
+
+def _start_once(tracer_provider: Any | None, sink: Any | None, settings: Settings) -> None:
+    if not is_instrumented():
+        instrument(tracer_provider=tracer_provider, sink=sink, settings=settings)
+    if settings.profiler == "off":
+        return
+    from span_profiles._profiler import pin_current_thread, start_profiler
+
+    try:
+        start_profiler(settings=settings, tracer_provider=tracer_provider)
+        if asyncio_loop_running() or ("trio" in sys.modules and _in_trio()):
+            # The agent may have started before the loop (gunicorn post_worker_init, app
+            # import): this thread runs the loop, so it joins the agent's CPU.
+            pin_current_thread()
+    except Exception as exc:
+        guard.fail("starting the profiler", exc)
 
 
 def asyncio_loop_running() -> bool:

@@ -106,8 +106,9 @@ class SpanProfilesMiddleware:
             # Django runs a sync process_view of an async middleware in a worker thread; the
             # async twin renames without that hop.
             self.process_view = self._process_view_async  # type: ignore[method-assign, assignment]
-        if self.settings.enabled:
-            _web.ensure_instrumented(None, None, self.settings)()
+        # Started on the first request, not here: with gunicorn's preload_app Django builds the
+        # middleware chain in the master, and the agent must not start before the fork.
+        self._ensure_started = _web.ensure_instrumented(None, None, self.settings)
 
     def __call__(self, request: HttpRequest) -> Any:
         """Handle one request (returns a coroutine when Django runs the chain async)."""
@@ -134,6 +135,7 @@ class SpanProfilesMiddleware:
     def _start(self, request: HttpRequest) -> _Serving | None:
         if not self.settings.enabled:
             return None
+        self._ensure_started()
         method = sanitize_method(str(request.method or "").strip())
         method = "HTTP" if not method or method == "_OTHER" else method
         scope = getattr(request, "scope", None)

@@ -1,0 +1,222 @@
+"""Run an example app under a real server with the real agent, then check each request's profile.
+
+The idea follows ``tests/asgi/server_helpers.py`` (subprocess in its own session, loopback, free
+port, always killed), with what these tests need on top: a log file, a graceful stop whose exit
+status is checked (the agent flushes its last window at interpreter exit), and assertions on the
+receiver's database.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from span_profiles._receiver.store import ProfileStore
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+UPLOAD_INTERVAL = "1"
+"""Seconds; the agent's smallest interval, so that most windows arrive while the test runs."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def agent_env(receiver_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a server whose agent pushes to ``receiver_url`` every second."""
+    return {
+        **os.environ,
+        "PYROSCOPE_SERVER_ADDRESS": receiver_url,
+        "PYROSCOPE_UPLOAD_INTERVAL": UPLOAD_INTERVAL,
+        # tests/conftest.py switches the agent off for every test; these servers need it.
+        "SPAN_PROFILES_PROFILER": "on",
+        **extra,
+    }
+
+
+class Server:
+    """A server process started by :func:`serving`."""
+
+    def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+        self.process = process
+        self.url = url
+        self.log = log
+
+    def output(self) -> str:
+        """What the server wrote so far (stdout and stderr), for failure messages."""
+        return self.log.read_text(errors="replace")[-6000:]
+
+    def stop(self, sig: signal.Signals, *, timeout: float = 20.0) -> None:
+        """Ask the server to shut down gracefully and check that it exits with status 0."""
+        self.process.send_signal(sig)
+        try:
+            status = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"server ignored {sig.name} for {timeout}s:\n{self.output()}")
+        assert status == 0, f"server exited with {status}:\n{self.output()}"
+
+
+@contextmanager
+def serving(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    port: int,
+    env: Mapping[str, str],
+    log: Path,
+    ready_path: str = "/health",
+    timeout: float = 30.0,
+) -> Iterator[Server]:
+    """Start ``argv`` in ``cwd`` in a new session; yield once ``ready_path`` answers 200.
+
+    The whole process group (gunicorn's workers too) is killed on the way out, whatever happens.
+    """
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(process, url, log)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited with {process.returncode}:\n{server.output()}")
+            with suppress(httpx.TransportError):
+                if httpx.get(url + ready_path, timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready within {timeout}s:\n{server.output()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def warm_up(url: str, workers: int, *, timeout: float = 15.0) -> None:
+    """Bursts of ``/health`` requests until ``workers`` distinct worker pids answered.
+
+    span-profiles' WSGI adapters instrument on a worker's first request, and requests arriving
+    while that first one is still instrumenting are not labelled (a race reported with issue 4).
+    A burst is over only when all its requests answered, the instrumenting one included, so
+    every worker that got one is instrumented before the measured burst starts. Fresh
+    connections, since gunicorn keeps a kept-alive connection on one worker.
+    """
+    import httpx
+
+    def pid(_: int) -> int:
+        with httpx.Client(timeout=5) as client:
+            return int(client.get(url + "/health").json()["pid"])
+
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    with ThreadPoolExecutor(8) as pool:
+        while len(seen) < workers:
+            assert time.monotonic() < deadline, f"only workers {seen} answered"
+            seen.update(pool.map(pid, range(8)))
+
+
+@dataclass(frozen=True)
+class Served:
+    """One answered request and the span id its response reported in ``x-span-id``."""
+
+    path: str
+    span_id: str
+
+
+def get_concurrently(url: str, paths: Sequence[str], *, timeout: float = 30.0) -> list[Served]:
+    """GET every path at once, one thread each; every response must be 200 with ``x-span-id``."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=timeout) as client:
+
+        def get(path: str) -> Served:
+            response = client.get(path)
+            assert response.status_code == 200, (path, response.status_code, response.text)
+            return Served(path.partition("?")[0], response.headers["x-span-id"])
+
+        with ThreadPoolExecutor(len(paths)) as pool:
+            served = list(pool.map(get, paths))
+    assert len({s.span_id for s in served}) == len(served), "span ids must be unique"
+    return served
+
+
+def interleaved(counts: Mapping[str, int]) -> list[str]:
+    """``{"/a": 2, "/b": 2}`` -> ``["/a", "/b", "/a", "/b"]``: both endpoints run side by side."""
+    rounds = max(counts.values())
+    return [path for i in range(rounds) for path, n in counts.items() if i < n]
+
+
+def assert_own_profiles(
+    db_path: Path,
+    served: Sequence[Served],
+    own: Mapping[str, str],
+    *,
+    service: str,
+    children: Mapping[str, str] | None = None,
+    min_samples: int = 1,
+) -> dict[str, list[int]]:
+    """Each request's span profile holds its endpoint's function and no other endpoint's.
+
+    ``own`` maps each path to the function its handler burns in; ``children`` maps a path to the
+    function its child tasks or thread-pool jobs burn in, which must show up (summed over the
+    endpoint's requests, since one child gets few samples) and never under another endpoint.
+    Every sample of a span must carry that one span id (no multi-span labels). Returns the own
+    function's sample count per request, by path, for messages.
+    """
+    children = dict(children or {})
+    marker_functions = set(own.values()) | set(children.values())
+    counts: dict[str, list[int]] = {path: [] for path in own}
+    child_totals: Counter[str] = Counter()
+    with ProfileStore(db_path) as store:
+        assert store.services() == [service], f"service names: {store.services()}"
+        for request in served:
+            found: Counter[str] = Counter()
+            for sample in store.samples(span_id=request.span_id):
+                assert sample.label_values("span_id") == (request.span_id,), sample.labels
+                for name in marker_functions:
+                    if any(f == name or f.startswith(name + ".") for f in sample.functions):
+                        found[name] += sample.count
+            mine = {own[request.path], children.get(request.path)}
+            foreign = {name: n for name, n in found.items() if name not in mine}
+            assert not foreign, (
+                f"{request.path} span {request.span_id} holds other endpoints' work: "
+                f"{foreign} (own: {dict(found)})"
+            )
+            assert found[own[request.path]] >= min_samples, (
+                f"{request.path} span {request.span_id} lacks {own[request.path]}: {dict(found)}"
+            )
+            counts[request.path].append(found[own[request.path]])
+            if request.path in children:
+                child_totals[request.path] += found[children[request.path]]
+    for path, function in children.items():
+        assert child_totals[path] > 0, f"no {function} samples under any {path} span"
+    for path, per_request in counts.items():
+        # ~150 ms of CPU per request is ~15 samples at 100 Hz; far fewer means lost windows.
+        assert sum(per_request) >= 5 * len(per_request), (path, per_request)
+    return counts
