@@ -137,6 +137,13 @@ class StepCoroutine(Coroutine[Any, Any, Any]):
 
     def send(self, value: Any, /) -> Any:
         """Refresh the labels, then run one step."""
+        if value is None:
+            return self.__next__()
+        _refresh()
+        return self._coro.send(value)
+
+    def __next__(self) -> Any:
+        """``send(None)``: a task's step. C tasks call this slot, when there is one, not ``send``."""
         # Inlined (module globals set by install()): this runs on every step of every task.
         try:
             holder = _holder(_var_get().get(_KEY))
@@ -148,7 +155,7 @@ class StepCoroutine(Coroutine[Any, Any, Any]):
                     engine.sink_failed(exc)
         except Exception as exc:
             guard.fail("the asyncio task hook", exc)
-        return self._coro.send(value)
+        return self._coro.send(None)
 
     def throw(self, *args: Any) -> Any:
         """Refresh the labels, then throw into the coroutine."""
