@@ -181,7 +181,13 @@ def assert_own_profiles(
     children: Mapping[str, str] | None = None,
     min_samples: int = 1,
 ) -> dict[str, list[int]]:
-    """Each request's span profile holds its endpoint's function and no other endpoint's.
+    """Each request's span profile holds its endpoint's function, and almost no other endpoint's.
+
+    "Almost": even with the agent pinned next to the event loop, the kernel can preempt the
+    sampler between its stack read and its label read, which mislabels a sample (measured at
+    0.2-1 % of handler samples by ``benchmarks/fidelity.py``). So the foreign samples over the
+    whole run may be at most 1 % of all (and at least 1 is tolerated); a missing or per-thread
+    labelling bug gives tens of percent.
 
     ``own`` maps each path to the function its handler burns in; ``children`` maps a path to the
     function its child tasks or thread-pool jobs burn in, which must show up (summed over the
@@ -193,6 +199,9 @@ def assert_own_profiles(
     marker_functions = set(own.values()) | set(children.values())
     counts: dict[str, list[int]] = {path: [] for path in own}
     child_totals: Counter[str] = Counter()
+    foreign_total = 0
+    marker_total = 0
+    foreign_seen: list[str] = []
     with ProfileStore(db_path) as store:
         assert store.services() == [service], f"service names: {store.services()}"
         for request in served:
@@ -204,16 +213,20 @@ def assert_own_profiles(
                         found[name] += sample.count
             mine = {own[request.path], children.get(request.path)}
             foreign = {name: n for name, n in found.items() if name not in mine}
-            assert not foreign, (
-                f"{request.path} span {request.span_id} holds other endpoints' work: "
-                f"{foreign} (own: {dict(found)})"
-            )
+            marker_total += sum(found.values())
+            if foreign:
+                foreign_total += sum(foreign.values())
+                foreign_seen.append(f"{request.path} span {request.span_id}: {foreign}")
             assert found[own[request.path]] >= min_samples, (
                 f"{request.path} span {request.span_id} lacks {own[request.path]}: {dict(found)}"
             )
             counts[request.path].append(found[own[request.path]])
             if request.path in children:
                 child_totals[request.path] += found[children[request.path]]
+    assert foreign_total <= max(1, marker_total // 100), (
+        f"spans hold other endpoints' work: {foreign_total} of {marker_total} samples: "
+        f"{foreign_seen}"
+    )
     for path, function in children.items():
         assert child_totals[path] > 0, f"no {function} samples under any {path} span"
     for path, per_request in counts.items():
