@@ -245,7 +245,8 @@ def _agent_cpu(pin: PinMode, cpu_index: int | None) -> int | None:
     return choose_cpu(cpus, cpu_index)
 
 
-def _in_running_loop() -> bool:
+def in_event_loop() -> bool:
+    """Whether the calling thread runs an asyncio loop or a trio run right now."""
     import asyncio
 
     if asyncio._get_running_loop() is not None:
@@ -400,7 +401,7 @@ def start_profiler(
             return False
         try:
             name = application_name_for(resolved, _provider(tracer_provider))
-            in_loop = _in_running_loop()
+            in_loop = in_event_loop()
             cpu = _agent_cpu(resolved.pin_cpu, cpu_index)
             ok, agent_tids, caller_mask = _configure(agent_module, resolved, name, cpu)
         except Exception as exc:

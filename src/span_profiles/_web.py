@@ -13,7 +13,6 @@ a second span-profiles middleware, nested in the first, sees it and passes the r
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from contextvars import Token
@@ -223,30 +222,16 @@ def _start_once(tracer_provider: Any | None, sink: Any | None, settings: Setting
         instrument(tracer_provider=tracer_provider, sink=sink, settings=settings)
     if settings.profiler == "off":
         return
-    from span_profiles._profiler import pin_current_thread, start_profiler
+    from span_profiles._profiler import in_event_loop, pin_current_thread, start_profiler
 
     try:
         start_profiler(settings=settings, tracer_provider=tracer_provider)
-        if asyncio_loop_running() or ("trio" in sys.modules and _in_trio()):
+        if in_event_loop():
             # The agent may have started before the loop (gunicorn post_worker_init, app
             # import): this thread runs the loop, so it joins the agent's CPU.
             pin_current_thread()
     except Exception as exc:
         guard.fail("starting the profiler", exc)
-
-
-def asyncio_loop_running() -> bool:
-    """Whether the calling thread runs an asyncio event loop right now."""
-    import asyncio
-
-    return asyncio._get_running_loop() is not None
-
-
-def _in_trio() -> bool:
-    import trio
-
-    in_run: Any = getattr(trio.lowlevel, "in_trio_run", None)
-    return bool(in_run()) if in_run is not None else False
 
 
 def http_semconv_mode() -> Any:

@@ -30,7 +30,6 @@ __all__ = [
     "apply",
     "clear",
     "holders",
-    "labels_of",
     "refresh",
     "refresh_from",
 ]
@@ -109,11 +108,6 @@ def set_sink(sink: Sink) -> ThreadLabelSink:
     return _sink
 
 
-def get_sink() -> ThreadLabelSink:
-    """The sink labels go to."""
-    return _sink
-
-
 def sink_failed(exc: BaseException) -> None:
     """The sink raised: log once and switch it off, keeping the bookkeeping the hooks read."""
     guard.fail("the label sink", exc, _switch_off_sink)
@@ -138,19 +132,6 @@ def clear() -> None:
     """Remove the calling thread's labels, if it has any."""
     if _applied_get(_get_ident(), EMPTY):
         apply(EMPTY)
-
-
-def reset_thread() -> None:
-    """A new thread starts: drop labels a dead thread with the same ident left behind."""
-    clear()
-
-
-def labels_of(otel_ctx: Any) -> Labels:
-    """The labels for an OTel ``Context`` (``None`` or a context without a live span: none)."""
-    if otel_ctx is None:
-        return EMPTY
-    holder = _holders_get(otel_ctx.get(SPAN_KEY))
-    return EMPTY if holder is None else holder.labels
 
 
 def refresh_from(otel_ctx: Any) -> None:

@@ -85,7 +85,8 @@ def _wrap_bootstrap(original: Callable[[threading.Thread], None]) -> Callable[..
     @functools.wraps(original)
     def _bootstrap_inner(self: threading.Thread) -> None:
         try:
-            engine.reset_thread()
+            # A dead thread with the same ident may have left labels behind.
+            engine.clear()
         except Exception as exc:
             guard.fail("the thread start hook", exc)
         try:
