@@ -124,22 +124,59 @@ def server_env(receiver: Receiver, config: Config, service: str) -> dict[str, st
 LOOP = -1
 """Key of the loop-work counter in :func:`classify`'s result."""
 
+# The event loop running with no Python frame above it (C internals of uvloop, the selector).
+_LOOP_LEAVES = {
+    "Runner.run",
+    "asyncio_run",
+    "run",
+    "BaseEventLoop.run_forever",
+    "BaseEventLoop.run_until_complete",
+    "BaseEventLoop._run_once",
+    "EpollSelector.select",
+    "BaseSelectorEventLoop._process_events",
+}
+# uvicorn's protocol callbacks and server task: parsing and bookkeeping outside any request.
+_LOOP_CALLBACKS = (
+    ".data_received",
+    ".connection_made",
+    ".connection_lost",
+    ".eof_received",
+    ".handle_events",
+    ".on_url",
+    ".on_header",
+    ".on_headers_complete",
+    ".on_message_begin",
+    ".on_message_complete",
+    ".on_body",
+    ".timeout_keep_alive_handler",
+    ".on_tick",
+    ".main_loop",
+)
+
+
+def _is_loop_work(functions: tuple[str, ...]) -> bool:
+    if any(f.endswith("run_asgi") or f.startswith("burn_") for f in functions):
+        return False
+    if functions and functions[0] in _LOOP_LEAVES:
+        return True
+    return any(f.endswith(_LOOP_CALLBACKS) for f in functions)
+
 
 def classify(store: ProfileStore, service: str, spans: dict[int, str]) -> dict[int, Counter[str]]:
     """Handler samples per case index (rid // 1_000_000) and class.
 
-    Under :data:`LOOP`: samples of the event loop's own work (no ``burn_*`` function and no
-    request task, i.e. no uvicorn ``run_asgi`` frame: protocol parsing, the server's own tasks,
-    loop internals), counted as ``labelled`` or ``unlabelled``. Labels there are the cost of
+    Under :data:`LOOP`: samples of the event loop's own work (loop internals with no Python frame
+    above the loop, uvicorn's protocol callbacks and server task; never a request's ``run_asgi``
+    or ``burn_*``), counted as ``labelled`` or ``unlabelled``. Labels there are the cost of
     keeping the last step's labels until the next step instead of clearing them after each step.
     """
     result: dict[int, Counter[str]] = {}
     for sample in store.samples(service=service):
-        burn = next((f for f in sample.functions if f.startswith("burn_")), None)
-        if burn is None and not any(f.endswith("run_asgi") for f in sample.functions):
+        if _is_loop_work(sample.functions):
             kind = "labelled" if sample.label_values("span_id") else "unlabelled"
             result.setdefault(LOOP, Counter())[kind] += sample.count
             continue
+        burn = next((f for f in sample.functions if f.startswith("burn_")), None)
         if burn is None or "_r" not in burn:
             continue
         rid = int(burn.rsplit("_r", 1)[1])
@@ -282,8 +319,8 @@ def render(
         loop_total = config_rows[0]["loop_samples"]
         lines += [
             "",
-            f"Event-loop work outside any request (protocol parsing, server tasks, loop "
-            f"internals): {loop_total} samples, {config_rows[0]['loop_labelled']} of them "
+            f"Event-loop work outside any request (loop internals, protocol callbacks, the "
+            f"server's task): {loop_total} samples, {config_rows[0]['loop_labelled']} of them "
             f"carrying a `span_id`"
             + (f" ({pct(config_rows[0]['loop_labelled'] / loop_total)})." if loop_total else "."),
         ]
