@@ -58,3 +58,16 @@ def test_settings_come_from_the_environment(
 def test_no_library_dependencies(instrumentor: SpanProfilesInstrumentor) -> None:
     """The instrumentor never refuses to load because of a library version."""
     assert tuple(instrumentor.instrumentation_dependencies()) == ()
+
+
+def test_the_entry_point_is_registered_for_opentelemetry_instrument() -> None:
+    """`opentelemetry-instrument` finds span-profiles through the opentelemetry_instrumentor group."""
+    from importlib.metadata import entry_points
+
+    from span_profiles.otel_instrumentor import SpanProfilesInstrumentor
+
+    found = [
+        ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.name == "span_profiles"
+    ]
+    assert len(found) == 1
+    assert found[0].load() is SpanProfilesInstrumentor
