@@ -107,11 +107,7 @@ def _report_error(handle: Any, exc: BaseException) -> None:
 def _make_hook_only(var: ContextVar[Any]) -> Callable[[Any], None]:
     def hook(self: Any) -> None:
         try:
-            otel = self._context.get(var)
-            holder = engine._holders_get(otel.get(engine.SPAN_KEY)) if otel is not None else None
-            labels = EMPTY if holder is None else holder.labels
-            if engine._applied_get(threading.get_ident(), EMPTY) is not labels:
-                engine.apply(labels)
+            engine.refresh_from(self._context.get(var))
         except Exception as exc:
             guard.fail("the asyncio step hook", exc, _unpatch_handle)
 
