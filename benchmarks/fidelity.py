@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks._workload.harness import Server, run_load  # noqa: E402
 
-from span_profiles._receiver import ProfileStore, Receiver, start_receiver_in_thread  # noqa: E402
+from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 

@@ -38,8 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from span_profiles._receiver.server import start_receiver_in_thread
-from span_profiles._receiver.store import ProfileStore
+from span_profiles.receiver import ProfileStore, start_receiver_in_thread
 
 APP_DIR = Path(__file__).resolve().parent / "fastapi"
 SERVICE = "example-fastapi"

@@ -20,7 +20,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("google.protobuf")
 httpx = pytest.importorskip("httpx")
 
-from span_profiles._receiver import ProfileStore, Receiver, start_receiver_in_thread  # noqa: E402
+from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_ENV = ("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")

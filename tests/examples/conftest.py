@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from span_profiles._receiver.server import Receiver
+    from span_profiles.receiver.server import Receiver
 
 
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[Receiver]:
     """A local Pyroscope-compatible receiver storing into a fresh database."""
     pytest.importorskip("google.protobuf")
-    from span_profiles._receiver.server import start_receiver_in_thread
+    from span_profiles.receiver.server import start_receiver_in_thread
 
     started = start_receiver_in_thread(port=0, db_path=tmp_path / "profiles.db")
     try:

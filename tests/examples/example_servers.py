@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from span_profiles._receiver.store import ProfileStore
+from span_profiles.receiver.store import ProfileStore
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("pyroscope")
 pytest.importorskip("google.protobuf")
 
-from span_profiles._receiver import ProfileStore, Receiver, start_receiver_in_thread
+from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread
 
 AGENT_ENV = ("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")
 

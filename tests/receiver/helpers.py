@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from span_profiles._receiver.model import Profile, Sample, Series
+from span_profiles.receiver.model import Profile, Sample, Series
 
 DATA = Path(__file__).parent / "data"
 PERIOD = 10_000_000

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from span_profiles._receiver.store import FunctionStat as FunctionStat
-from span_profiles._receiver.store import ProfileStore as ProfileStore
-from span_profiles._receiver.store import SpanStat as SpanStat
-from span_profiles._receiver.store import StoredSample as StoredSample
-from span_profiles._receiver.store import default_db_path as default_db_path
+from span_profiles.receiver.store import FunctionStat as FunctionStat
+from span_profiles.receiver.store import ProfileStore as ProfileStore
+from span_profiles.receiver.store import SpanStat as SpanStat
+from span_profiles.receiver.store import StoredSample as StoredSample
+from span_profiles.receiver.store import default_db_path as default_db_path
 
 if TYPE_CHECKING:
-    from span_profiles._receiver.server import Receiver as Receiver
-    from span_profiles._receiver.server import start_receiver_in_thread as start_receiver_in_thread
+    from span_profiles.receiver.server import Receiver as Receiver
+    from span_profiles.receiver.server import start_receiver_in_thread as start_receiver_in_thread
 
 __all__ = [
     "FunctionStat",
@@ -35,7 +35,7 @@ _LAZY = frozenset({"Receiver", "start_receiver_in_thread"})
 def __getattr__(name: str) -> Any:
     # Lazy so that importing the query API never imports protobuf.
     if name in _LAZY:
-        from span_profiles._receiver import server
+        from span_profiles.receiver import server
 
         return getattr(server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

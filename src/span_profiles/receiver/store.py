@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from span_profiles._receiver.model import (
+from span_profiles.receiver.model import (
     SPAN_ID_LABEL,
     SPAN_NAME_LABEL,
     Series,
@@ -216,7 +216,7 @@ class ProfileStore:
 
         Each profile stores one value column (see :meth:`Profile.value_index`); samples whose value
         is zero are skipped. The legacy ``profile_id`` sample label is stored as ``span_id``.
-        Validation is the caller's job (see :func:`~span_profiles._receiver.model.validate_series`).
+        Validation is the caller's job (see :func:`~span_profiles.receiver.model.validate_series`).
         """
         when = time.time() if received_at is None else received_at
         stored = 0

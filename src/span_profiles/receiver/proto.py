@@ -21,7 +21,7 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from span_profiles._receiver.model import InvalidInput, Profile, Sample, Series
+from span_profiles.receiver.model import InvalidInput, Profile, Sample, Series
 
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_BYTES",

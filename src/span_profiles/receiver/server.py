@@ -30,7 +30,7 @@ Endpoints:
     200 ``ready``, for scripts and tests that wait for the receiver.
 
 Every request is validated completely before anything is stored (see
-:func:`~span_profiles._receiver.model.validate_series`) and stored in one SQLite transaction, so a
+:func:`~span_profiles.receiver.model.validate_series`) and stored in one SQLite transaction, so a
 refused request stores nothing. Bodies are read up to ``max_body_bytes + 1`` bytes at most.
 """
 
@@ -51,7 +51,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import parse_qs, urlsplit
 
-from span_profiles._receiver.model import (
+from span_profiles.receiver.model import (
     LEGACY_PROFILE_ID_LABEL,
     SERVICE_NAME_LABEL,
     SPAN_ID_LABEL,
@@ -61,14 +61,14 @@ from span_profiles._receiver.model import (
     Series,
     validate_series,
 )
-from span_profiles._receiver.proto import (
+from span_profiles.receiver.proto import (
     DEFAULT_MAX_DECOMPRESSED_BYTES,
     PayloadTooLarge,
     decode_pprof,
     decode_push_request,
     gunzip,
 )
-from span_profiles._receiver.store import ProfileStore, default_db_path
+from span_profiles.receiver.store import ProfileStore, default_db_path
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

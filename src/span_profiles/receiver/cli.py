@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from span_profiles._receiver.model import check_span_id
-from span_profiles._receiver.store import FunctionStat, ProfileStore, SpanStat, default_db_path
+from span_profiles.receiver.model import check_span_id
+from span_profiles.receiver.store import FunctionStat, ProfileStore, SpanStat, default_db_path
 
 __all__ = ["main"]
 
@@ -243,7 +243,7 @@ def _spans(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     # Imported here: the query commands must work without protobuf installed.
     try:
-        from span_profiles._receiver.server import Receiver
+        from span_profiles.receiver.server import Receiver
     except ImportError as exc:
         print(
             f"span-profiles: the receiver needs protobuf ({exc}); "
