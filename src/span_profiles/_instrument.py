@@ -11,6 +11,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from span_profiles import _otel_compat
 from span_profiles._core import engine, guard
 from span_profiles._core.patching import Patches
 from span_profiles._core.processor import Scope, SpanProfilesProcessor
@@ -97,9 +98,7 @@ def instrument(
         if settings is None:
             settings = Settings.resolve(explicit)
         else:
-            overrides = {k: v for k, v in explicit.items() if v is not None}
-            if overrides:
-                settings = Settings.resolve(overrides, vars(settings), environ={})
+            settings = settings.with_overrides(**explicit)
         processor = SpanProfilesProcessor(
             scope=settings.scope, span_name=settings.span_name, trace_id=settings.trace_id
         )
@@ -164,22 +163,11 @@ def uninstrument() -> None:
                 logger.exception("span-profiles: uninstrument step failed")
         installation.patches.undo()
         if installation.added_processor:
-            _remove_processor(installation.provider, installation.processor)
+            _otel_compat.remove_span_processor(installation.provider, installation.processor)
         installation.processor.shutdown()
         engine.clear()
         engine.reset_state()
         guard.reset()
-
-
-def _remove_processor(provider: Any, processor: SpanProfilesProcessor) -> None:
-    # The SDK has no public way to remove a processor; without this, uninstrument() would leave
-    # a (disabled) processor behind on every call.
-    active: Any = getattr(provider, "_active_span_processor", None)
-    processors = getattr(active, "_span_processors", None)
-    lock = getattr(active, "_lock", None)
-    if isinstance(processors, tuple) and lock is not None:
-        with lock:
-            active._span_processors = tuple(p for p in processors if p is not processor)
 
 
 def is_instrumented() -> bool:

@@ -44,9 +44,9 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from span_profiles._settings import Settings
+from span_profiles._settings import Settings, Toggle
 
 __all__ = [
     "pin_current_thread",
@@ -57,7 +57,7 @@ __all__ = [
 
 logger = logging.getLogger("span_profiles")
 
-PinMode = Literal["auto", "on", "off"]
+PinMode = Toggle
 
 _TASKS = "/proc/self/task"
 
@@ -101,13 +101,10 @@ def _log_once(key: str, level: int, message: str, *args: object) -> None:
 
 
 def _resolve(settings: Settings | None, explicit: Mapping[str, Any]) -> Settings:
-    given = {key: value for key, value in explicit.items() if value is not None}
     if settings is None:
-        return Settings.resolve(given)
-    if not given:
-        return settings
+        return Settings.resolve(explicit)
     # The settings object is already resolved (environment included): only the overrides apply.
-    return Settings.resolve(given, vars(settings), environ={})
+    return settings.with_overrides(**explicit)
 
 
 def _provider(tracer_provider: Any | None) -> Any:

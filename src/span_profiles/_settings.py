@@ -14,35 +14,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["ENV", "Settings", "SettingsError"]
+from span_profiles._core.processor import Scope
+
+__all__ = ["ENV", "Settings", "SettingsError", "Toggle"]
 
 
 class SettingsError(ValueError):
     """An invalid setting; the message names the setting and where its value came from."""
 
 
-Scope = Literal["root", "all"]
-
-# Every environment variable we read, by setting name. The agent's own arguments use the
-# PYROSCOPE_ prefix, like the agent's documentation; our own options use SPAN_PROFILES_.
-ENV: dict[str, str] = {
-    "enabled": "SPAN_PROFILES_ENABLED",
-    "scope": "SPAN_PROFILES_SCOPE",
-    "span_name": "SPAN_PROFILES_SPAN_NAME",
-    "trace_id": "SPAN_PROFILES_TRACE_ID",
-    "profiler": "SPAN_PROFILES_PROFILER",
-    "pin_cpu": "SPAN_PROFILES_PIN_CPU",
-    "application_name": "PYROSCOPE_APPLICATION_NAME",
-    "server_address": "PYROSCOPE_SERVER_ADDRESS",
-    "sample_rate": "PYROSCOPE_SAMPLE_RATE",
-    "tags": "PYROSCOPE_TAGS",
-    "basic_auth_username": "PYROSCOPE_BASIC_AUTH_USERNAME",
-    "basic_auth_password": "PYROSCOPE_BASIC_AUTH_PASSWORD",
-    "tenant_id": "PYROSCOPE_TENANT_ID",
-    "http_headers": "PYROSCOPE_HTTP_HEADERS",
-    "upload_interval": "PYROSCOPE_UPLOAD_INTERVAL",
-    "enable_logging": "PYROSCOPE_ENABLE_LOGGING",
-}
+Toggle = Literal["auto", "on", "off"]
+"""A three-way switch: ``auto`` decides from what is installed and where it runs."""
 
 DEFAULT_SERVER_ADDRESS = "http://127.0.0.1:4040"
 """The local receiver started by ``span-profiles serve``."""
@@ -117,7 +99,7 @@ def _optional_text(value: Any) -> str | None:
     return text or None
 
 
-def _profiler(value: Any) -> Literal["auto", "on", "off"]:
+def _toggle(value: Any) -> Toggle:
     text = str(value).strip().lower()
     if text in ("auto", "on", "off"):
         return text  # type: ignore[return-value]
@@ -128,46 +110,72 @@ def _profiler(value: Any) -> Literal["auto", "on", "off"]:
     raise ValueError("expected 'auto', 'on' or 'off'")
 
 
-def _pin(value: Any) -> Literal["auto", "on", "off"]:
-    return _profiler(value)
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a positive number")
+    number = float(value)
+    if not number > 0 or number == float("inf"):
+        raise ValueError("expected a positive number")
+    return number
+
+
+def _setting(default: Any, parse: Callable[[Any], Any], env: str, **kwargs: Any) -> Any:
+    """One setting: its default, its parser and its environment variable, declared together."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"parse": parse, "env": env}, **kwargs)
+    return field(default=default, metadata={"parse": parse, "env": env}, **kwargs)
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything span-profiles can be told. Build it with :meth:`resolve`."""
 
-    enabled: bool = True
+    enabled: bool = _setting(True, _bool, "SPAN_PROFILES_ENABLED")
     """Master switch: ``False`` makes every adapter a pass-through."""
-    scope: Scope = "root"
+    scope: Scope = _setting("root", _scope, "SPAN_PROFILES_SCOPE")
     """``"root"``: label with the local root span (Grafana's convention); ``"all"``: every span."""
-    span_name: bool = True
+    span_name: bool = _setting(True, _bool, "SPAN_PROFILES_SPAN_NAME")
     """Add the ``span_name`` label (the root's name, a route template for web requests)."""
-    trace_id: bool = False
-    """Add the ``trace_id`` label. Off: older Pyroscope servers make it a series label."""
-    profiler: Literal["auto", "on", "off"] = "auto"
+    trace_id: bool = _setting(False, _bool, "SPAN_PROFILES_TRACE_ID")
+    """Add the ``trace_id`` label. Off: Pyroscope servers older than mid-2026 make it a series label."""
+    profiler: Toggle = _setting("auto", _toggle, "SPAN_PROFILES_PROFILER")
     """Start the pyroscope-io agent: ``auto`` starts it when pyroscope-io is installed."""
-    pin_cpu: Literal["auto", "on", "off"] = "auto"
-    """Put the agent's threads and the event-loop thread on one CPU (Linux; see README)."""
-    application_name: str | None = None
+    pin_cpu: Toggle = _setting("auto", _toggle, "SPAN_PROFILES_PIN_CPU")
+    """Put the agent's sampler and the event-loop thread on one CPU (Linux; see README)."""
+    shutdown_timeout: float = _setting(3.0, _positive_float, "SPAN_PROFILES_SHUTDOWN_TIMEOUT")
+    """Seconds the exit flush may take; what is still queued then is dropped (and logged)."""
+    application_name: str | None = _setting(None, _optional_text, "PYROSCOPE_APPLICATION_NAME")
     """Pyroscope ``service_name``; default: the tracer provider's ``service.name``."""
-    server_address: str = DEFAULT_SERVER_ADDRESS
+    server_address: str = _setting(DEFAULT_SERVER_ADDRESS, _url, "PYROSCOPE_SERVER_ADDRESS")
     """Where the agent pushes profiles; default: the local receiver."""
-    sample_rate: int = 100
+    sample_rate: int = _setting(100, _positive_int, "PYROSCOPE_SAMPLE_RATE")
     """Samples per second."""
-    tags: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = _setting({}, _tags, "PYROSCOPE_TAGS")
     """Static series labels added to every profile."""
-    basic_auth_username: str = ""
+    basic_auth_username: str = _setting("", _text, "PYROSCOPE_BASIC_AUTH_USERNAME")
     """HTTP basic auth user for the server."""
-    basic_auth_password: str = dataclasses.field(default="", repr=False)
+    basic_auth_password: str = _setting("", _text, "PYROSCOPE_BASIC_AUTH_PASSWORD", repr=False)
     """HTTP basic auth password for the server."""
-    tenant_id: str = ""
+    tenant_id: str = _setting("", _text, "PYROSCOPE_TENANT_ID")
     """Pyroscope tenant (``X-Scope-OrgID``)."""
-    http_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    http_headers: Mapping[str, str] = _setting({}, _mapping, "PYROSCOPE_HTTP_HEADERS", repr=False)
     """Extra HTTP headers on every push."""
-    upload_interval: int = 10
+    upload_interval: int = _setting(10, _positive_int, "PYROSCOPE_UPLOAD_INTERVAL")
     """Seconds between pushes."""
-    enable_logging: bool = False
+    enable_logging: bool = _setting(False, _bool, "PYROSCOPE_ENABLE_LOGGING")
     """Let the agent log (its Rust side is silent otherwise)."""
+    gil_only: bool = _setting(True, _bool, "PYROSCOPE_GIL_ONLY")
+    """Sample only threads that hold the GIL; ``False`` also samples native code that released it."""
+    oncpu: bool = _setting(True, _bool, "PYROSCOPE_ONCPU")
+    """Sample only threads on a CPU, so idle waits are left out."""
+    report_pid: bool = _setting(False, _bool, "PYROSCOPE_REPORT_PID")
+    """Add the process id as a label."""
+    report_thread_id: bool = _setting(False, _bool, "PYROSCOPE_REPORT_THREAD_ID")
+    """Add the thread id as a label."""
+    report_thread_name: bool = _setting(False, _bool, "PYROSCOPE_REPORT_THREAD_NAME")
+    """Add the thread name as a label."""
+    line_no: bool = _setting(True, _bool, "PYROSCOPE_LINE_NO")
+    """Keep line numbers in frames (``False`` merges a function's lines into one frame)."""
 
     @classmethod
     def resolve(
@@ -199,7 +207,7 @@ class Settings:
                 origin, raw = f"argument {name}", explicit[name]
             elif framework and framework.get(name) is not None:
                 origin, raw = f"{framework_name} {name}", framework[name]
-            elif ENV.get(name) in env:
+            elif ENV[name] in env:
                 origin, raw = f"environment variable {ENV[name]}", env[ENV[name]]
             if origin is None:
                 continue
@@ -211,22 +219,34 @@ class Settings:
                 ) from None
         return cls(**values)
 
+    def with_overrides(self, **given: Any) -> Settings:
+        """These settings with ``given`` on top, parsed like arguments; ``None`` means "not given".
+
+        The environment is not read again: it was read when these settings were resolved.
+        """
+        names = {f.name for f in dataclasses.fields(self)}
+        values: dict[str, Any] = {}
+        for name, raw in given.items():
+            if name not in names:
+                raise SettingsError(
+                    f"unknown span-profiles setting {name!r} in argument; "
+                    f"known: {', '.join(sorted(names))}"
+                )
+            if raw is None:
+                continue
+            try:
+                values[name] = _PARSERS[name](raw)
+            except (TypeError, ValueError) as exc:
+                raise SettingsError(
+                    f"invalid span-profiles setting argument {name}={raw!r}: {exc}"
+                ) from None
+        return dataclasses.replace(self, **values) if values else self
+
+
+ENV: dict[str, str] = {f.name: f.metadata["env"] for f in dataclasses.fields(Settings)}
+"""Every environment variable read, by setting name: the agent's own options use the
+``PYROSCOPE_`` prefix, like the agent's documentation; ours use ``SPAN_PROFILES_``."""
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
-    "enabled": _bool,
-    "scope": _scope,
-    "span_name": _bool,
-    "trace_id": _bool,
-    "profiler": _profiler,
-    "pin_cpu": _pin,
-    "application_name": _optional_text,
-    "server_address": _url,
-    "sample_rate": _positive_int,
-    "tags": _tags,
-    "basic_auth_username": _text,
-    "basic_auth_password": _text,
-    "tenant_id": _text,
-    "http_headers": _mapping,
-    "upload_interval": _positive_int,
-    "enable_logging": _bool,
+    f.name: f.metadata["parse"] for f in dataclasses.fields(Settings)
 }

@@ -182,9 +182,7 @@ def resolve_settings(
     and of the environment, which it already includes.
     """
     if settings is not None:
-        if not options:
-            return settings
-        return Settings.resolve(options, vars(settings), environ={}, framework_name="settings")
+        return settings.with_overrides(**options)
     return Settings.resolve(options, framework, framework_name=framework_name)
 
 
@@ -232,20 +230,6 @@ def _start_once(tracer_provider: Any | None, sink: Any | None, settings: Setting
             pin_current_thread()
     except Exception as exc:
         guard.fail("starting the profiler", exc)
-
-
-def http_semconv_mode() -> Any:
-    """OTel's HTTP semantic-convention opt-in mode (``OTEL_SEMCONV_STABILITY_OPT_IN``).
-
-    Needs ``opentelemetry-instrumentation``, which the ASGI and WSGI instrumentations bring.
-    """
-    from opentelemetry.instrumentation import _semconv
-
-    stability: Any = _semconv._OpenTelemetrySemanticConventionStability
-    stability._initialize()
-    return stability._get_opentelemetry_stability_opt_in_mode(
-        _semconv._OpenTelemetryStabilitySignalType.HTTP
-    )
 
 
 def response_propagator() -> Any:

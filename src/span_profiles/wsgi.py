@@ -26,7 +26,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.util.http import sanitize_method
 
-from span_profiles import _web
+from span_profiles import _otel_compat, _web
 from span_profiles._core.sinks import Sink
 from span_profiles._settings import Settings
 
@@ -142,7 +142,7 @@ class SpanProfilesWSGIMiddleware:
         self.settings = _web.resolve_settings(settings, options)
         self._tracer_provider = tracer_provider
         self._ensure_instrumented = _web.ensure_instrumented(tracer_provider, sink, self.settings)
-        self._semconv: Any = _web.http_semconv_mode()
+        self._semconv: Any = _otel_compat.http_semconv_mode()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one request."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
 from span_profiles import Settings, SettingsError
+from span_profiles._settings import ENV
 
 
 def test_precedence_explicit_framework_environment_default() -> None:
@@ -71,3 +75,37 @@ def test_settings_are_frozen() -> None:
     s = Settings.resolve(environ={})
     with pytest.raises(AttributeError):
         s.scope = "all"  # type: ignore[misc]
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    """Each field, with its environment variable, has a row in README's settings table."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    for field in dataclasses.fields(Settings):
+        row = next((r for r in rows if f"`{field.name}`" in r.split("|")[1]), None)
+        assert row is not None, f"README has no settings row for {field.name}"
+        assert f"`{ENV[field.name]}`" in row, f"README row for {field.name} lacks {ENV[field.name]}"
+
+
+def test_with_overrides_parses_like_arguments_and_keeps_the_rest() -> None:
+    """``with_overrides`` validates the overrides and leaves every other value as resolved."""
+    base = Settings.resolve(environ={"PYROSCOPE_SAMPLE_RATE": "250"})
+    changed = base.with_overrides(trace_id="true", scope=None)
+    assert changed.trace_id is True
+    assert changed.sample_rate == 250
+    assert changed.scope == base.scope
+    assert base.with_overrides() is base
+    with pytest.raises(SettingsError, match="argument sample_rate"):
+        base.with_overrides(sample_rate="fast")
+    with pytest.raises(SettingsError, match="unknown span-profiles setting 'nope'"):
+        base.with_overrides(nope=1)
+
+
+def test_shutdown_timeout_must_be_positive() -> None:
+    """A zero, negative or infinite exit flush bound is refused with the setting's name."""
+    for bad in ("0", "-1", "inf", "soon"):
+        with pytest.raises(SettingsError, match="SPAN_PROFILES_SHUTDOWN_TIMEOUT"):
+            Settings.resolve(environ={"SPAN_PROFILES_SHUTDOWN_TIMEOUT": bad})
+    assert (
+        Settings.resolve(environ={"SPAN_PROFILES_SHUTDOWN_TIMEOUT": "0.5"}).shutdown_timeout == 0.5
+    )

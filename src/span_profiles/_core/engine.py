@@ -23,8 +23,8 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace.propagation import _SPAN_KEY
 
+from span_profiles import _otel_compat
 from span_profiles._core import guard
 from span_profiles._core.sinks import EMPTY, Labels, NullSink, Sink, SinkAdapter, ThreadLabelSink
 
@@ -41,7 +41,7 @@ __all__ = [
 
 _get_ident = threading.get_ident
 
-SPAN_KEY: str = _SPAN_KEY
+SPAN_KEY: str = _otel_compat.SPAN_KEY
 """The OTel context key holding the current span."""
 
 
@@ -96,11 +96,7 @@ def context_var() -> ContextVar[Any] | None:
     """The ContextVar holding OTel's current Context, or ``None`` for a non-contextvars runtime."""
     global _context_var
     if _context_var is None:
-        runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-        inner = getattr(runtime, "inner", runtime)
-        var = getattr(inner, "_current_context", None)
-        if isinstance(var, ContextVar):
-            _context_var = var
+        _context_var = _otel_compat.current_context_var(_otel_compat.runtime_context())
     return _context_var
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from contextvars import Token
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry.context.context import Context, _RuntimeContext
 from opentelemetry.sdk.trace import Span
 
+from span_profiles import _otel_compat
 from span_profiles._core import engine, guard
 from span_profiles._core.patching import Patches
 
@@ -58,9 +58,9 @@ class LabellingRuntimeContext(_RuntimeContext):
 
 def install(patches: Patches) -> None:
     """Wrap the runtime context and ``Span.update_name``."""
-    runtime = otel_context._RUNTIME_CONTEXT
+    runtime = _otel_compat.runtime_context()
     if not isinstance(runtime, LabellingRuntimeContext):
-        patches.set(otel_context, "_RUNTIME_CONTEXT", LabellingRuntimeContext(runtime))
+        _otel_compat.set_runtime_context(patches, LabellingRuntimeContext(runtime))
 
     original_update_name = Span.update_name
 
@@ -82,7 +82,7 @@ def install(patches: Patches) -> None:
 
 def runtime_is_hooked() -> bool:
     """Whether OTel's runtime context is currently wrapped by us."""
-    return isinstance(otel_context._RUNTIME_CONTEXT, LabellingRuntimeContext)
+    return isinstance(_otel_compat.runtime_context(), LabellingRuntimeContext)
 
 
 def unwrap(runtime: Any) -> Any:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from types import TracebackType
 from typing import Any
 
-from span_profiles import _web
+from span_profiles import _otel_compat, _web
 from span_profiles._settings import Settings, SettingsError
 
 try:
@@ -99,7 +99,7 @@ class SpanProfilesMiddleware:
     def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
         self.settings = django_settings()
-        self._semconv: Any = _web.http_semconv_mode()
+        self._semconv: Any = _otel_compat.http_semconv_mode()
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
