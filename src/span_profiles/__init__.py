@@ -7,12 +7,12 @@ across asyncio/trio task switches and worker threads. Start with :func:`instrume
 from __future__ import annotations
 
 from span_profiles._core.processor import PROFILE_ID_ATTRIBUTE as PROFILE_ID_ATTRIBUTE
-from span_profiles._core.processor import SpanProfilesProcessor as SpanProfilesProcessor
 from span_profiles._core.sinks import Labels as Labels
 from span_profiles._core.sinks import NullSink as NullSink
 from span_profiles._core.sinks import PyroscopeSink as PyroscopeSink
 from span_profiles._core.sinks import Sink as Sink
 from span_profiles._core.sinks import ThreadLabelSink as ThreadLabelSink
+from span_profiles._instrument import SpanProfilesProcessor as SpanProfilesProcessor
 from span_profiles._instrument import instrument as instrument
 from span_profiles._instrument import is_instrumented as is_instrumented
 from span_profiles._instrument import uninstrument as uninstrument

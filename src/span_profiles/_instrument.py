@@ -1,7 +1,15 @@
-"""``instrument()`` / ``uninstrument()``: the span processor plus every runtime hook."""
+"""``instrument()`` / ``uninstrument()``: the span processor plus every runtime hook.
+
+One installation at a time. ``instrument()`` builds its :class:`~span_profiles._core.engine.HotPath`
+and installs each runtime hook of :data:`HOOKS` through the one contract every hook module has,
+``install(hot) -> undo``; ``uninstrument()`` runs the undos in reverse and then undoes every patch.
+A :class:`SpanProfilesProcessor` registered alone makes the same installation on its first local
+root span, so it labels samples without ``instrument()``.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import threading
@@ -13,14 +21,76 @@ from opentelemetry import trace
 
 from span_profiles import _otel_compat
 from span_profiles._core import engine, guard
+from span_profiles._core.engine import HotPath
 from span_profiles._core.patching import Patches
-from span_profiles._core.processor import Scope, SpanProfilesProcessor
+from span_profiles._core.processor import LabelProcessor, Scope
 from span_profiles._core.sinks import NullSink, PyroscopeSink, Sink
 from span_profiles._settings import Settings
 
 logger = logging.getLogger("span_profiles")
 
-__all__ = ["instrument", "is_instrumented", "uninstrument"]
+__all__ = ["SpanProfilesProcessor", "instrument", "is_instrumented", "uninstrument"]
+
+HOOKS = ("otel", "asyncio", "threads")
+"""The runtime hooks, as modules of ``span_profiles._hooks``, in install order. ``trio`` is added
+once trio is imported (checked at install and whenever a local root starts)."""
+
+
+class SpanProfilesProcessor(LabelProcessor):
+    """An OTel ``SpanProcessor`` linking spans to profiling samples; a drop-in for pyroscope-otel's.
+
+    Local roots (no parent, or a remote parent) get the attribute ``pyroscope.profile.id`` = their
+    span id as 16 lowercase hex chars, and the samples taken while they are current carry the
+    label ``span_id`` with the same value, plus ``span_name``. Children inherit their root's
+    labels; ``scope="all"`` gives every span its own.
+
+    Registered alone, after ``pyroscope.configure(...)`` as pyroscope-otel's README shows, it
+    installs the runtime hooks at its first local root span (what :func:`instrument` installs,
+    without a second processor) and sends labels to the pyroscope-io agent, so labels follow
+    the context across asyncio and trio task switches and into worker threads. Its
+    ``shutdown()`` (the provider's) removes those hooks again.
+
+    Args:
+        scope: ``"root"`` (default) labels with the local root span; ``"all"`` with each span.
+        span_name: add the ``span_name`` label (default ``True``).
+        trace_id: add the ``trace_id`` label (default ``False``, unlike pyroscope-otel: Pyroscope
+            servers older than mid-2026 make it a series label, one series per trace).
+        install_hooks: install the runtime hooks on first use (default ``True``). With
+            ``False`` the processor labels only the thread that starts a span, until it ends.
+    """
+
+    def __init__(
+        self,
+        *,
+        scope: Scope = "root",
+        span_name: bool = True,
+        trace_id: bool = False,
+        install_hooks: bool = True,
+    ) -> None:
+        super().__init__(scope=scope, span_name=span_name, trace_id=trace_id)
+        self.install_hooks = bool(install_hooks)
+
+    def _first_root(self) -> None:
+        if self.install_hooks:
+            try:
+                _install(self, provider=None, settings=None, sink=None)
+            except Exception as exc:
+                # The processor itself keeps working: it labels the starting thread.
+                guard.fail("installing the runtime hooks", exc)
+        if not engine.sink_chosen():
+            engine.set_sink(default_sink())
+
+    def shutdown(self) -> None:
+        """Stop registering spans; remove the runtime hooks if this processor installed them."""
+        super().shutdown()
+        with _lock:
+            installation = _current
+            if (
+                installation is not None
+                and installation.processor is self
+                and not installation.added_processor
+            ):
+                uninstrument()
 
 
 @dataclass
@@ -29,8 +99,12 @@ class _Installation:
     provider: Any
     added_processor: bool
     settings: Settings
-    patches: Patches = field(default_factory=Patches)
+    hot: HotPath
     undo: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def patches(self) -> Patches:
+        return self.hot.patches
 
 
 _lock = threading.RLock()
@@ -49,17 +123,79 @@ def default_sink() -> Sink:
         return NullSink()
 
 
-def _install_trio_when_imported(var: Any, installation: _Installation) -> Callable[[], None]:
-    def ensure() -> None:
+def _trio_when_imported(installation: _Installation) -> Callable[[], None]:
+    def on_root_started() -> None:
         if "trio" not in sys.modules:
             return
         from span_profiles._hooks import trio as trio_hook
 
-        engine.span_started_hooks.remove(ensure)
-        trio_hook.install(var)
-        installation.undo.append(trio_hook.uninstall)
+        hot = installation.hot
+        hot.root_started.remove(on_root_started)
+        installation.undo.append(trio_hook.install(hot))
 
-    return ensure
+    return on_root_started
+
+
+def _install(
+    processor: SpanProfilesProcessor,
+    *,
+    provider: Any | None,
+    settings: Settings | None,
+    sink: Sink | None,
+    added: bool = False,
+) -> _Installation:
+    """Make ``processor``'s installation the current one (or return the one in effect).
+
+    ``sink=None`` keeps a sink already set, else takes :func:`default_sink`.
+    """
+    global _current
+    with _lock:
+        if _current is not None:
+            return _current
+        if settings is None:
+            settings = Settings.resolve(
+                {
+                    "scope": processor.scope,
+                    "span_name": processor.span_name,
+                    "trace_id": processor.trace_id,
+                }
+            )
+        if sink is not None:
+            engine.set_sink(sink)
+        elif not engine.sink_chosen():
+            engine.set_sink(default_sink())
+        var = engine.context_var()
+        if var is None:
+            logger.warning(
+                "span-profiles: OpenTelemetry's runtime context is not the contextvars one; "
+                "labels follow context changes but not task switches."
+            )
+        hot = HotPath(var)
+        installation = _Installation(processor, provider, added, settings, hot)
+        try:
+            for name in HOOKS:
+                hook = importlib.import_module(f"span_profiles._hooks.{name}")
+                installation.undo.append(hook.install(hot))
+            on_trio = _trio_when_imported(installation)
+            hot.root_started.append(on_trio)
+            on_trio()
+        except BaseException:
+            _undo(installation)
+            raise
+        engine.installed = hot
+        _current = installation
+        return installation
+
+
+def _undo(installation: _Installation) -> None:
+    for undo in reversed(installation.undo):
+        try:
+            undo()
+        except Exception:
+            logger.exception("span-profiles: uninstrument step failed")
+    installation.patches.undo()
+    engine.clear()
+    engine.reset_state()
 
 
 def instrument(
@@ -88,9 +224,9 @@ def instrument(
             when given, win over it.
 
     Unset options come from the environment (``SPAN_PROFILES_SCOPE`` ...), then the defaults.
-    Calling it again changes nothing and returns the installed processor.
+    Calling it again changes nothing and returns the installed processor (also when a
+    :class:`SpanProfilesProcessor` registered alone made the installation).
     """
-    global _current
     with _lock:
         if _current is not None:
             return _current.processor
@@ -100,7 +236,10 @@ def instrument(
         else:
             settings = settings.with_overrides(**explicit)
         processor = SpanProfilesProcessor(
-            scope=settings.scope, span_name=settings.span_name, trace_id=settings.trace_id
+            scope=settings.scope,
+            span_name=settings.span_name,
+            trace_id=settings.trace_id,
+            install_hooks=False,
         )
         provider: Any = (
             tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
@@ -116,31 +255,8 @@ def instrument(
                 "before instrument(), or pass tracer_provider=.",
                 provider,
             )
-        installation = _Installation(processor, provider, added, settings)
-        engine.set_sink(default_sink() if sink is None else sink)
-
-        from span_profiles._hooks import otel as otel_hook
-
-        otel_hook.install(installation.patches)
-        var = engine.context_var()
-        if var is None:
-            logger.warning(
-                "span-profiles: OpenTelemetry's runtime context is not the contextvars one; "
-                "labels follow context changes but not task switches."
-            )
-        else:
-            from span_profiles._hooks import asyncio as asyncio_hook
-            from span_profiles._hooks import threads as threads_hook
-
-            asyncio_hook.install(installation.patches, var)
-            installation.undo.append(asyncio_hook.uninstall)
-            threads_hook.install(installation.patches)
-            installation.undo.append(threads_hook.uninstall)
-            ensure_trio = _install_trio_when_imported(var, installation)
-            engine.span_started_hooks.append(ensure_trio)
-            ensure_trio()
-        engine.hooked = True
-        _current = installation
+        sink = default_sink() if sink is None else sink
+        _install(processor, provider=provider, settings=settings, sink=sink, added=added)
         return processor
 
 
@@ -149,29 +265,24 @@ def uninstrument() -> None:
 
     The calling thread's labels are cleared; other threads drop theirs at their next job end or
     task step boundary that still runs through a hook in flight. Safe to call when not installed.
+    A processor registered alone that made the installation stays registered: it keeps setting
+    ``pyroscope.profile.id`` but sends no more labels (it installs hooks on first use only).
     """
     global _current
     with _lock:
         installation, _current = _current, None
         if installation is None:
             return
-        engine.hooked = False
-        for undo in reversed(installation.undo):
-            try:
-                undo()
-            except Exception:
-                logger.exception("span-profiles: uninstrument step failed")
-        installation.patches.undo()
+        engine.installed = None
+        _undo(installation)
         if installation.added_processor:
             _otel_compat.remove_span_processor(installation.provider, installation.processor)
-        installation.processor.shutdown()
-        engine.clear()
-        engine.reset_state()
+            installation.processor.shutdown()
         guard.reset()
 
 
 def is_instrumented() -> bool:
-    """Whether :func:`instrument` is in effect."""
+    """Whether :func:`instrument` (or a processor registered alone) is in effect."""
     return _current is not None
 
 

@@ -86,15 +86,15 @@ def test_environment_sets_options(monkeypatch: Any) -> None:
         span_profiles.uninstrument()
 
 
-def test_standalone_processor_labels_the_starting_thread_without_piling_up() -> None:
-    """Without instrument(), the processor alone replaces labels at start and restores at end."""
+def test_processor_without_hooks_labels_the_starting_thread_without_piling_up() -> None:
+    """With install_hooks=False, the processor alone replaces labels at start, restores at end."""
     span_profiles.uninstrument()
     from span_profiles._core import engine
 
     sink = RecordingSink()
     engine.set_sink(sink)
     provider = TracerProvider()
-    provider.add_span_processor(SpanProfilesProcessor())
+    provider.add_span_processor(SpanProfilesProcessor(install_hooks=False))
     tracer = provider.get_tracer("t")
     try:
         first = tracer.start_span("a")

@@ -8,41 +8,60 @@ thread job); this module decides *what*.
 The per-step path compares tuples by identity: a holder builds its tuple once (and again only on a
 rename), so "unchanged" costs one dict lookup and one ``is``.
 
+The hook contract. ``instrument()`` builds one frozen :class:`HotPath` per installation and hands
+it to every runtime hook as ``install(hot) -> undo``. Its fields never change while the
+installation lives, so hooks bind them as default arguments (local lookups only). What *can*
+change, the sink, sits behind two objects the bundle holds, and only their contents change:
+
+* :data:`shown`, thread ident -> labels applied there, is the current sink's own bookkeeping
+  (:func:`set_sink` hands the table to each new sink), read through ``hot.applied``;
+* :data:`apply_cell` holds the current sink's ``apply``, called through ``hot.apply[0]``.
+
 :func:`refresh_from` is the reference for "show this context's labels". The per-step hooks
 (``Handle._run`` and ``StepCoroutine.__next__`` for asyncio, the trio instrument) repeat its few
 lines inline on purpose: a call would add a Python frame, a quarter of their cost, to every task
-step. Change them together.
+step. Each copy carries the marker comment ``# kernel: keep in step with engine.refresh_from``,
+and ``tests/hooks/test_kernels.py`` finds every marked copy and checks it against this function.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import context as otel_context
 
 from span_profiles import _otel_compat
 from span_profiles._core import guard
+from span_profiles._core.patching import Patches
 from span_profiles._core.sinks import EMPTY, Labels, NullSink, Sink, SinkAdapter, ThreadLabelSink
 
 __all__ = [
     "EMPTY",
+    "KERNEL_MARK",
     "Holder",
+    "HotPath",
     "Labels",
     "apply",
+    "apply_cell",
     "clear",
     "holders",
     "refresh",
     "refresh_from",
+    "set_sink",
+    "shown",
 ]
 
 _get_ident = threading.get_ident
 
 SPAN_KEY: str = _otel_compat.SPAN_KEY
 """The OTel context key holding the current span."""
+
+KERNEL_MARK = "# kernel: keep in step with engine.refresh_from"
+"""The comment every inlined copy of :func:`refresh_from` carries (the kernel test greps it)."""
 
 
 class Holder:
@@ -73,73 +92,129 @@ class Holder:
         self.labels = EMPTY
 
 
+# -- process-wide state: the table, the sink behind its cell, the installation ----------------
+
 holders: dict[Any, Holder] = {}
 """Live span object -> its holder. Filled by the span processor, emptied when spans end."""
 
-_holders_get = holders.get
+shown: dict[int, Labels] = {}
+"""Thread ident -> labels the current sink applied there (the sink's own bookkeeping)."""
 
-_sink: ThreadLabelSink = NullSink()
-_applied_get: Callable[[int, Labels], Labels] = _sink._applied.get
-"""Thread ident -> labels applied there: the sink's own record, read directly by the hooks."""
-_sink_apply: list[Callable[[Labels], None]] = [_sink.apply]
-"""A cell holding the sink's ``apply``: hooks capture the cell, so a failing sink can be swapped
-out under them."""
+_placeholder = NullSink()
+_placeholder._applied = shown
+_sink: list[ThreadLabelSink] = [_placeholder]
+"""The current sink, in a cell (``set_sink`` changes its content)."""
 
-_context_var: ContextVar[Any] | None = None
-"""The ContextVar behind OTel's runtime context, when it is the contextvars one."""
+apply_cell: list[Callable[[Labels], None]] = [_placeholder.apply]
+"""The current sink's ``apply``. Hooks hold this cell; only its content ever changes."""
 
-hooked = False
-"""True while ``instrument()``'s hooks keep labels equal to the context."""
+_lock = threading.RLock()
+
+
+@dataclass(frozen=True)
+class HotPath:
+    """Everything a runtime hook reads, for one installation: the hook contract.
+
+    ``instrument()`` builds one and passes it to each hook's ``install(hot) -> undo``. The fields
+    are fixed for the installation's life; a sink change reaches the hooks through the contents
+    of :attr:`applied`'s table and of :attr:`apply`, never by replacing them.
+    """
+
+    var: ContextVar[Any] | None
+    """The ContextVar behind OTel's runtime context; ``None`` for a runtime context that is not
+    the contextvars one (hooks that follow task switches then install nothing)."""
+    patches: Patches = field(default_factory=Patches)
+    """Every attribute patch of this installation, undone by ``uninstrument()``."""
+    key: str = SPAN_KEY
+    """The OTel context key of the current span."""
+    holder: Callable[[Any], Holder | None] = holders.get
+    """Span -> its holder (``holders.get``)."""
+    applied: Callable[[int, Labels], Labels] = shown.get
+    """Thread ident -> labels applied there (``shown.get``)."""
+    apply: list[Callable[[Labels], None]] = field(default_factory=lambda: apply_cell)
+    """The cell holding the current sink's ``apply``."""
+    root_started: list[Callable[[], None]] = field(default_factory=list)
+    """Called on the starting thread when a local root starts (hooks that install lazily)."""
+
+
+installed: HotPath | None = None
+"""The current installation's hot path; ``None`` while no runtime hook keeps labels right."""
 
 
 def context_var() -> ContextVar[Any] | None:
     """The ContextVar holding OTel's current Context, or ``None`` for a non-contextvars runtime."""
-    global _context_var
-    if _context_var is None:
-        _context_var = _otel_compat.current_context_var(_otel_compat.runtime_context())
-    return _context_var
+    return _otel_compat.current_context_var(_otel_compat.runtime_context())
 
 
-def set_sink(sink: Sink) -> ThreadLabelSink:
-    """Route labels to ``sink`` from now on (hooks installed later read its bookkeeping)."""
-    global _sink, _applied_get, _sink_apply
-    _sink = sink if isinstance(sink, ThreadLabelSink) else SinkAdapter(sink)
-    _applied_get = _sink._applied.get
-    _sink_apply = [_sink.apply]
-    return _sink
+def current_sink() -> ThreadLabelSink:
+    """The sink labels go to now."""
+    return _sink[0]
+
+
+def sink_chosen() -> bool:
+    """Whether a sink was set (``False`` while the do-nothing placeholder is in place)."""
+    return _sink[0] is not _placeholder
+
+
+def set_sink(sink: Sink, *, release: bool = True) -> ThreadLabelSink:
+    """Route labels to ``sink`` from now on, also from hooks already installed.
+
+    The table the hooks read becomes the new sink's bookkeeping, so each thread applies its
+    labels through the new sink at its next step. ``release`` first removes the calling thread's
+    labels through the old sink; labels the old sink left on other threads stay with it.
+    """
+    new = sink if isinstance(sink, ThreadLabelSink) else SinkAdapter(sink)
+    with _lock:
+        old = _sink[0]
+        if new is old:
+            return new
+        if release:
+            try:
+                old.apply(EMPTY)
+            except Exception as exc:
+                guard.fail("the label sink", exc)
+        # The old sink keeps a view of its own; the shared table takes the new sink's view.
+        old._applied = dict(shown)
+        own = new._applied
+        shown.clear()
+        if own is not shown:
+            shown.update(own)
+        new._applied = shown
+        _sink[0] = new
+        apply_cell[0] = new.apply
+    return new
 
 
 def sink_failed(exc: BaseException) -> None:
-    """The sink raised: log once and switch it off, keeping the bookkeeping the hooks read."""
+    """The sink raised: log once and switch it off, keeping the table the hooks read."""
     guard.fail("the label sink", exc, _switch_off_sink)
 
 
 def _switch_off_sink() -> None:
-    sink = _sink
-    sink.switch_off()
-    # A subclass may override apply() itself: fall back to the base's bookkeeping-only apply.
-    _sink_apply[0] = functools.partial(ThreadLabelSink.apply, sink)
+    failed = _sink[0]
+    failed.switch_off()
+    set_sink(NullSink(), release=False)
 
 
 def apply(labels: Labels) -> None:
     """Make ``labels`` the calling thread's labels (the slow path: they changed)."""
     try:
-        _sink_apply[0](labels)
+        apply_cell[0](labels)
     except Exception as exc:
         sink_failed(exc)
 
 
 def clear() -> None:
     """Remove the calling thread's labels, if it has any."""
-    if _applied_get(_get_ident(), EMPTY):
+    if shown.get(_get_ident(), EMPTY):
         apply(EMPTY)
 
 
 def refresh_from(otel_ctx: Any) -> None:
     """Make the calling thread show the labels of ``otel_ctx``."""
-    holder = _holders_get(otel_ctx.get(SPAN_KEY)) if otel_ctx is not None else None
+    holder = holders.get(otel_ctx.get(SPAN_KEY)) if otel_ctx is not None else None
     labels = EMPTY if holder is None else holder.labels
-    if _applied_get(_get_ident(), EMPTY) is not labels:
+    if shown.get(_get_ident(), EMPTY) is not labels:
         apply(labels)
 
 
@@ -150,21 +225,19 @@ def refresh() -> None:
 
 def current_holder() -> Holder | None:
     """The holder of the current context's span, if it is live and labelled."""
-    return _holders_get(otel_context.get_current().get(SPAN_KEY))
+    return holders.get(otel_context.get_current().get(SPAN_KEY))
 
 
 def shows(labels: Labels) -> bool:
     """Whether the calling thread shows exactly this labels tuple (by identity)."""
-    return labels is not EMPTY and _applied_get(_get_ident(), EMPTY) is labels
-
-
-span_started_hooks: list[Callable[[], None]] = []
-"""Called on the starting thread when a local root starts (per-loop hooks install lazily there)."""
+    return labels is not EMPTY and shown.get(_get_ident(), EMPTY) is labels
 
 
 def reset_state() -> None:
-    """Forget all per-thread state and the sink (``uninstrument()``)."""
-    global hooked
-    hooked = False
-    span_started_hooks.clear()
-    set_sink(NullSink())
+    """Forget the installation and the sink (``uninstrument()``)."""
+    global installed
+    installed = None
+    with _lock:
+        if _sink[0] is not _placeholder:
+            _placeholder._applied = {}
+            set_sink(_placeholder)

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from span_profiles._core import engine, guard
 from span_profiles._core.sinks import Labels
 
-__all__ = ["PROFILE_ID_ATTRIBUTE", "Scope", "SpanProfilesProcessor"]
+__all__ = ["PROFILE_ID_ATTRIBUTE", "LabelProcessor", "Scope"]
 
 PROFILE_ID_ATTRIBUTE = "pyroscope.profile.id"
 """The span attribute Grafana looks for to offer "Profiles for this span"."""
@@ -21,18 +21,15 @@ Scope = Literal["root", "all"]
 _SCOPES = ("root", "all")
 
 
-class SpanProfilesProcessor(SpanProcessor):
-    """An OTel ``SpanProcessor`` linking spans to profiling samples.
+class LabelProcessor(SpanProcessor):
+    """The framework-free core of ``span_profiles.SpanProfilesProcessor``: attribute and label table.
 
-    A drop-in replacement for ``pyroscope.otel.PyroscopeSpanProcessor``: local roots (no parent,
-    or a remote parent) get the attribute ``pyroscope.profile.id`` = their span id as 16 lowercase
-    hex chars, and the samples taken while they are current carry the label ``span_id`` with the
-    same value. Children inherit their root's labels; ``scope="all"`` gives every span its own.
-
-    Used alone (``provider.add_span_processor(SpanProfilesProcessor())``) it labels the thread that
-    starts a span until the span ends, like the processor it replaces but without piling up
-    values. With :func:`span_profiles.instrument` the labels follow the context across task
-    switches and threads instead.
+    Local roots (no parent, or a remote parent) get the attribute ``pyroscope.profile.id`` = their
+    span id as 16 lowercase hex chars, and a :class:`~span_profiles._core.engine.Holder` with the
+    labels the samples taken while they are current must carry. Children share their root's
+    holder; ``scope="all"`` gives every span its own. With runtime hooks installed
+    (``engine.installed``) the hooks show the labels; without, the labels go on the thread that
+    starts a span until it ends. :meth:`_first_root` runs once, before the first local root.
     """
 
     def __init__(
@@ -44,6 +41,7 @@ class SpanProfilesProcessor(SpanProcessor):
         self.span_name = bool(span_name)
         self.trace_id = bool(trace_id)
         self._enabled = True
+        self._first = True
         # on_end gets a read-only copy: the live span (the key of engine.holders) is found by id.
         self._live: dict[int, Span] = {}
 
@@ -66,6 +64,9 @@ class SpanProfilesProcessor(SpanProcessor):
         except Exception as exc:
             guard.fail("the span processor", exc, self._disable)
 
+    def _first_root(self) -> None:
+        """Called once, before this processor registers its first local root (a subclass hook)."""
+
     def _on_start(self, span: Span, parent_context: Context | None) -> None:
         parent = span.parent
         parent_holder = None
@@ -78,12 +79,16 @@ class SpanProfilesProcessor(SpanProcessor):
         else:
             holder = parent_holder
             root = False
+        if root and self._first:
+            self._first = False
+            self._first_root()
         engine.holders[span] = holder
         self._live[span.get_span_context().span_id] = span
-        if engine.hooked:
+        hot = engine.installed
+        if hot is not None:
             if root:
-                for ensure in tuple(engine.span_started_hooks):
-                    ensure()
+                for on_root_started in tuple(hot.root_started):
+                    on_root_started()
         elif holder.span is span:
             # Standalone: the best we can do without hooks is the starting thread.
             engine.apply(holder.labels)
@@ -106,7 +111,7 @@ class SpanProfilesProcessor(SpanProcessor):
         shown = engine.shows(holder.labels)
         holder.end()
         if shown:
-            if engine.hooked:
+            if engine.installed is not None:
                 engine.refresh()
             else:
                 parent = holder.parent

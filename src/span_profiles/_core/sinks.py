@@ -41,8 +41,13 @@ class ThreadLabelSink:
     """Base for sinks over a per-thread add/remove API.
 
     Subclasses pass two callables that add and remove one pair *on the calling thread*. This class
-    keeps what it applied per thread and turns :meth:`apply` into the minimal removes and adds.
-    Removes come first: between the two calls a sample may see no span, never two.
+    keeps what it applied per thread and turns :meth:`apply` into the minimal removes and adds, in
+    an order that keeps every intermediate state honest for a sample taken between two calls:
+
+    * the first pair (``span_id``) is removed first and added last, so a sample may see no span
+      but never two, and never a ``span_id`` without the other labels of its span;
+    * while the span stays (a rename), the new value of a label is added before the old one is
+      removed, so no sample of the span lacks ``span_name`` (it may briefly carry both names).
     """
 
     def __init__(
@@ -52,6 +57,8 @@ class ThreadLabelSink:
         self._remove = remove
         self._applied: dict[int, Labels] = {}
 
+    # The hottest method after the step hooks: the fast paths are written out, trading
+    # complexity for speed (one processor builds every tuple, so keys nearly always line up).
     def apply(self, labels: Labels, /) -> None:
         """Make ``labels`` exactly the labels of the calling thread."""
         tid = _get_ident()
@@ -59,9 +66,15 @@ class ThreadLabelSink:
         old = applied.get(tid, EMPTY)
         if old is labels:
             return
-        if labels:
-            size = len(labels)
-            if size == 1 and len(old) == 1:
+        if not labels:
+            remove = self._remove
+            for key, value in old:
+                remove(key, value)
+            del applied[tid]
+            return
+        size = len(labels)
+        if len(old) == size:
+            if size == 1:
                 # span_id alone: the commonest switch, without loop machinery.
                 (old_key, old_value), (key, value) = old[0], labels[0]
                 if old_key == key:
@@ -70,38 +83,52 @@ class ThreadLabelSink:
                         self._add(key, value)
                     applied[tid] = labels
                     return
-            if len(old) == size:
-                # The usual switch: one processor builds every tuple, so the keys line up and
-                # only the values that differ are replaced, key by key.
-                remove = self._remove
-                add = self._add
-                for (key, value), (old_key, old_value) in zip(labels, old, strict=True):
-                    if old_value != value or old_key != key:
-                        if old_key != key:
-                            break
-                        remove(old_key, old_value)
-                        add(key, value)
+            else:
+                for i in range(size):
+                    if old[i][0] != labels[i][0]:
+                        break
                 else:
+                    # Same keys in the same order: replace only the values that differ.
+                    remove = self._remove
+                    add = self._add
+                    (key, value), (_, old_value) = labels[0], old[0]
+                    if value != old_value:
+                        # Another span: its old labels go with no span shown, its span_id last.
+                        remove(key, old_value)
+                        for i in range(1, size):
+                            (other, new), (_, was) = labels[i], old[i]
+                            if new != was:
+                                remove(other, was)
+                                add(other, new)
+                        add(key, value)
+                    else:
+                        for i in range(1, size):
+                            (other, new), (_, was) = labels[i], old[i]
+                            if new != was:
+                                add(other, new)
+                                remove(other, was)
                     applied[tid] = labels
                     return
-                old = applied.get(tid, EMPTY)  # keys differ (never with one processor)
-                self._replace_all(old, labels)
-            else:
-                self._replace_all(old, labels)
-            applied[tid] = labels
-        else:
-            remove = self._remove
-            for key, value in old:
-                remove(key, value)
-            del applied[tid]
+        self._replace_all(old, labels)
+        applied[tid] = labels
 
     def _replace_all(self, old: Labels, labels: Labels) -> None:
-        for pair in old:
-            if pair not in labels:
-                self._remove(*pair)
-        for pair in labels:
+        """Keys differ (never with one processor, or from no labels): the same order rules."""
+        first = labels[0]
+        same_span = bool(old) and old[0] == first
+        if not same_span:
+            for pair in old:
+                if pair not in labels:
+                    self._remove(*pair)
+        for pair in labels[1:]:
             if pair not in old:
                 self._add(*pair)
+        if same_span:
+            for pair in old:
+                if pair not in labels:
+                    self._remove(*pair)
+        elif first not in old:
+            self._add(*first)
 
     def switch_off(self) -> None:
         """Stop calling the agent (after a failure); bookkeeping goes on so hooks stay cheap."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.format_helpers
+import functools
 import importlib.util
 import sys
 import threading
@@ -29,30 +30,28 @@ from contextvars import ContextVar
 from typing import Any
 
 from span_profiles._core import engine, guard
+from span_profiles._core.engine import HotPath
 from span_profiles._core.patching import Patches
 from span_profiles._core.sinks import EMPTY, Labels
 
 _FACTORY_MARK = "__span_profiles__"
 
-_hooked_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-_patches: Patches | None = None
-
 
 def _make_handle_run(
-    original: Callable[[Any], None], var: ContextVar[Any]
+    original: Callable[[Any], None], hot: HotPath, var: ContextVar[Any], off: Callable[[], None]
 ) -> Callable[[Any], None]:
     # Everything the per-step path touches is bound as a default argument: local lookups only.
-    # The sink and its bookkeeping are fixed for as long as the patch is in place.
     def _run(
         self: Any,
         _var: ContextVar[Any] = var,
-        _key: str = engine.SPAN_KEY,
-        _holder: Callable[[Any], Any] = engine._holders_get,
-        _applied: Callable[[int, Labels], Labels] = engine._applied_get,
+        _key: str = hot.key,
+        _holder: Callable[[Any], Any] = hot.holder,
+        _applied: Callable[[int, Labels], Labels] = hot.applied,
         _ident: Callable[[], int] = threading.get_ident,
-        _sink_apply: list[Callable[[Labels], None]] = engine._sink_apply,
+        _sink_apply: list[Callable[[Labels], None]] = hot.apply,
         _empty: Labels = EMPTY,
     ) -> None:
+        # kernel: keep in step with engine.refresh_from
         try:
             otel = self._context.get(_var)
             holder = _holder(otel.get(_key)) if otel is not None else None
@@ -63,7 +62,7 @@ def _make_handle_run(
                 except Exception as exc:
                     engine.sink_failed(exc)
         except Exception as exc:
-            guard.fail("the asyncio step hook", exc, _unpatch_handle)
+            guard.fail("the asyncio step hook", exc, off)
         # The stdlib body, inlined rather than called: one Python frame less on every callback
         # of every loop. Only for the versions whose body this copies (see _report_error).
         try:
@@ -72,12 +71,17 @@ def _make_handle_run(
             raise
         except BaseException as exc:
             _report_error(self, exc)
+        # As in the stdlib: a stored exception's traceback holds this frame, so the handle must
+        # not stay reachable from it (that would be a cycle when the callback keeps the error).
+        self = None
 
     if sys.version_info >= (3, 14):  # pragma: no cover - an unknown stdlib body: call it
-        hook = _make_hook_only(var)
 
         def _run_calling_original(self: Any) -> None:
-            hook(self)
+            try:
+                engine.refresh_from(self._context.get(var))
+            except Exception as exc:
+                guard.fail("the asyncio step hook", exc, off)
             original(self)
 
         _run_calling_original.__wrapped__ = original  # type: ignore[attr-defined]
@@ -104,26 +108,12 @@ def _report_error(handle: Any, exc: BaseException) -> None:
     handle._loop.call_exception_handler(context)
 
 
-def _make_hook_only(var: ContextVar[Any]) -> Callable[[Any], None]:
-    def hook(self: Any) -> None:
-        try:
-            engine.refresh_from(self._context.get(var))
-        except Exception as exc:
-            guard.fail("the asyncio step hook", exc, _unpatch_handle)
-
-    return hook
-
-
-def _unpatch_handle() -> None:
-    if _patches is not None:
-        _patches.undo(asyncio.events.Handle)
-
-
 class StepCoroutine(Coroutine[Any, Any, Any]):
     """Wraps a task's coroutine so each step first shows the labels of the task's context.
 
     Attribute reads fall through to the wrapped coroutine (``cr_frame``, ``__qualname__``...), so
-    task reprs and introspection keep working; ``task.get_coro()`` returns this wrapper.
+    task reprs and introspection keep working; ``task.get_coro()`` returns this wrapper. Each
+    installation makes a subclass whose ``__next__`` binds its :class:`HotPath`.
     """
 
     __slots__ = ("_coro",)
@@ -140,17 +130,7 @@ class StepCoroutine(Coroutine[Any, Any, Any]):
 
     def __next__(self) -> Any:
         """``send(None)``: a task's step. C tasks call this slot, when there is one, not ``send``."""
-        # Inlined (module globals set by install()): this runs on every step of every task.
-        try:
-            holder = _holder(_var_get().get(_KEY))
-            labels = EMPTY if holder is None else holder.labels
-            if _applied(_ident(), EMPTY) is not labels:
-                try:
-                    _sink_apply[0](labels)
-                except Exception as exc:
-                    engine.sink_failed(exc)
-        except Exception as exc:
-            guard.fail("the asyncio task hook", exc)
+        _refresh()
         return self._coro.send(None)
 
     def throw(self, *args: Any) -> Any:
@@ -172,20 +152,34 @@ class StepCoroutine(Coroutine[Any, Any, Any]):
         return repr(self._coro)
 
 
-_KEY = engine.SPAN_KEY
-_ident = threading.get_ident
-_var_get: Callable[[], Any] = dict
-_holder: Callable[[Any], Any] = engine._holders_get
-_applied: Callable[[int, Labels], Labels] = engine._applied_get
-_sink_apply: list[Callable[[Labels], None]] = engine._sink_apply
+def _step_coroutine_class(hot: HotPath, var: ContextVar[Any]) -> type[StepCoroutine]:
+    """A :class:`StepCoroutine` whose per-step path reads ``hot`` by local lookups only."""
 
+    def __next__(
+        self: StepCoroutine,
+        _var_get: Callable[[], Any] = var.get,
+        _key: str = hot.key,
+        _holder: Callable[[Any], Any] = hot.holder,
+        _applied: Callable[[int, Labels], Labels] = hot.applied,
+        _ident: Callable[[], int] = threading.get_ident,
+        _sink_apply: list[Callable[[Labels], None]] = hot.apply,
+        _empty: Labels = EMPTY,
+    ) -> Any:
+        # kernel: keep in step with engine.refresh_from
+        try:
+            holder = _holder(_var_get().get(_key))
+            labels = _empty if holder is None else holder.labels
+            if _applied(_ident(), _empty) is not labels:
+                try:
+                    _sink_apply[0](labels)
+                except Exception as exc:
+                    engine.sink_failed(exc)
+        except Exception as exc:
+            guard.fail("the asyncio task hook", exc)
+        return self._coro.send(None)
 
-def _bind_step_globals(var: ContextVar[Any]) -> None:
-    global _var_get, _holder, _applied, _sink_apply
-    _var_get = var.get
-    _holder = engine._holders_get
-    _applied = engine._applied_get
-    _sink_apply = engine._sink_apply
+    __next__.__doc__ = StepCoroutine.__next__.__doc__
+    return type("StepCoroutine", (StepCoroutine,), {"__slots__": (), "__next__": __next__})
 
 
 def _refresh() -> None:
@@ -195,10 +189,10 @@ def _refresh() -> None:
         guard.fail("the asyncio task hook", exc)
 
 
-def _chain_factory(inner: Any) -> Callable[..., asyncio.Task[Any]]:
+def _chain_factory(inner: Any, wrap: type[StepCoroutine]) -> Callable[..., asyncio.Task[Any]]:
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
         if not isinstance(coro, StepCoroutine):
-            coro = StepCoroutine(coro)
+            coro = wrap(coro)
         if inner is None:
             task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kwargs)
         else:
@@ -211,48 +205,60 @@ def _chain_factory(inner: Any) -> Callable[..., asyncio.Task[Any]]:
     return factory
 
 
-def install_on_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Hook a loop whose handles are not stdlib ones (uvloop). Idempotent; chains to a user factory."""
-    if isinstance(loop, asyncio.BaseEventLoop) or loop in _hooked_loops:
-        return
-    current = loop.get_task_factory()
-    if current is not None and hasattr(current, _FACTORY_MARK):
-        _hooked_loops.add(loop)
-        return
-    loop.set_task_factory(_chain_factory(current))
-    _hooked_loops.add(loop)
-
-
 def uninstall_from_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Put back the task factory that was there before :func:`install_on_loop`."""
+    """Put back the task factory that was there before the loop was hooked."""
     factory = loop.get_task_factory()
     if factory is not None and hasattr(factory, _FACTORY_MARK):
         loop.set_task_factory(getattr(factory, _FACTORY_MARK))
-    _hooked_loops.discard(loop)
 
 
-def ensure_running_loop() -> None:
-    """Hook the running loop if it needs a per-loop hook (called when a local root starts)."""
-    loop = asyncio._get_running_loop()
-    if (
-        loop is not None
-        and loop not in _hooked_loops
-        and not isinstance(loop, asyncio.BaseEventLoop)
-    ):
-        try:
-            install_on_loop(loop)
-        except Exception as exc:
-            guard.fail("the asyncio task factory", exc)
+class _LoopHooks:
+    """The per-loop task-factory hook of one installation, for loops with native handles."""
+
+    def __init__(self, hot: HotPath, var: ContextVar[Any]) -> None:
+        self.wrap = _step_coroutine_class(hot, var)
+        self.loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+    def install_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hook a loop whose handles are not stdlib ones; idempotent; chains to a user factory."""
+        if isinstance(loop, asyncio.BaseEventLoop) or loop in self.loops:
+            return
+        current = loop.get_task_factory()
+        if current is None or not hasattr(current, _FACTORY_MARK):
+            loop.set_task_factory(_chain_factory(current, self.wrap))
+        self.loops.add(loop)
+
+    def on_root_started(self) -> None:
+        """Hook the running loop if it needs a per-loop hook (a local root starts on it)."""
+        loop = asyncio._get_running_loop()
+        if (
+            loop is not None
+            and loop not in self.loops
+            and not isinstance(loop, asyncio.BaseEventLoop)
+        ):
+            try:
+                self.install_on(loop)
+            except Exception as exc:
+                guard.fail("the asyncio task factory", exc)
+
+    def undo(self) -> None:
+        """Restore the task factories replaced on loops still alive."""
+        for loop in list(self.loops):
+            if not loop.is_closed():
+                uninstall_from_loop(loop)
+        self.loops.clear()
 
 
-def install(patches: Patches, var: ContextVar[Any]) -> None:
+def install(hot: HotPath) -> Callable[[], None]:
     """Patch ``Handle._run`` and ``BaseEventLoop.create_task``; hook the running loop if needed."""
-    global _patches
-    _patches = patches
-    _bind_step_globals(var)
+    var = hot.var
+    if var is None:
+        return _nothing
+    patches = hot.patches
     handle = asyncio.events.Handle
     if not hasattr(handle._run, "__wrapped__"):
-        patches.set(handle, "_run", _make_handle_run(handle._run, var))
+        off = functools.partial(patches.undo, handle)
+        patches.set(handle, "_run", _make_handle_run(handle._run, hot, var, off))
 
     base = asyncio.base_events.BaseEventLoop
     original_create_task = base.create_task
@@ -268,12 +274,18 @@ def install(patches: Patches, var: ContextVar[Any]) -> None:
     create_task.__wrapped__ = original_create_task  # type: ignore[attr-defined]
     if not hasattr(base.create_task, "__wrapped__"):
         patches.set(base, "create_task", create_task)
-    _hook_uvloop_construction(patches)
-    engine.span_started_hooks.append(ensure_running_loop)
-    ensure_running_loop()
+    loops = _LoopHooks(hot, var)
+    _hook_uvloop_construction(patches, loops)
+    hot.root_started.append(loops.on_root_started)
+    loops.on_root_started()
+    return loops.undo
 
 
-def _hook_uvloop_construction(patches: Patches) -> None:
+def _nothing() -> None:
+    """No hook was installed: nothing to undo."""
+
+
+def _hook_uvloop_construction(patches: Patches, loops: _LoopHooks) -> None:
     # uvloop is an asyncio loop, so this module may import it, but only if it is installed.
     try:
         if importlib.util.find_spec("uvloop") is None:
@@ -290,7 +302,7 @@ def _hook_uvloop_construction(patches: Patches) -> None:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
         try:
-            install_on_loop(self)
+            loops.install_on(self)
         except Exception as exc:
             guard.fail("the uvloop task factory", exc)
 
@@ -298,19 +310,4 @@ def _hook_uvloop_construction(patches: Patches) -> None:
     patches.set(loop_class, "__init__", __init__)
 
 
-def uninstall() -> None:
-    """Restore the task factories we replaced on loops still alive."""
-    for loop in list(_hooked_loops):
-        if not loop.is_closed():
-            uninstall_from_loop(loop)
-    _hooked_loops.clear()
-
-
-__all__ = [
-    "StepCoroutine",
-    "ensure_running_loop",
-    "install",
-    "install_on_loop",
-    "uninstall",
-    "uninstall_from_loop",
-]
+__all__ = ["StepCoroutine", "install", "uninstall_from_loop"]

@@ -7,6 +7,7 @@ calling thread's labels right without knowing who started the span.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import Token
 from typing import Any
 
@@ -15,7 +16,7 @@ from opentelemetry.sdk.trace import Span
 
 from span_profiles import _otel_compat
 from span_profiles._core import engine, guard
-from span_profiles._core.patching import Patches
+from span_profiles._core.engine import HotPath
 
 _refresh_from = engine.refresh_from
 
@@ -56,8 +57,9 @@ class LabellingRuntimeContext(_RuntimeContext):
         self.active = False
 
 
-def install(patches: Patches) -> None:
-    """Wrap the runtime context and ``Span.update_name``."""
+def install(hot: HotPath) -> Callable[[], None]:
+    """Wrap the runtime context and ``Span.update_name`` (undone with ``hot.patches``)."""
+    patches = hot.patches
     runtime = _otel_compat.runtime_context()
     if not isinstance(runtime, LabellingRuntimeContext):
         _otel_compat.set_runtime_context(patches, LabellingRuntimeContext(runtime))
@@ -78,6 +80,11 @@ def install(patches: Patches) -> None:
 
     update_name.__wrapped__ = original_update_name  # type: ignore[attr-defined]
     patches.set(Span, "update_name", update_name)
+    return _nothing
+
+
+def _nothing() -> None:
+    """Nothing to undo beyond the patches."""
 
 
 def runtime_is_hooked() -> bool:

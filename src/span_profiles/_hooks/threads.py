@@ -21,6 +21,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from span_profiles._core import engine, guard
+from span_profiles._core.engine import HotPath
 from span_profiles._core.patching import Patches
 
 _MARK = "__span_profiles_job__"
@@ -107,39 +108,34 @@ def _patch(patches: Patches, owner: Any, name: str, wrap: Callable[[Any], Any]) 
         patches.set(owner, name, wrap(current))
 
 
-_patches: Patches | None = None
+def install(hot: HotPath) -> Callable[[], None]:
+    """Patch executors, thread entry points and the imported ``to_thread`` helpers.
 
-
-def patch_imported_libraries() -> None:
-    """Patch anyio's, trio's and asgiref's thread helpers once they are imported.
-
-    Never imports them: called at install and again whenever a local root starts, so a library
-    imported after ``instrument()`` is covered from its first request on.
+    The helpers of anyio, trio and asgiref are patched once those are imported (never importing
+    them): at install and again whenever a local root starts, so a library imported after
+    ``instrument()`` is covered from its first request on. The patches are undone with the rest
+    of ``hot.patches``.
     """
-    patches = _patches
-    if patches is None:
-        return
-    modules = sys.modules
-    for module_name in ("anyio.to_thread", "trio.to_thread"):
-        module = modules.get(module_name)
-        if module is not None:
-            _patch(patches, module, "run_sync", _wrap_to_thread)
-    executor_module = modules.get("asgiref.current_thread_executor")
-    if executor_module is not None:
-        _patch(patches, executor_module.CurrentThreadExecutor, "submit", _wrap_submit)
+    if hot.var is None:
+        return _nothing  # the runtime context is not contextvars: jobs would not carry it
+    patches = hot.patches
 
+    def patch_imported_libraries() -> None:
+        modules = sys.modules
+        for module_name in ("anyio.to_thread", "trio.to_thread"):
+            module = modules.get(module_name)
+            if module is not None:
+                _patch(patches, module, "run_sync", _wrap_to_thread)
+        executor_module = modules.get("asgiref.current_thread_executor")
+        if executor_module is not None:
+            _patch(patches, executor_module.CurrentThreadExecutor, "submit", _wrap_submit)
 
-def install(patches: Patches) -> None:
-    """Patch executors, thread entry points and the imported ``to_thread`` helpers."""
-    global _patches
-    _patches = patches
     _patch(patches, ThreadPoolExecutor, "submit", _wrap_submit)
     _patch(patches, threading.Thread, "_bootstrap_inner", _wrap_bootstrap)
-    engine.span_started_hooks.append(patch_imported_libraries)
+    hot.root_started.append(patch_imported_libraries)
     patch_imported_libraries()
+    return _nothing
 
 
-def uninstall() -> None:
-    """Forget the patch stack (the patches themselves are undone by the caller)."""
-    global _patches
-    _patches = None
+def _nothing() -> None:
+    """Nothing to undo beyond the patches."""

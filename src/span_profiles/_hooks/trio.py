@@ -1,8 +1,8 @@
 """trio: an ``Instrument`` whose ``before_task_step`` shows the labels of the task's context.
 
-Instruments belong to one ``trio.run``; :func:`ensure_current_run` adds ours to the run it is
-called from, at most once (a ``RunVar`` remembers), and is called from ``instrument()`` and
-whenever a local root span starts.
+Instruments belong to one ``trio.run``; :meth:`LabelInstrument.add_to_current_run` adds ours to
+the run it is called from, at most once (a ``RunVar`` remembers), at install and whenever a local
+root span starts.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from span_profiles._core import engine, guard
+from span_profiles._core.engine import HotPath
 from span_profiles._core.sinks import EMPTY, Labels
 
 _installed: trio.lowlevel.RunVar[bool] = trio.lowlevel.RunVar("span_profiles_hooked", default=False)
@@ -23,25 +24,28 @@ _installed: trio.lowlevel.RunVar[bool] = trio.lowlevel.RunVar("span_profiles_hoo
 class LabelInstrument(trio.abc.Instrument):
     """Shows each task's labels before each of its steps."""
 
-    def __init__(self, var: ContextVar[Any]) -> None:
+    def __init__(self, hot: HotPath, var: ContextVar[Any]) -> None:
         self.active = True
-        # trio looks the hook up on the instance, so a closure over the current sink's
-        # bookkeeping replaces the method: the per-step path does local lookups only.
-        self.before_task_step = self._make_step(var)  # type: ignore[method-assign,assignment]
+        # trio looks the hook up on the instance, so a closure over the hot path replaces the
+        # method: the per-step path does local lookups only.
+        self.before_task_step = self._make_step(hot, var)  # type: ignore[method-assign,assignment]
 
-    def _make_step(self, var: ContextVar[Any]) -> Callable[[trio.lowlevel.Task], None]:
+    def _make_step(
+        self, hot: HotPath, var: ContextVar[Any]
+    ) -> Callable[[trio.lowlevel.Task], None]:
         def before_task_step(
             task: trio.lowlevel.Task,
             _var: ContextVar[Any] = var,
-            _key: str = engine.SPAN_KEY,
-            _holder: Callable[[Any], Any] = engine._holders_get,
-            _applied: Callable[[int, Labels], Labels] = engine._applied_get,
+            _key: str = hot.key,
+            _holder: Callable[[Any], Any] = hot.holder,
+            _applied: Callable[[int, Labels], Labels] = hot.applied,
             _ident: Callable[[], int] = threading.get_ident,
-            _sink_apply: list[Callable[[Labels], None]] = engine._sink_apply,
+            _sink_apply: list[Callable[[Labels], None]] = hot.apply,
             _empty: Labels = EMPTY,
         ) -> None:
             if not self.active:
                 return
+            # kernel: keep in step with engine.refresh_from
             try:
                 otel = task.context.get(_var)
                 holder = _holder(otel.get(_key)) if otel is not None else None
@@ -62,47 +66,42 @@ class LabelInstrument(trio.abc.Instrument):
     def _off(self) -> None:
         self.active = False
 
-
-_instrument: LabelInstrument | None = None
-
-
-def ensure_current_run() -> None:
-    """Add the instrument to the trio run this is called from (no-op outside trio, or if done)."""
-    instrument = _instrument
-    if instrument is None or not instrument.active:
-        return
-    # Raising and catching RuntimeError costs microseconds; asyncio apps pass here on every root.
-    in_trio_run = getattr(trio.lowlevel, "in_trio_run", None)
-    if in_trio_run is not None and not in_trio_run():
-        return
-    try:
-        if _installed.get():
+    def add_to_current_run(self) -> None:
+        """Add the instrument to the trio run this is called from (no-op outside trio, or if done)."""
+        if not self.active:
             return
-    except RuntimeError:
-        return  # not inside trio.run
-    trio.lowlevel.add_instrument(instrument)
-    _installed.set(True)
+        # Raising and catching RuntimeError costs microseconds; asyncio apps pass here on every root.
+        in_trio_run = getattr(trio.lowlevel, "in_trio_run", None)
+        if in_trio_run is not None and not in_trio_run():
+            return
+        try:
+            if _installed.get():
+                return
+        except RuntimeError:
+            return  # not inside trio.run
+        trio.lowlevel.add_instrument(self)
+        _installed.set(True)
+
+    def undo(self) -> None:
+        """Switch the instrument off, and remove it from the current run if called inside one."""
+        self.active = False
+        try:
+            if _installed.get():
+                trio.lowlevel.remove_instrument(self)
+                _installed.set(False)
+        except (RuntimeError, KeyError):
+            pass
 
 
-def install(var: ContextVar[Any]) -> None:
-    """Create the instrument and add it to the current run, if any."""
-    global _instrument
-    _instrument = LabelInstrument(var)
-    engine.span_started_hooks.append(ensure_current_run)
-    ensure_current_run()
+def install(hot: HotPath) -> Callable[[], None]:
+    """Create the instrument and add it to the current run, if any, and to each run a root starts in."""
+    if hot.var is None:
+        return _nothing
+    instrument = LabelInstrument(hot, hot.var)
+    hot.root_started.append(instrument.add_to_current_run)
+    instrument.add_to_current_run()
+    return instrument.undo
 
 
-def uninstall() -> None:
-    """Switch the instrument off, and remove it from the current run if called inside one."""
-    global _instrument
-    instrument = _instrument
-    _instrument = None
-    if instrument is None:
-        return
-    instrument.active = False
-    try:
-        if _installed.get():
-            trio.lowlevel.remove_instrument(instrument)
-            _installed.set(False)
-    except (RuntimeError, KeyError):
-        pass
+def _nothing() -> None:
+    """No hook was installed: nothing to undo."""
