@@ -147,3 +147,92 @@ def test_a_plain_protocol_sink_gets_only_changes() -> None:
     finally:
         span_profiles.uninstrument()
     assert sink.calls == [("apply", (("span_id", span_id),)), ("apply", ())]
+
+
+def _states(sink: RecordingSink) -> list[dict[str, set[str]]]:
+    """Replay the history: the agent's pairs after every single call, per key."""
+    held: set[tuple[str, str]] = set()
+    states = []
+    for event in sink.history:
+        (held.add if event.op == "add" else held.discard)((event.key, event.value))
+        by_key: dict[str, set[str]] = {}
+        for key, value in held:
+            by_key.setdefault(key, set()).add(value)
+        states.append(by_key)
+    return states
+
+
+def _never_span_id_without_name(sink: RecordingSink) -> None:
+    for i, state in enumerate(_states(sink)):
+        if "span_id" in state:
+            assert len(state["span_id"]) == 1, (i, state)
+            assert state.get("span_name"), (i, state, sink.history)
+
+
+RENAMED = (("span_id", "00000000000000aa"), ("span_name", "GET /a/{id}"))
+TRACED = (("span_id", "00000000000000bb"), ("span_name", "POST"), ("trace_id", "0" * 31 + "1"))
+
+
+@pytest.mark.parametrize(
+    "sequence",
+    [
+        pytest.param([A, RENAMED], id="rename"),
+        pytest.param([A, B, A], id="switch span, same name"),
+        pytest.param([A, (("span_id", "00000000000000cc"), ("span_name", "GET /c"))], id="switch"),
+        pytest.param([(), A, (), RENAMED, ()], id="on and off"),
+        pytest.param([A, TRACED, RENAMED, TRACED], id="keys differ"),
+    ],
+)
+def test_no_intermediate_state_has_span_id_without_span_name(sequence: list[Any]) -> None:
+    """Between any two agent calls, a sample sees at most one span_id, and never one alone."""
+    sink = RecordingSink()
+    for labels in sequence:
+        sink.apply(labels)
+        assert sink.current() == dict(labels)
+    _never_span_id_without_name(sink)
+
+
+def test_a_rename_adds_the_new_name_before_removing_the_old() -> None:
+    """The rename of a live span keeps span_id and swaps only the name, new one first."""
+    sink = RecordingSink()
+    sink.apply(A)
+    sink.reset()
+    sink.apply(RENAMED)
+    assert [(e.op, e.key, e.value) for e in sink.history] == [
+        ("add", "span_name", "GET /a/{id}"),
+        ("remove", "span_name", "GET /a"),
+    ]
+
+
+def test_a_rename_through_the_hooks_never_shows_a_bare_span_id(instrumented: Any) -> None:
+    """``update_name`` on the live root goes through the sink in the safe order."""
+    sink = instrumented.sink
+    with instrumented.tracer.start_as_current_span("GET") as root:
+        root.update_name("GET /items/{id}")
+        with instrumented.tracer.start_as_current_span("handler"):
+            root.update_name("GET /items/{id}/again")
+    assert sink.current() == {}
+    assert ("add", "span_name", "GET /items/{id}/again") in [
+        (e.op, e.key, e.value) for e in sink.history
+    ]
+    _never_span_id_without_name(sink)
+
+
+def test_keys_that_differ_make_each_call_once() -> None:
+    """Tuples from two processors (different keys) are replaced with no duplicate call."""
+    sink = RecordingSink()
+    sink.apply(A)
+    sink.reset()
+    sink.apply(TRACED)
+    calls = [(e.op, e.key, e.value) for e in sink.history]
+    assert len(calls) == len(set(calls))
+    assert sorted(calls) == sorted(
+        [
+            ("remove", "span_id", "00000000000000aa"),
+            ("remove", "span_name", "GET /a"),
+            ("add", "span_name", "POST"),
+            ("add", "trace_id", "0" * 31 + "1"),
+            ("add", "span_id", "00000000000000bb"),
+        ]
+    )
+    assert calls[-1] == ("add", "span_id", "00000000000000bb")

@@ -53,3 +53,49 @@ def test_keyboard_interrupt_in_a_callback_propagates(instrumented: Any) -> None:
         pass
     else:
         raise AssertionError("KeyboardInterrupt was swallowed")
+
+
+class _KeepsItsError:
+    """A callback that stores the exception it raises (as futures and retry helpers do)."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+    def __call__(self) -> None:
+        self.error = ValueError("kept")
+        raise self.error
+
+
+def _handle_freed_without_gc() -> bool:
+    import gc
+    import weakref
+
+    refs: list[weakref.ref[asyncio.Handle]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, _context: None)
+        handle = loop.call_soon(_KeepsItsError())
+        refs.append(weakref.ref(handle))
+        del handle
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    gc.collect()
+    gc.disable()
+    try:
+        asyncio.run(main())
+        return refs[0]() is None
+    finally:
+        gc.enable()
+
+
+def test_a_failing_callback_leaves_no_cycle_through_the_handle(instrumented: Any) -> None:
+    """The inlined body keeps the stdlib's ``self = None``: the handle dies by refcount alone.
+
+    The callback keeps its exception, whose traceback holds the ``_run`` frame; were ``self``
+    still bound there, handle -> callback -> exception -> frame -> handle would be a cycle that
+    only the garbage collector frees.
+    """
+    assert hasattr(asyncio.events.Handle._run, "__wrapped__")
+    assert _handle_freed_without_gc()
