@@ -10,7 +10,8 @@ Rows:
 * hooks, no span: ``instrument()`` installed, tasks run without a span;
 * labels unchanged: two tasks inside the same root span, so consecutive steps keep the labels;
 * labels change every step: two tasks in two root spans, alternating (``span_id`` only), with the
-  RecordingSink and with the real pyroscope-io agent (configured, sampling at 100 Hz);
+  RecordingSink and with the real pyroscope-io agent (configured, sampling at 100 Hz); once more
+  with ``span_name`` too (the default labels), where a switch touches two pairs;
 * pyroscope-otel: its ``PyroscopeSpanProcessor`` (tags at span start/end only) as the reference.
 """
 
@@ -143,6 +144,13 @@ def _configs(agent: Any) -> list[Config]:
             )
         )
         rows.append(
+            (
+                "labels change every step, PyroscopeSink, span_id + span_name",
+                "separate",
+                ours(span_profiles.PyroscopeSink, span_name=True),
+            )
+        )
+        rows.append(
             ("labels unchanged, PyroscopeSink", "shared", ours(span_profiles.PyroscopeSink))
         )
         try:
@@ -162,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--loops", default="asyncio,uvloop,trio")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave benchmarks/results alone"
+    )
     args = parser.parse_args(argv)
     steps, repeats = (40_000, 3) if args.quick else (STEPS, 7)
     try:
@@ -234,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if agent is not None:
         agent.shutdown()
+    if args.no_write:
+        return 0
     RESULTS.mkdir(exist_ok=True)
     suffix = "-quick" if args.quick else ""
     (RESULTS / f"steps{suffix}.md").write_text(text + "\n")
