@@ -1,7 +1,7 @@
 """``instrument()`` / ``uninstrument()``: the span processor plus every runtime hook.
 
 One installation at a time. ``instrument()`` builds its :class:`~span_profiles._core.engine.HotPath`
-and installs each runtime hook of :data:`HOOKS` through the one contract every hook module has,
+and installs each runtime hook (:func:`_hooks`) through the one contract every hook module has,
 ``install(hot) -> undo``; ``uninstrument()`` runs the undos in reverse and then undoes every patch.
 A :class:`SpanProfilesProcessor` registered alone makes the same installation on its first local
 root span, so it labels samples without ``instrument()``.
@@ -9,7 +9,6 @@ root span, so it labels samples without ``instrument()``.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 import threading
@@ -25,15 +24,20 @@ from span_profiles._core.engine import HotPath
 from span_profiles._core.patching import Patches
 from span_profiles._core.processor import LabelProcessor, Scope
 from span_profiles._core.sinks import NullSink, PyroscopeSink, Sink
+from span_profiles._hooks import Hook
 from span_profiles._settings import Settings
 
 logger = logging.getLogger("span_profiles")
 
 __all__ = ["SpanProfilesProcessor", "instrument", "is_instrumented", "uninstrument"]
 
-HOOKS = ("otel", "asyncio", "threads")
-"""The runtime hooks, as modules of ``span_profiles._hooks``, in install order. ``trio`` is added
-once trio is imported (checked at install and whenever a local root starts)."""
+
+def _hooks() -> tuple[Hook, ...]:
+    """The runtime hooks, in install order; ``trio`` is added once trio is imported (checked at
+    install and whenever a local root starts), so trio is never imported by us."""
+    from span_profiles._hooks import asyncio, otel, threads
+
+    return (otel, asyncio, threads)
 
 
 class SpanProfilesProcessor(LabelProcessor):
@@ -127,11 +131,12 @@ def _trio_when_imported(installation: _Installation) -> Callable[[], None]:
     def on_root_started() -> None:
         if "trio" not in sys.modules:
             return
-        from span_profiles._hooks import trio as trio_hook
+        from span_profiles._hooks import trio
 
+        hook: Hook = trio
         hot = installation.hot
         hot.root_started.remove(on_root_started)
-        installation.undo.append(trio_hook.install(hot))
+        installation.undo.append(hook.install(hot))
 
     return on_root_started
 
@@ -173,8 +178,7 @@ def _install(
         hot = HotPath(var)
         installation = _Installation(processor, provider, added, settings, hot)
         try:
-            for name in HOOKS:
-                hook = importlib.import_module(f"span_profiles._hooks.{name}")
+            for hook in _hooks():
                 installation.undo.append(hook.install(hot))
             on_trio = _trio_when_imported(installation)
             hot.root_started.append(on_trio)
