@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from span_profiles._core.engine import HotPath
 
-__all__ = ["Hook"]
+__all__ = ["Hook", "no_undo"]
 
 
 class Hook(Protocol):
@@ -29,3 +29,7 @@ class Hook(Protocol):
     def install(self, hot: HotPath, /) -> Callable[[], None]:
         """Install the hook for the installation ``hot``; return what undoes it."""
         ...
+
+
+def no_undo() -> None:
+    """The undo of a hook whose only changes are patches on ``hot.patches`` (or nothing)."""

@@ -33,6 +33,7 @@ from span_profiles._core import engine, guard
 from span_profiles._core.engine import HotPath
 from span_profiles._core.patching import Patches
 from span_profiles._core.sinks import EMPTY, Labels
+from span_profiles._hooks import no_undo
 
 _FACTORY_MARK = "__span_profiles__"
 
@@ -253,7 +254,7 @@ def install(hot: HotPath) -> Callable[[], None]:
     """Patch ``Handle._run`` and ``BaseEventLoop.create_task``; hook the running loop if needed."""
     var = hot.var
     if var is None:
-        return _nothing
+        return no_undo
     patches = hot.patches
     handle = asyncio.events.Handle
     if not hasattr(handle._run, "__wrapped__"):
@@ -279,10 +280,6 @@ def install(hot: HotPath) -> Callable[[], None]:
     hot.root_started.append(loops.on_root_started)
     loops.on_root_started()
     return loops.undo
-
-
-def _nothing() -> None:
-    """No hook was installed: nothing to undo."""
 
 
 def _hook_uvloop_construction(patches: Patches, loops: _LoopHooks) -> None:

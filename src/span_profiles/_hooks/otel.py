@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import Span
 from span_profiles import _otel_compat
 from span_profiles._core import engine, guard
 from span_profiles._core.engine import HotPath
+from span_profiles._hooks import no_undo
 
 _refresh_from = engine.refresh_from
 
@@ -80,11 +81,7 @@ def install(hot: HotPath) -> Callable[[], None]:
 
     update_name.__wrapped__ = original_update_name  # type: ignore[attr-defined]
     patches.set(Span, "update_name", update_name)
-    return _nothing
-
-
-def _nothing() -> None:
-    """Nothing to undo beyond the patches."""
+    return no_undo
 
 
 def runtime_is_hooked() -> bool:

@@ -23,6 +23,7 @@ from opentelemetry import context as otel_context
 from span_profiles._core import engine, guard
 from span_profiles._core.engine import HotPath
 from span_profiles._core.patching import Patches
+from span_profiles._hooks import no_undo
 
 _MARK = "__span_profiles_job__"
 
@@ -117,7 +118,7 @@ def install(hot: HotPath) -> Callable[[], None]:
     of ``hot.patches``.
     """
     if hot.var is None:
-        return _nothing  # the runtime context is not contextvars: jobs would not carry it
+        return no_undo  # the runtime context is not contextvars: jobs would not carry it
     patches = hot.patches
 
     def patch_imported_libraries() -> None:
@@ -134,8 +135,4 @@ def install(hot: HotPath) -> Callable[[], None]:
     _patch(patches, threading.Thread, "_bootstrap_inner", _wrap_bootstrap)
     hot.root_started.append(patch_imported_libraries)
     patch_imported_libraries()
-    return _nothing
-
-
-def _nothing() -> None:
-    """Nothing to undo beyond the patches."""
+    return no_undo

@@ -1,7 +1,7 @@
 """trio: an ``Instrument`` whose ``before_task_step`` shows the labels of the task's context.
 
 Instruments belong to one ``trio.run``; :meth:`LabelInstrument.add_to_current_run` adds ours to
-the run it is called from, at most once (a ``RunVar`` remembers), at install and whenever a local
+the run it is called from, at most once (its own ``RunVar`` remembers), at install and whenever a local
 root span starts.
 """
 
@@ -17,8 +17,7 @@ import trio
 from span_profiles._core import engine, guard
 from span_profiles._core.engine import HotPath
 from span_profiles._core.sinks import EMPTY, Labels
-
-_installed: trio.lowlevel.RunVar[bool] = trio.lowlevel.RunVar("span_profiles_hooked", default=False)
+from span_profiles._hooks import no_undo
 
 
 class LabelInstrument(trio.abc.Instrument):
@@ -26,6 +25,10 @@ class LabelInstrument(trio.abc.Instrument):
 
     def __init__(self, hot: HotPath, var: ContextVar[Any]) -> None:
         self.active = True
+        self._added: trio.lowlevel.RunVar[bool] = trio.lowlevel.RunVar(
+            f"span_profiles_instrument_{id(self)}", default=False
+        )
+        """Whether this instrument is in the current run (each run has its own value)."""
         # trio looks the hook up on the instance, so a closure over the hot path replaces the
         # method: the per-step path does local lookups only.
         self.before_task_step = self._make_step(hot, var)  # type: ignore[method-assign,assignment]
@@ -75,20 +78,20 @@ class LabelInstrument(trio.abc.Instrument):
         if in_trio_run is not None and not in_trio_run():
             return
         try:
-            if _installed.get():
+            if self._added.get():
                 return
         except RuntimeError:
             return  # not inside trio.run
         trio.lowlevel.add_instrument(self)
-        _installed.set(True)
+        self._added.set(True)
 
     def undo(self) -> None:
         """Switch the instrument off, and remove it from the current run if called inside one."""
         self.active = False
         try:
-            if _installed.get():
+            if self._added.get():
                 trio.lowlevel.remove_instrument(self)
-                _installed.set(False)
+                self._added.set(False)
         except (RuntimeError, KeyError):
             pass
 
@@ -96,12 +99,8 @@ class LabelInstrument(trio.abc.Instrument):
 def install(hot: HotPath) -> Callable[[], None]:
     """Create the instrument and add it to the current run, if any, and to each run a root starts in."""
     if hot.var is None:
-        return _nothing
+        return no_undo
     instrument = LabelInstrument(hot, hot.var)
     hot.root_started.append(instrument.add_to_current_run)
     instrument.add_to_current_run()
     return instrument.undo
-
-
-def _nothing() -> None:
-    """No hook was installed: nothing to undo."""
