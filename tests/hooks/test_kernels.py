@@ -78,7 +78,7 @@ def _task_context(var: contextvars.ContextVar[Any], otel_ctx: Any) -> contextvar
 def _handle_run(var: contextvars.ContextVar[Any]) -> Runner:
     import asyncio
 
-    patched = asyncio.events.Handle._run
+    patched: Callable[[Any], None] = asyncio.events.Handle._run
     assert hasattr(patched, "__wrapped__"), "Handle._run is not patched"
 
     class FakeHandle:
