@@ -1,4 +1,8 @@
-"""The span processor: gives local roots their ``pyroscope.profile.id`` and registers their labels."""
+"""The span processor: gives local roots their ``pyroscope.profile.id`` and registers their labels.
+
+The public ``span_profiles.SpanProfilesProcessor`` (in ``_instrument``) adds what needs the layers
+above the core: installing the runtime hooks on first use and choosing the default sink.
+"""
 
 from __future__ import annotations
 
