@@ -120,7 +120,8 @@ class ThreadLabelSink:
             for pair in old:
                 if pair not in labels:
                     self._remove(*pair)
-        for pair in labels[1:]:
+        for i in range(1, len(labels)):
+            pair = labels[i]
             if pair not in old:
                 self._add(*pair)
         if same_span:
