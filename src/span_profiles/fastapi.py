@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from span_profiles import _web
+from span_profiles._adapter import resolve_options
 from span_profiles._core.sinks import Sink
 from span_profiles.asgi import SpanProfilesMiddleware
 
@@ -47,8 +47,12 @@ def instrument_app(
     if any(m.cls is SpanProfilesMiddleware for m in app.user_middleware):
         return app
     # Resolved now, because Starlette builds the middleware stack only on the first request.
-    settings = _web.resolve_settings(None, options)
+    settings, other = resolve_options(options)
     app.add_middleware(
-        SpanProfilesMiddleware, tracer_provider=tracer_provider, sink=sink, settings=settings
+        SpanProfilesMiddleware,
+        tracer_provider=tracer_provider,
+        sink=sink,
+        settings=settings,
+        **other,
     )
     return app
