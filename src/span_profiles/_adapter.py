@@ -39,7 +39,9 @@ __all__ = [
 ADAPTER_OPTIONS: dict[str, Callable[[Any], Any]] = {}
 """Options the adapters take besides :class:`~span_profiles.Settings` fields, by name, with the
 parser that validates a given value (raising ``TypeError``/``ValueError``). A parser is called
-only for a value that was given (not ``None``)."""
+only for a value that was given (not ``None``), and must accept its own output unchanged, as the
+settings' parsers do: thin adapters (Flask, FastAPI) resolve the options, naming the source of a
+bad value, and hand the result on to the middleware."""
 
 _SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
 

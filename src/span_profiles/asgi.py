@@ -86,7 +86,7 @@ class _RoutedScope(dict[str, Any]):
     scope, so code outside this middleware still sees what the application set.
     """
 
-    __slots__ = ("_last", "_origin", "_prefix", "_request")
+    __slots__ = ("_fixed", "_last", "_origin", "_prefix", "_request")
 
     def __init__(self, origin: Scope, request: RequestSpan) -> None:
         super().__init__(origin)
@@ -94,6 +94,9 @@ class _RoutedScope(dict[str, Any]):
         self._request = request
         self._prefix = ""
         self._last: Any = None
+        # A route found before the app ran (find_route) is final: renaming after a Mount, even
+        # for a moment, would list the span under two names.
+        self._fixed = request.route is not None
 
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(key, value)
@@ -125,6 +128,8 @@ class _RoutedScope(dict[str, Any]):
             self._routed(items["route"])
 
     def _routed(self, route: Any) -> None:
+        if self._fixed:
+            return
         last = self._last
         if route is last:
             return
@@ -135,10 +140,6 @@ class _RoutedScope(dict[str, Any]):
         self._last = route
         template = _template(route)
         if template is None:
-            return
-        if _is_mount(route) and self._request.route is not None:
-            # The route found up front already names the endpoint inside this Mount; naming
-            # the span after the Mount alone, for a moment, would list it under two names.
             return
         self._request.rename(self._prefix + template)
 
