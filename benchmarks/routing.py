@@ -51,7 +51,9 @@ def _per_call(fn: Callable[[], object], seconds: float) -> float:
             return best * 1e6
 
 
-def _measure(configs: dict[str, Callable[[], object]], repeats: int, seconds: float) -> dict[str, list[float]]:
+def _measure(
+    configs: dict[str, Callable[[], object]], repeats: int, seconds: float
+) -> dict[str, list[float]]:
     """Every configuration ``repeats`` times, interleaved (a, b, c, a, b, c, ...)."""
     runs: dict[str, list[float]] = {name: [] for name in configs}
     for fn in configs.values():
@@ -108,7 +110,6 @@ def _call_wsgi(app: Any, path: str) -> Callable[[], object]:
 def flask_rows(provider: Any, routes: int, repeats: int, seconds: float) -> list[str]:
     """Flask: the URL map matched by the extension before Flask's own match."""
     import flask
-
     from span_profiles import flask as sp_flask
 
     def make(with_lookup: bool) -> Any:
@@ -145,12 +146,12 @@ def flask_rows(provider: Any, routes: int, repeats: int, seconds: float) -> list
 
 def django_rows(provider: Any, routes: int, repeats: int, seconds: float) -> list[str]:
     """Django: the URL resolver asked by the middleware before the other middlewares run."""
-    import django
     from django.conf import settings
     from django.core.handlers.wsgi import WSGIHandler
     from django.http import HttpResponse
-    from django.urls import clear_url_caches, path, set_urlconf
 
+    import django
+    from django.urls import clear_url_caches, path, set_urlconf
     from span_profiles.django import middleware as sp_django
 
     urls = types.ModuleType(f"bench_urls_{routes}")
@@ -202,7 +203,6 @@ def django_rows(provider: Any, routes: int, repeats: int, seconds: float) -> lis
 def fastapi_rows(provider: Any, routes: int, repeats: int, seconds: float) -> list[str]:
     """FastAPI: routes in an included router, matched against the scope by route_finder."""
     from fastapi import APIRouter, FastAPI
-
     from span_profiles.fastapi import SpanProfilesMiddleware, route_finder
 
     def make(with_lookup: bool) -> Any:
