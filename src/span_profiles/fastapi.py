@@ -94,10 +94,10 @@ def route_finder(app: Starlette | Router) -> Callable[[Scope], str | None]:
     return find
 
 
-Candidate = tuple[Callable[[Scope], tuple[Match, Scope]], Any]
+_Candidate = tuple[Callable[[Scope], tuple[Match, Scope]], Any]
 
 
-def _flatten(routes: Sequence[BaseRoute]) -> list[Candidate]:
+def _flatten(routes: Sequence[BaseRoute]) -> list[_Candidate]:
     # FastAPI versions that include routers lazily keep one entry per included router; their
     # public iter_route_contexts lists the effective routes, with prefixed paths, in order.
     found = routes if _iter_route_contexts is None else _iter_route_contexts(routes)
@@ -112,9 +112,9 @@ class _Flattened:
     def __init__(self, router: Router) -> None:
         self._router = router
         self._key: tuple[int, int] | None = None
-        self._candidates: list[Candidate] = []
+        self._candidates: list[_Candidate] = []
 
-    def candidates(self) -> list[Candidate]:
+    def candidates(self) -> list[_Candidate]:
         routes = self._router.routes
         key = (id(routes), len(routes))
         if key != self._key:
@@ -123,7 +123,7 @@ class _Flattened:
         return self._candidates
 
 
-def _match(candidates: list[Candidate], scope: Scope, prefix: str) -> str | None:
+def _match(candidates: list[_Candidate], scope: Scope, prefix: str) -> str | None:
     partial: tuple[Any, Scope] | None = None
     for matches, route in candidates:
         match, child_scope = matches(scope)
