@@ -6,7 +6,6 @@ Served as ``application`` (WSGI, gunicorn) or ``asgi_application`` (ASGI, uvicor
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,25 +23,17 @@ from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
 
 from django.urls import path  # noqa: E402
-
-
-def _burn(ms: float) -> int:
-    end = time.thread_time() + ms / 1000
-    total = 0
-    while time.thread_time() < end:
-        for i in range(200):
-            total += i * i
-    return total
+from tests.web.cpu import burn_cpu  # noqa: E402
 
 
 def burn_session_middleware(ms: float) -> int:
     """A session or auth middleware's CPU: it runs before Django resolves the URL."""
-    return _burn(ms)
+    return burn_cpu(ms)
 
 
 def burn_view(ms: float) -> int:
     """The view's own CPU."""
-    return _burn(ms)
+    return burn_cpu(ms)
 
 
 class SlowSessionMiddleware:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +24,7 @@ from tests.examples.example_servers import (
     warm_up,
 )
 from tests.web.routing_e2e import assert_routed_samples_named
+from tests.web.routing_e2e import routing_receiver as routing_receiver
 
 if TYPE_CHECKING:
     from span_profiles.receiver.server import Receiver
@@ -32,18 +32,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 APP = "tests.django.django_routing_app"
-
-
-@pytest.fixture
-def routing_receiver(tmp_path: Path) -> Iterator[Receiver]:
-    """A receiver on a free loopback port, storing into a fresh database."""
-    from span_profiles.receiver.server import start_receiver_in_thread
-
-    started = start_receiver_in_thread(port=0, db_path=tmp_path / "profiles.db")
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def template(path: str) -> str:

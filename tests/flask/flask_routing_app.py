@@ -7,7 +7,6 @@ CPU before the view; Flask opens the session before it matches the URL.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 from flask.sessions import SecureCookieSessionInterface
@@ -17,27 +16,19 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from flask import Flask, Response, request
 from span_profiles.flask import SpanProfiles
+from tests.web.cpu import burn_cpu
 
 SERVICE_NAME = "e2e-flask-routing"
 
 
-def _burn(ms: float) -> int:
-    end = time.thread_time() + ms / 1000
-    total = 0
-    while time.thread_time() < end:
-        for i in range(200):
-            total += i * i
-    return total
-
-
 def burn_open_session(ms: float) -> int:
     """The session store's CPU, before Flask matches the URL."""
-    return _burn(ms)
+    return burn_cpu(ms)
 
 
 def burn_view(ms: float) -> int:
     """The view's own CPU."""
-    return _burn(ms)
+    return burn_cpu(ms)
 
 
 class SlowSessions(SecureCookieSessionInterface):

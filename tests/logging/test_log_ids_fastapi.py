@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import io
-import logging
 from typing import Any
 
 import pytest
@@ -23,11 +22,8 @@ from opentelemetry.trace import SpanKind  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from span_profiles import PROFILE_ID_ATTRIBUTE  # noqa: E402
 from span_profiles.fastapi import instrument_app  # noqa: E402
-from span_profiles.logging import (  # noqa: E402
-    SpanProfilesLogFilter,
-    add_span_profiles_ids,
-    current_profile_id,
-)
+from span_profiles.logging import add_span_profiles_ids, current_profile_id  # noqa: E402
+from tests.logging.test_log_ids import make_logger  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
@@ -38,13 +34,7 @@ NATIVE_TELEMETRY = "telemetry" in inspect.signature(FastAPI).parameters
 async def test_endpoint_logs_carry_the_request_spans_id_as_profile_id(instrumented: Any) -> None:
     """Async and sync endpoints: profile_id = the samples' span_id = the server span's profile id."""
     stream = io.StringIO()
-    logger = logging.getLogger(f"span_profiles.tests.fastapi.{id(stream)}")
-    logger.propagate = False
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(SpanProfilesLogFilter())
-    handler.setFormatter(logging.Formatter("%(span_id)s %(profile_id)s %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger = make_logger(stream)
     seen: dict[str, dict[str, Any]] = {}
     options: dict[str, Any] = {}
     if NATIVE_TELEMETRY:
@@ -90,7 +80,7 @@ async def test_endpoint_logs_carry_the_request_spans_id_as_profile_id(instrument
         assert got["labels"]["span_id"] == request_id
         assert got["profile_id"] == request_id
         assert got["structlog"]["profile_id"] == request_id
-        assert f"{got['current']} {request_id} {where}" in lines
+        assert f"{server.context.trace_id:032x} {got['current']} {request_id} {where}" in lines
         if NATIVE_TELEMETRY:
             # The trap the docs warn about: the current span is FastAPI's endpoint span.
             assert got["current"] != request_id

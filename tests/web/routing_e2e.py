@@ -7,13 +7,26 @@ framework runs before it routes (session opening, middlewares) and check the rec
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import pytest
+
+from span_profiles.receiver.server import Receiver, start_receiver_in_thread
 from span_profiles.receiver.store import ProfileStore
 from tests.examples.example_servers import Served
 
 BARE_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "HTTP"})
+
+
+@pytest.fixture
+def routing_receiver(tmp_path: Path) -> Iterator[Receiver]:
+    """A receiver on a free loopback port, storing into a fresh database."""
+    started = start_receiver_in_thread(port=0, db_path=tmp_path / "profiles.db")
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 def assert_routed_samples_named(
