@@ -15,8 +15,9 @@ with ``wsgi.file_wrapper`` is returned as is, so servers keep their ``sendfile``
 its ``close`` is wrapped.
 
 The span is named ``METHOD`` until a framework adapter renames it after routing, or from its
-start, ``METHOD /route``, when a ``find_route`` finds the route before the application runs
-(Flask's adapter passes one that matches the URL map).
+start, ``METHOD /route``, when the ``find_route`` argument finds the route before the
+application runs: a function from the environ to the route template (or ``None``) that must not
+change the environ; Flask's adapter passes one that matches the URL map.
 """
 
 from __future__ import annotations
@@ -63,11 +64,6 @@ class SpanProfilesWSGIMiddleware:
             ``instrument()`` was given, else the global one.
         sink: where labels go when this middleware calls :func:`span_profiles.instrument`.
         settings: already resolved settings (thin adapters pass these).
-        find_route: a function from the environ to the route template the app will route the
-            request to, or ``None``; called before the app runs, so the span is born with its
-            final name. Framework adapters pass one (:mod:`span_profiles.flask`); it must not
-            change the environ. Without it, or when it finds nothing, the span is named after
-            the method until the adapter renames it.
         **options: any :class:`span_profiles.Settings` field; wins over ``settings`` and the
             environment. An invalid value raises :class:`span_profiles.SettingsError` here.
 
