@@ -23,11 +23,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.util.http import sanitize_method
-
-from span_profiles import _otel_compat, _web
+from span_profiles._adapter import AdapterCore, inject_response_headers
 from span_profiles._core.sinks import Sink
+from span_profiles._request import RequestSpan, http_method
 from span_profiles._settings import Settings
 
 try:
@@ -62,9 +60,7 @@ _WEBSOCKET = "WEBSOCKET"
 def _http_method(scope: Scope) -> str:
     if scope["type"] == "websocket":
         return _WEBSOCKET
-    method = sanitize_method(str(scope.get("method", "")).strip())
-    # Unknown methods are folded into one value: the name is a series label.
-    return "HTTP" if not method or method == "_OTHER" else method
+    return http_method(scope.get("method"))
 
 
 def _template(route: Any) -> str | None:
@@ -76,6 +72,11 @@ def _template(route: Any) -> str | None:
     return None
 
 
+def _is_mount(route: Any) -> bool:
+    # Mount and Host hold routes of their own; an endpoint route does not.
+    return isinstance(getattr(route, "routes", None), list)
+
+
 class _RoutedScope(dict[str, Any]):
     """The scope handed to the application: it notices the route the router picks, as it does.
 
@@ -85,14 +86,17 @@ class _RoutedScope(dict[str, Any]):
     scope, so code outside this middleware still sees what the application set.
     """
 
-    __slots__ = ("_last", "_origin", "_prefix", "_request")
+    __slots__ = ("_fixed", "_last", "_origin", "_prefix", "_request")
 
-    def __init__(self, origin: Scope, request: _web.RequestSpan) -> None:
+    def __init__(self, origin: Scope, request: RequestSpan) -> None:
         super().__init__(origin)
         self._origin = origin
         self._request = request
         self._prefix = ""
         self._last: Any = None
+        # A route found before the app ran (find_route) is final: renaming after a Mount, even
+        # for a moment, would list the span under two names.
+        self._fixed = request.route is not None
 
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(key, value)
@@ -124,11 +128,13 @@ class _RoutedScope(dict[str, Any]):
             self._routed(items["route"])
 
     def _routed(self, route: Any) -> None:
+        if self._fixed:
+            return
         last = self._last
         if route is last:
             return
         # A route set after a Mount is matched inside it: the Mount's path is its prefix.
-        if last is not None and isinstance(getattr(last, "routes", None), list):
+        if last is not None and _is_mount(last):
             path = getattr(last, "path", "")
             self._prefix += path if isinstance(path, str) else ""
         self._last = route
@@ -146,6 +152,10 @@ class SpanProfilesMiddleware:
             ``instrument()`` was given, else the global one.
         sink: where labels go when this middleware calls :func:`span_profiles.instrument`.
         settings: already resolved settings (thin adapters pass these).
+        find_route: a function from the scope to the route template the app will pick, or
+            ``None``; called before the app runs, so the span is born with its final name
+            (:func:`span_profiles.fastapi.instrument_app` passes one for Starlette's router).
+            Without it, or when it finds nothing, the span is renamed when the router picks.
         **options: any :class:`span_profiles.Settings` field; wins over ``settings`` and the
             environment. An invalid value raises :class:`span_profiles.SettingsError` here.
 
@@ -161,64 +171,54 @@ class SpanProfilesMiddleware:
         tracer_provider: Any | None = None,
         sink: Sink | None = None,
         settings: Settings | None = None,
+        find_route: Callable[[Scope], str | None] | None = None,
         **options: Any,
     ) -> None:
         self.app = app
-        self.settings = _web.resolve_settings(settings, options)
-        self._tracer_provider = tracer_provider
-        self._ensure_instrumented = _web.ensure_instrumented(tracer_provider, sink, self.settings)
-        self._semconv: Any = _otel_compat.http_semconv_mode()
+        self._core = AdapterCore.create(
+            __name__,
+            tracer_provider=tracer_provider,
+            sink=sink,
+            settings=settings,
+            options=options,
+            find_route=find_route,
+        )
+        self.settings = self._core.settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
+        core = self._core
         kind = scope["type"]
-        if kind not in ("http", "websocket") or not self.settings.enabled:
-            if kind == "lifespan" and self.settings.enabled:
+        if kind not in ("http", "websocket") or not core.enabled:
+            if kind == "lifespan" and core.enabled:
                 # Per-loop hooks install on the loop that runs the app: the lifespan's.
-                self._ensure_instrumented()
+                core.ensure_started(on_loop=True)
             await self.app(scope, receive, send)
             return
-        self._ensure_instrumented()
         method = _http_method(scope)
         path = str(scope.get("path", ""))
-        attributes = _web.collect_attributes(_collect_request_attributes, scope, self._semconv)
-        request = _web.start(
-            _web.tracer_for(__name__, self._tracer_provider),
+        request = core.begin(
             method=method,
             carrier=scope,
             getter=_asgi_getter,
-            attributes=attributes,
+            collect=_collect_request_attributes,
             raw_name=f"{method} {path}" if kind == "http" else path,
+            route=core.find_route(scope),
+            on_loop=True,
         )
         if request is None:
             await self.app(scope, receive, send)
             return
-        if not request.owned:
-            request.set_attributes(attributes)
-        routed = _RoutedScope(scope, request)
-        token = request.attach()
-        try:
-            await self.app(routed, receive, self._send(request, send))
-        except BaseException as exc:
-            request.record_exception(exc)
-            raise
-        finally:
-            request.detach(token)
-            request.end()
+        with request.activated(end=True):
+            await self.app(_RoutedScope(scope, request), receive, self._send(request, send))
 
-    def _send(self, request: _web.RequestSpan, send: Send) -> Send:
-        semconv = self._semconv
+    def _send(self, request: RequestSpan, send: Send) -> Send:
+        semconv = self._core.semconv
 
         async def send_with_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 _set_status_code(request.span, message["status"], None, semconv)
-                propagator = _web.response_propagator()
-                if propagator is not None:
-                    propagator.inject(
-                        message,
-                        context=trace.set_span_in_context(request.span),
-                        setter=_asgi_setter,
-                    )
+                inject_response_headers(request, message, _asgi_setter)
             await send(message)
 
         return send_with_status

@@ -8,24 +8,29 @@
     app.config["SPAN_PROFILES_APPLICATION_NAME"] = "shop"
     SpanProfiles(app)                      # or: ext = SpanProfiles(); ext.init_app(app)
 
-Settings come from the arguments, then ``app.config["SPAN_PROFILES_<FIELD>"]`` for every
-:class:`span_profiles.Settings` field, then the environment. ``app.wsgi_app`` is wrapped with
+Settings come from the arguments, then ``app.config["SPAN_PROFILES_<NAME>"]`` for every
+:class:`span_profiles.Settings` field and every other adapter option (the same resolution as
+keyword arguments), then the environment. ``app.wsgi_app`` is wrapped with
 :class:`span_profiles.wsgi.SpanProfilesWSGIMiddleware`, so the span, and the labels, cover the
-whole response including streamed bodies; the span is renamed in ``before_request``, as soon as
-Flask has matched the URL rule. Works with threaded servers (werkzeug, gunicorn gthread).
+whole response including streamed bodies. The URL map is matched before Flask opens the session
+or runs ``before_request`` hooks, so the span is born named after its rule and no sample of a
+routed request carries a bare method; a ``before_request`` hook renames it should Flask's own
+match differ. Works with threaded servers (werkzeug, gunicorn gthread).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from span_profiles import _web
+from span_profiles._adapter import resolve_options
 from span_profiles._core.sinks import Sink
-from span_profiles._settings import Settings
-from span_profiles.wsgi import SpanProfilesWSGIMiddleware
+from span_profiles._request import current_request
+from span_profiles.wsgi import Environ, SpanProfilesWSGIMiddleware
 
 try:
+    from werkzeug.exceptions import HTTPException
+
     import flask
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -81,7 +86,7 @@ class SpanProfiles:
         wrap ``app.wsgi_app`` and register the renaming hook. A second call does nothing."""
         if _EXTENSION in app.extensions:
             return
-        settings = Settings.resolve(
+        settings, options = resolve_options(
             self._options,
             config_settings(app.config),
             framework_name=f"Flask app.config[{CONFIG_PREFIX}<NAME>]",
@@ -94,13 +99,35 @@ class SpanProfiles:
             tracer_provider=self._tracer_provider,
             sink=self._sink,
             settings=settings,
+            find_route=_url_rule_finder(app),
+            **options,
         )
         # First in line, so that the app's own before_request hooks already carry the route.
         app.before_request_funcs.setdefault(None, []).insert(0, _rename_after_routing)
 
 
+def _url_rule_finder(app: flask.Flask) -> Callable[[Environ], str | None]:
+    def find(environ: Environ) -> str | None:
+        # The match Flask makes when it pushes the request context (after opening the
+        # session), made first. A shallow request that is not stored in the environ: Flask
+        # builds its own, and the body stays unread.
+        request = app.request_class(environ, populate_request=False, shallow=True)
+        try:
+            adapter = app.create_url_adapter(request)
+            if adapter is None:
+                return None
+            rule, _ = adapter.match(return_rule=True)
+        except HTTPException:
+            # No rule (404), wrong method (405), a redirect, an untrusted host: Flask answers
+            # these itself, and the span keeps the bare method, as it has no route.
+            return None
+        return rule.rule
+
+    return find
+
+
 def _rename_after_routing() -> None:
-    request = _web.current_request()
+    request = current_request()
     rule = flask.request.url_rule
     if request is not None and rule is not None:
         request.rename(rule.rule)
