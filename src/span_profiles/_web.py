@@ -53,7 +53,7 @@ class RequestSpan:
     carries the guard that makes nested span-profiles middlewares pass through.
     """
 
-    __slots__ = ("context", "method", "owned", "route", "span")
+    __slots__ = ("context", "fixed_name", "method", "owned", "route", "span")
 
     def __init__(self, span: trace.Span, *, owned: bool, method: str, parent: Any) -> None:
         self.span = span
@@ -62,6 +62,8 @@ class RequestSpan:
         self.method = method
         self.route: str | None = None
         """The route template, once known."""
+        self.fixed_name = False
+        """The user named the span (OTel's ``default_span_details``): routing keeps the name."""
         self.context = otel_context.set_value(
             _REQUEST_KEY, self, trace.set_span_in_context(span, parent)
         )
@@ -86,7 +88,7 @@ class RequestSpan:
             self.route = route
             if self.span.is_recording():
                 self.span.set_attribute(HTTP_ROUTE, route)
-        if getattr(self.span, "name", None) != name:
+        if not self.fixed_name and getattr(self.span, "name", None) != name:
             self.span.update_name(name)
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
@@ -138,6 +140,7 @@ def start(
     getter: Getter[CarrierT],
     attributes: Mapping[str, AttributeValue],
     raw_name: str | None = None,
+    name: str | None = None,
 ) -> RequestSpan | None:
     """Start the request's server span, or adopt the one already current.
 
@@ -146,7 +149,8 @@ def start(
     gives it the route template. If a recording SERVER span is current (FastAPIInstrumentor,
     ``opentelemetry-instrument``, OTel's own middleware outside ours) it is adopted, not
     duplicated; ``raw_name`` is the name such a middleware gives from the raw path, which is
-    replaced by ``method`` so that no raw path reaches the ``span_name`` label.
+    replaced by ``method`` so that no raw path reaches the ``span_name`` label. ``name`` (from
+    OTel's ``default_span_details``) names the span instead, for good: routing does not rename it.
     """
     if otel_context.get_value(_REQUEST_KEY) is not None:
         return None
@@ -154,7 +158,10 @@ def start(
     parent = otel_context.get_current()
     if current.is_recording() and getattr(current, "kind", None) is SpanKind.SERVER:
         request = RequestSpan(current, owned=False, method=method, parent=parent)
-        if raw_name is not None and getattr(current, "name", None) == raw_name:
+        if name is not None:
+            request.fixed_name = True
+            current.update_name(name)
+        elif raw_name is not None and getattr(current, "name", None) == raw_name:
             current.update_name(method)
         return request
     if current is trace.INVALID_SPAN:
@@ -165,8 +172,10 @@ def start(
         # Called from inside a span of this process (an app mounted in another one, a test):
         # the same choice as OTel's instrumentations, which make this an INTERNAL child.
         kind = SpanKind.INTERNAL
-    span = tracer.start_span(method, context=parent, kind=kind, attributes=attributes)
-    return RequestSpan(span, owned=True, method=method, parent=parent)
+    span = tracer.start_span(name or method, context=parent, kind=kind, attributes=attributes)
+    request = RequestSpan(span, owned=True, method=method, parent=parent)
+    request.fixed_name = name is not None
+    return request
 
 
 def resolve_settings(

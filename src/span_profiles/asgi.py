@@ -23,10 +23,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.util.http import sanitize_method
 
-from span_profiles import _otel_compat, _web
+from span_profiles import _otel_http, _web
 from span_profiles._core.sinks import Sink
 from span_profiles._settings import Settings
 
@@ -51,9 +50,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 """An ASGI 3 application."""
 
 _collect_request_attributes: Callable[..., dict[str, Any]] = _otel_asgi.collect_request_attributes
-_set_status_code: Callable[..., None] = _otel_asgi.set_status_code
 _asgi_getter: Any = _otel_asgi.asgi_getter
-_asgi_setter: Any = _otel_asgi.asgi_setter
 
 _WEBSOCKET = "WEBSOCKET"
 """The span name's "method" for a websocket connection, which has none."""
@@ -141,13 +138,18 @@ class SpanProfilesMiddleware:
     """Pure ASGI middleware: a server span per request, labelled for profiling.
 
     Args:
-        app: the ASGI application to wrap.
+        app: the ASGI application to wrap. If it is OTel's own ASGI ``OpenTelemetryMiddleware``,
+            this one takes its place (and its options, unless given OTel options itself), so
+            the two stacked still give one span.
         tracer_provider: the provider to start spans with and to instrument; default: the one
             ``instrument()`` was given, else the global one.
         sink: where labels go when this middleware calls :func:`span_profiles.instrument`.
         settings: already resolved settings (thin adapters pass these).
-        **options: any :class:`span_profiles.Settings` field; wins over ``settings`` and the
-            environment. An invalid value raises :class:`span_profiles.SettingsError` here.
+        **options: any :class:`span_profiles.Settings` field, and any keyword argument of
+            OTel's ``OpenTelemetryMiddleware`` (``excluded_urls``, ``server_request_hook``,
+            ``meter_provider``, ``http_capture_headers_server_request``...), with OTel's meaning
+            and OTel's environment variables. Settings win over ``settings`` and the
+            environment. An invalid or unknown option raises :class:`span_profiles.SettingsError`.
 
     ``span_profiles.instrument()`` is called at lifespan startup or on the first request if it
     has not been called yet. With ``enabled=False`` the middleware passes everything through.
@@ -163,11 +165,19 @@ class SpanProfilesMiddleware:
         settings: Settings | None = None,
         **options: Any,
     ) -> None:
+        explicit, _, otel_options = _otel_http.split_options("asgi", options)
+        self.settings = _web.resolve_settings(settings, explicit)
+        inner = None
+        if self.settings.enabled and isinstance(app, _otel_asgi.OpenTelemetryMiddleware):
+            # Stacked right outside OTel's middleware: do its work instead of nesting a span.
+            inner, app = app, app.app
         self.app = app
-        self.settings = _web.resolve_settings(settings, options)
         self._tracer_provider = tracer_provider
         self._ensure_instrumented = _web.ensure_instrumented(tracer_provider, sink, self.settings)
-        self._semconv: Any = _otel_compat.http_semconv_mode()
+        self._features = _otel_http.AsgiFeatures(
+            otel_options, tracer_provider=tracer_provider, inner=inner
+        )
+        self._semconv: Any = self._features.mode
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -179,46 +189,54 @@ class SpanProfilesMiddleware:
             await self.app(scope, receive, send)
             return
         self._ensure_instrumented()
+        features = self._features
+        if features.skips(scope):
+            await self.app(scope, receive, send)
+            return
         method = _http_method(scope)
         path = str(scope.get("path", ""))
+        name, extra = features.details(scope)
         attributes = _web.collect_attributes(_collect_request_attributes, scope, self._semconv)
+        attributes.update(extra)
         request = _web.start(
-            _web.tracer_for(__name__, self._tracer_provider),
+            features.tracer or _web.tracer_for(__name__, self._tracer_provider),
             method=method,
             carrier=scope,
             getter=_asgi_getter,
             attributes=attributes,
             raw_name=f"{method} {path}" if kind == "http" else path,
+            name=name,
         )
         if request is None:
             await self.app(scope, receive, send)
             return
-        if not request.owned:
+        exchange = None
+        if request.owned:
+            exchange = features.begin(request.span, scope, attributes)
+            receive = exchange.receive(receive)
+            send = _sending(exchange, send)
+        else:
+            # The outer instrumentation owns the span: it records the status, the exception
+            # and the metrics, and sends traceresponse.
             request.set_attributes(attributes)
         routed = _RoutedScope(scope, request)
         token = request.attach()
         try:
-            await self.app(routed, receive, self._send(request, send))
+            await self.app(routed, receive, send)
         except BaseException as exc:
-            request.record_exception(exc)
+            if request.owned:
+                request.record_exception(exc)
             raise
         finally:
             request.detach(token)
+            if exchange is not None:
+                exchange.finish(request.route)
             request.end()
 
-    def _send(self, request: _web.RequestSpan, send: Send) -> Send:
-        semconv = self._semconv
 
-        async def send_with_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                _set_status_code(request.span, message["status"], None, semconv)
-                propagator = _web.response_propagator()
-                if propagator is not None:
-                    propagator.inject(
-                        message,
-                        context=trace.set_span_in_context(request.span),
-                        setter=_asgi_setter,
-                    )
-            await send(message)
+def _sending(exchange: _otel_http.AsgiExchange, send: Send) -> Send:
+    async def send_with_telemetry(message: Message) -> None:
+        exchange.sending(message)
+        await send(message)
 
-        return send_with_status
+    return send_with_telemetry

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from span_profiles import _web
+from opentelemetry.util.http import get_excluded_urls
+
+from span_profiles import _otel_http, _web
 from span_profiles._core.sinks import Sink
 from span_profiles.asgi import SpanProfilesMiddleware
 
@@ -40,15 +42,25 @@ def instrument_app(
 ) -> Starlette:
     """Add :class:`SpanProfilesMiddleware` to a FastAPI or Starlette app (once) and return it.
 
-    ``options`` are :class:`span_profiles.Settings` fields; they are validated now, so a bad
-    value raises :class:`span_profiles.SettingsError` here rather than on the first request.
-    Calling it again on the same app changes nothing.
+    ``options`` are :class:`span_profiles.Settings` fields and OTel's ASGI middleware options
+    (as ``FastAPIInstrumentor.instrument_app`` takes them: ``excluded_urls``, the hooks,
+    ``meter_provider``...); ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` is read as FastAPI's
+    instrumentation reads it. They are validated now, so a bad value raises
+    :class:`span_profiles.SettingsError` here rather than on the first request. Calling it again
+    on the same app changes nothing.
     """
     if any(m.cls is SpanProfilesMiddleware for m in app.user_middleware):
         return app
     # Resolved now, because Starlette builds the middleware stack only on the first request.
-    settings = _web.resolve_settings(None, options)
+    explicit, _, otel_options = _otel_http.split_options("asgi", options)
+    settings = _web.resolve_settings(None, explicit)
+    if "excluded_urls" not in otel_options:
+        otel_options["excluded_urls"] = get_excluded_urls("FASTAPI")
     app.add_middleware(
-        SpanProfilesMiddleware, tracer_provider=tracer_provider, sink=sink, settings=settings
+        SpanProfilesMiddleware,
+        tracer_provider=tracer_provider,
+        sink=sink,
+        settings=settings,
+        **otel_options,
     )
     return app

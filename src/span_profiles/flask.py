@@ -9,7 +9,7 @@
     SpanProfiles(app)                      # or: ext = SpanProfiles(); ext.init_app(app)
 
 Settings come from the arguments, then ``app.config["SPAN_PROFILES_<FIELD>"]`` for every
-:class:`span_profiles.Settings` field, then the environment. ``app.wsgi_app`` is wrapped with
+:class:`span_profiles.Settings` field and OTel middleware option, then the environment. ``app.wsgi_app`` is wrapped with
 :class:`span_profiles.wsgi.SpanProfilesWSGIMiddleware`, so the span, and the labels, cover the
 whole response including streamed bodies; the span is renamed in ``before_request``, as soon as
 Flask has matched the URL rule. Works with threaded servers (werkzeug, gunicorn gthread).
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from span_profiles import _web
+from span_profiles import _otel_http, _web
 from span_profiles._core.sinks import Sink
 from span_profiles._settings import Settings
 from span_profiles.wsgi import SpanProfilesWSGIMiddleware
@@ -59,7 +59,12 @@ class SpanProfiles:
         app: the app to instrument now; or call :meth:`init_app` later (app factories).
         tracer_provider: the provider to start spans with and to instrument; default: global.
         sink: where labels go; default: the pyroscope-io agent when installed.
-        **options: :class:`span_profiles.Settings` fields; they win over ``app.config``.
+        **options: :class:`span_profiles.Settings` fields and the options of
+            :class:`span_profiles.wsgi.SpanProfilesWSGIMiddleware` that come from OTel
+            (``excluded_urls``, ``request_hook``, ``response_hook``, ``meter_provider``); they
+            win over ``app.config``, where the same names take the ``SPAN_PROFILES_`` prefix
+            (``SPAN_PROFILES_EXCLUDED_URLS``). ``OTEL_PYTHON_FLASK_EXCLUDED_URLS`` is read as
+            OTel's Flask instrumentation reads it.
     """
 
     def __init__(
@@ -81,11 +86,11 @@ class SpanProfiles:
         wrap ``app.wsgi_app`` and register the renaming hook. A second call does nothing."""
         if _EXTENSION in app.extensions:
             return
-        settings = Settings.resolve(
-            self._options,
-            config_settings(app.config),
-            framework_name=f"Flask app.config[{CONFIG_PREFIX}<NAME>]",
+        where = f"Flask app.config[{CONFIG_PREFIX}<NAME>]"
+        explicit, configured, otel_options = _otel_http.split_options(
+            "wsgi", self._options, config_settings(app.config), framework_name=where
         )
+        settings = Settings.resolve(explicit, configured, framework_name=where)
         app.extensions[_EXTENSION] = settings
         if not settings.enabled:
             return
@@ -94,6 +99,8 @@ class SpanProfiles:
             tracer_provider=self._tracer_provider,
             sink=self._sink,
             settings=settings,
+            excluded_urls_env="FLASK",
+            **otel_options,
         )
         # First in line, so that the app's own before_request hooks already carry the route.
         app.before_request_funcs.setdefault(None, []).insert(0, _rename_after_routing)

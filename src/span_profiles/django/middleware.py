@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from types import TracebackType
 from typing import Any
 
-from span_profiles import _otel_compat, _web
+from span_profiles import _otel_http, _web
 from span_profiles._settings import Settings, SettingsError
 
 try:
@@ -37,34 +37,60 @@ def _optional_module(name: str) -> Any:
 
 # Used under ASGI when installed; WSGI-only deployments need not install it.
 _otel_asgi: Any = _optional_module("opentelemetry.instrumentation.asgi")
-_add_response_attributes: Callable[..., None] = _otel_wsgi.add_response_attributes
 _wsgi_getter: Any = _otel_wsgi.wsgi_getter
 _raw_span_name: Callable[[Any], str] = _otel_wsgi.get_default_span_name
 
 GetResponse = Callable[[HttpRequest], Any]
 
 
+class _ResponseHeaderSetter:
+    """Sets ``traceresponse`` (and other response-propagator headers) on a Django response."""
+
+    def set(self, carrier: Any, key: str, value: str) -> None:
+        """Set header ``key``."""
+        carrier[key] = value
+
+
+_response_setter = _ResponseHeaderSetter()
+
+
 def django_settings(**explicit: Any) -> Settings:
     """Resolve ``explicit`` > ``settings.SPAN_PROFILES`` > environment > defaults.
 
-    Raises :class:`span_profiles.SettingsError` naming a bad or unknown setting.
+    Raises :class:`span_profiles.SettingsError` naming a bad or unknown setting (the OTel
+    middleware options ``SPAN_PROFILES`` may hold are validated too).
     """
+    return _django_options(explicit)[0]
+
+
+def _django_options(explicit: Mapping[str, Any]) -> tuple[Settings, dict[str, Any]]:
     framework = getattr(_django_conf, SETTING, None)
     if framework is not None and not isinstance(framework, Mapping):
         raise SettingsError(
             f"settings.{SETTING} must be a dict of span-profiles settings, not {framework!r}"
         )
-    return Settings.resolve(explicit, framework, framework_name=f"settings.{SETTING}")
+    where = f"settings.{SETTING}"
+    ours, configured, otel = _otel_http.split_options(
+        "wsgi", explicit, framework, framework_name=where
+    )
+    return Settings.resolve(ours, configured, framework_name=where), otel
 
 
 class _Serving:
     """The request span is current inside the ``with``; it ends on exit unless deferred."""
 
-    __slots__ = ("deferred", "request", "token")
+    __slots__ = ("deferred", "exchange", "request", "token")
 
-    def __init__(self, request: _web.RequestSpan) -> None:
+    def __init__(self, request: _web.RequestSpan, exchange: _otel_http.WsgiExchange | None) -> None:
         self.request = request
+        self.exchange = exchange
         self.deferred = False
+
+    def end(self) -> None:
+        """Record the request's metrics and end its span."""
+        if self.exchange is not None:
+            self.exchange.finish(self.request.route)
+        self.request.end()
 
     def __enter__(self) -> _Serving:
         self.token = self.request.attach()
@@ -76,11 +102,13 @@ class _Serving:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is not None:
+        if exc is not None and self.request.owned:
             self.request.record_exception(exc)
+            if self.exchange is not None:
+                self.exchange.failed(exc)
         self.request.detach(self.token)
         if exc is not None or not self.deferred:
-            self.request.end()
+            self.end()
 
 
 class SpanProfilesMiddleware:
@@ -91,6 +119,11 @@ class SpanProfilesMiddleware:
     Streaming responses keep the span, and their chunks the labels, until Django closes them.
     If ``opentelemetry-instrumentation-django`` (or an outer ASGI/WSGI middleware) already
     started a server span, that span is reused.
+
+    ``SPAN_PROFILES`` also takes the options of :class:`span_profiles.wsgi.SpanProfilesWSGIMiddleware`
+    that come from OTel (``excluded_urls``, ``request_hook``, ``response_hook``,
+    ``meter_provider``, ``tracer_provider``); the hooks get ``request.META`` as the environ.
+    ``OTEL_PYTHON_DJANGO_EXCLUDED_URLS`` is read as OTel's Django instrumentation reads it.
     """
 
     sync_capable = True
@@ -98,8 +131,10 @@ class SpanProfilesMiddleware:
 
     def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
-        self.settings = django_settings()
-        self._semconv: Any = _otel_compat.http_semconv_mode()
+        self.settings, otel_options = _django_options({})
+        self._tracer_provider = otel_options.get("tracer_provider")
+        self._features = _otel_http.WsgiFeatures(otel_options, env_name="DJANGO")
+        self._semconv: Any = self._features.mode
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
@@ -108,7 +143,7 @@ class SpanProfilesMiddleware:
             self.process_view = self._process_view_async  # type: ignore[method-assign, assignment]
         # Started on the first request, not here: with gunicorn's preload_app Django builds the
         # middleware chain in the master, and the agent must not start before the fork.
-        self._ensure_started = _web.ensure_instrumented(None, None, self.settings)
+        self._ensure_started = _web.ensure_instrumented(self._tracer_provider, None, self.settings)
 
     def __call__(self, request: HttpRequest) -> Any:
         """Handle one request (returns a coroutine when Django runs the chain async)."""
@@ -136,6 +171,8 @@ class SpanProfilesMiddleware:
         if not self.settings.enabled:
             return None
         self._ensure_started()
+        if self._features.skips(request.META, url=lambda: request.build_absolute_uri("?")):
+            return None
         method = sanitize_method(str(request.method or "").strip())
         method = "HTTP" if not method or method == "_OTHER" else method
         scope = getattr(request, "scope", None)
@@ -151,7 +188,7 @@ class SpanProfilesMiddleware:
             raw_name = _raw_span_name(carrier)
         attributes = _web.collect_attributes(collect, carrier, self._semconv)
         request_span = _web.start(
-            _web.tracer_for(__name__),
+            _web.tracer_for(__name__, self._tracer_provider),
             method=method,
             carrier=carrier,
             getter=getter,
@@ -163,20 +200,25 @@ class SpanProfilesMiddleware:
             # still renames it.
             return None
         if not request_span.owned:
+            # The outer instrumentation owns the span: it records the status, the exception
+            # and the metrics.
             request_span.set_attributes(attributes)
-        return _Serving(request_span)
+            return _Serving(request_span, None)
+        return _Serving(
+            request_span, self._features.begin(request_span.span, request.META, attributes)
+        )
 
     def _finish(self, serving: _Serving, response: Any) -> None:
         request_span = serving.request
         if not isinstance(response, HttpResponseBase):
             return
-        reason = getattr(response, "reason_phrase", "") or "-"
-        _add_response_attributes(
-            request_span.span, f"{response.status_code} {reason}", [], None, self._semconv
-        )
+        if serving.exchange is not None:
+            reason = getattr(response, "reason_phrase", "") or "-"
+            serving.exchange.responding(f"{response.status_code} {reason}", list(response.items()))
+            _otel_http.inject_response(response, request_span.span, _response_setter)
         if response.streaming:
             serving.deferred = True
-            _keep_span_until_closed(response, request_span)
+            _keep_span_until_closed(response, serving)
 
     def process_view(
         self,
@@ -200,7 +242,7 @@ class SpanProfilesMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         """Record a view's exception on the span (Django turns it into a 500 response)."""
         request_span = _web.current_request()
-        if request_span is not None:
+        if request_span is not None and request_span.owned:
             request_span.record_exception(exception)
 
 
@@ -213,7 +255,8 @@ def _rename(request: HttpRequest) -> None:
         request_span.rename(route or "/")
 
 
-def _keep_span_until_closed(response: Any, request_span: _web.RequestSpan) -> None:
+def _keep_span_until_closed(response: Any, serving: _Serving) -> None:
+    request_span = serving.request
     # A FileResponse may be sent with wsgi.file_wrapper (sendfile): only its close matters.
     if getattr(response, "file_to_stream", None) is None:
         if response.is_async:
@@ -230,7 +273,7 @@ def _keep_span_until_closed(response: Any, request_span: _web.RequestSpan) -> No
         finally:
             if not ended:
                 ended = True
-                request_span.end()
+                serving.end()
 
     response.close = close
 
