@@ -52,8 +52,6 @@ _HEADER_LISTS = {
     "http_capture_headers_server_response",
     "http_capture_headers_sanitize_fields",
 }
-_OURS = {"tracer_provider", "sink", "settings"}
-"""Adapter arguments that are neither settings nor passed on as they are."""
 
 
 def _otel_parameters(middleware: type) -> frozenset[str]:
@@ -122,7 +120,7 @@ def split_options(
     to read (it is, when :class:`AsgiFeatures` / :class:`WsgiFeatures` build its middleware).
     Raises :class:`span_profiles.SettingsError` for an unknown name or a bad OTel option.
     """
-    otel_names = option_names(protocol) - _OURS
+    otel_names = option_names(protocol)
     setting_names = {f for f in Settings.__dataclass_fields__}
     sorted_out: list[dict[str, Any]] = [{}, {}]
     otel: dict[str, Any] = {}

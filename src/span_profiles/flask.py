@@ -94,9 +94,11 @@ class SpanProfiles:
         app.extensions[_EXTENSION] = settings
         if not settings.enabled:
             return
+        # SPAN_PROFILES_TRACER_PROVIDER is OTel's tracer_provider option; the argument wins.
+        configured_provider = otel_options.pop("tracer_provider", None)
         app.wsgi_app = SpanProfilesWSGIMiddleware(  # type: ignore[method-assign]
             app.wsgi_app,
-            tracer_provider=self._tracer_provider,
+            tracer_provider=self._tracer_provider or configured_provider,
             sink=self._sink,
             settings=settings,
             excluded_urls_env="FLASK",
