@@ -28,12 +28,14 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.http import normalise_request_header_name, normalise_response_header_name
 
 from span_profiles import _otel_compat
-from span_profiles._settings import Settings, SettingsError
+from span_profiles._settings import SettingsError
 
 __all__ = [
+    "OPTION_PARSERS",
     "AsgiFeatures",
     "WsgiFeatures",
-    "split_options",
+    "inject_response",
+    "option_names",
 ]
 
 HTTP_ROUTE = "http.route"
@@ -106,44 +108,40 @@ def _validated(name: str, value: Any) -> Any:
     return value
 
 
-def split_options(
-    protocol: str,
-    explicit: Mapping[str, Any],
-    framework: Mapping[str, Any] | None = None,
-    *,
-    framework_name: str = "framework settings",
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Sort an adapter's options into settings and OTel middleware options.
+def _any(value: Any) -> Any:
+    return value
 
-    Returns ``(explicit settings, framework settings, OTel options)``; for the OTel options,
-    ``explicit`` wins over ``framework`` and ``None`` means "not given". The environment is OTel's
-    to read (it is, when :class:`AsgiFeatures` / :class:`WsgiFeatures` build its middleware).
-    Raises :class:`span_profiles.SettingsError` for an unknown name or a bad OTel option.
-    """
-    otel_names = option_names(protocol)
-    setting_names = {f for f in Settings.__dataclass_fields__}
-    sorted_out: list[dict[str, Any]] = [{}, {}]
-    otel: dict[str, Any] = {}
-    sources = ((0, "argument", explicit), (1, framework_name, framework or {}))
-    for index, source_name, source in reversed(sources):
-        for name, value in source.items():
-            if name in otel_names:
-                if value is not None:
-                    try:
-                        otel[name] = _validated(name, value)
-                    except (TypeError, ValueError) as exc:
-                        raise SettingsError(
-                            f"invalid OpenTelemetry option {source_name} {name}={value!r}: {exc}"
-                        ) from None
-            elif name in setting_names:
-                sorted_out[index][name] = value
-            else:
-                raise SettingsError(
-                    f"unknown span-profiles option {name!r} in {source_name}; settings: "
-                    f"{', '.join(sorted(setting_names))}; OpenTelemetry middleware options: "
-                    f"{', '.join(sorted(otel_names))}"
-                )
-    return sorted_out[0], sorted_out[1], otel
+
+def _parser(name: str) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        return _validated(name, value)
+
+    return parse
+
+
+OPTION_PARSERS: dict[str, Callable[[Any], Any]] = {
+    name: _parser(name)
+    for name in (
+        *sorted(_HOOKS),
+        *sorted(_HEADER_LISTS),
+        "excluded_urls",
+        "exclude_spans",
+    )
+}
+"""Every keyword argument of OTel's ASGI and WSGI middleware, with its validation (each accepts
+its own output). ``tests/asgi/test_otel_parity.py`` fails when OTel adds one not listed here."""
+OPTION_PARSERS.update(dict.fromkeys(("tracer_provider", "meter_provider", "tracer", "meter"), _any))
+
+
+def _for_protocol(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    allowed = option_names(protocol)
+    wrong = sorted(set(options) - allowed)
+    if wrong:
+        raise SettingsError(
+            f"{', '.join(wrong)}: not an option of OpenTelemetry's {protocol.upper()} middleware "
+            f"(those are: {', '.join(sorted(allowed))})"
+        )
+    return dict(options)
 
 
 def _excluded(given: Any, otel_parsed: Any, env_name: str) -> Any:
@@ -154,6 +152,11 @@ def _excluded(given: Any, otel_parsed: Any, env_name: str) -> Any:
     # OTel's framework instrumentations read OTEL_PYTHON_<NAME>_EXCLUDED_URLS, falling back to
     # OTEL_PYTHON_EXCLUDED_URLS; an ExcludeList without patterns excludes nothing.
     return get_excluded_urls(env_name)
+
+
+def _otel_given(options: Mapping[str, Any]) -> bool:
+    # The adapter's own tracer provider is not a sign of OTel options.
+    return any(name != "tracer_provider" for name in options)
 
 
 def _http_enabled() -> bool:
@@ -241,7 +244,8 @@ class AsgiFeatures:
         from opentelemetry.instrumentation import asgi
 
         self._asgi = asgi
-        if inner is not None and not options:
+        options = _for_protocol("asgi", options)
+        if inner is not None and not _otel_given(options):
             otel = inner
             given_excluded = inner.excluded_urls
         else:
@@ -271,8 +275,11 @@ class AsgiFeatures:
         self.sanitize: Any = otel.http_capture_headers_sanitize_fields
         self.metrics = _Metrics(otel, asgi)
 
-    def skips(self, scope: Mapping[str, Any]) -> bool:
-        """Whether this connection passes through untraced: HTTP suppressed, or its URL excluded."""
+    def skips(self, scope: Mapping[str, Any], url: Callable[[], str] | None = None) -> bool:
+        """Whether this connection passes through untraced: HTTP suppressed, or its URL excluded.
+
+        The URL is built from the scope as OTel's middleware builds it (``url`` is not used).
+        """
         if not _http_enabled():
             return True
         if self.excluded is None:
@@ -384,8 +391,11 @@ class AsgiExchange:
         if status is not None:
             features._asgi.set_status_code(span, status, self.attributes, features.mode)
         if kind in ("http.response.start", "websocket.accept"):
-            _inject_response(message, span, features._asgi.asgi_setter)
+            inject_response(message, span, features._asgi.asgi_setter)
             self._response_size = _content_length(features._asgi.asgi_getter, message)
+
+    def failed(self, exc: BaseException) -> None:
+        """Nothing to add: OTel's ASGI middleware puts no ``error.type`` on an exception."""
 
     def finish(self, route: str | None) -> None:
         """Record the metrics once the connection is over (``route``: the template, if known)."""
@@ -418,7 +428,8 @@ def _content_length(getter: Any, carrier: Any) -> int | None:
         return None
 
 
-def _inject_response(carrier: Any, span: trace.Span, setter: Any) -> None:
+def inject_response(carrier: Any, span: trace.Span, setter: Any) -> None:
+    """Add the global response propagator's headers (``traceresponse``...) for ``span``."""
     from opentelemetry.instrumentation.propagators import get_global_response_propagator
 
     get: Any = get_global_response_propagator
@@ -452,9 +463,10 @@ class WsgiFeatures:
         from opentelemetry.util.http import parse_excluded_urls
 
         self._wsgi = wsgi
+        options = _for_protocol("wsgi", options)
         kwargs = dict(options)
         given_excluded = kwargs.pop("excluded_urls", None)
-        if inner is not None and not options:
+        if inner is not None and not _otel_given(options):
             otel = inner
         else:
             if tracer_provider is not None:
@@ -467,6 +479,7 @@ class WsgiFeatures:
             else parse_excluded_urls(given_excluded)
         )
         self.excluded: Any = _excluded(given_excluded, parsed, env_name)
+        self.tracer: trace.Tracer | None = None
         self.request_hook: Callable[..., None] | None = otel.request_hook
         self.response_hook: Callable[..., None] | None = otel.response_hook
         self.metrics = _Metrics(otel, wsgi)
@@ -488,6 +501,10 @@ class WsgiFeatures:
         else:
             full = url()
         return bool(self.excluded.url_disabled(full))
+
+    def details(self, carrier: Any) -> tuple[str | None, dict[str, Any]]:
+        """No span details: OTel's WSGI middleware takes no ``default_span_details``."""
+        return None, {}
 
     def begin(
         self, span: trace.Span, environ: Mapping[str, Any], attributes: dict[str, Any]
@@ -560,15 +577,3 @@ class WsgiExchange:
             self.attributes[HTTP_ROUTE] = route
         self._features.metrics.record(self.span, self.attributes, default_timer() - self._start)
         self._features.metrics.active.add(-1, self._active_attrs())
-
-
-def response_setter() -> Any:
-    """OTel's setter for WSGI response headers."""
-    from opentelemetry.instrumentation import wsgi
-
-    return wsgi.default_response_propagation_setter
-
-
-def inject_response(carrier: Any, span: trace.Span, setter: Any) -> None:
-    """Add the global response propagator's headers (``traceresponse``) for ``span``."""
-    _inject_response(carrier, span, setter)

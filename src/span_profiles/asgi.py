@@ -23,10 +23,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from opentelemetry.util.http import sanitize_method
-
-from span_profiles import _otel_http, _web
+from span_profiles._adapter import AdapterCore
 from span_profiles._core.sinks import Sink
+from span_profiles._request import RequestSpan, http_method
 from span_profiles._settings import Settings
 
 try:
@@ -59,9 +58,7 @@ _WEBSOCKET = "WEBSOCKET"
 def _http_method(scope: Scope) -> str:
     if scope["type"] == "websocket":
         return _WEBSOCKET
-    method = sanitize_method(str(scope.get("method", "")).strip())
-    # Unknown methods are folded into one value: the name is a series label.
-    return "HTTP" if not method or method == "_OTHER" else method
+    return http_method(scope.get("method"))
 
 
 def _template(route: Any) -> str | None:
@@ -73,6 +70,11 @@ def _template(route: Any) -> str | None:
     return None
 
 
+def _is_mount(route: Any) -> bool:
+    # Mount and Host hold routes of their own; an endpoint route does not.
+    return isinstance(getattr(route, "routes", None), list)
+
+
 class _RoutedScope(dict[str, Any]):
     """The scope handed to the application: it notices the route the router picks, as it does.
 
@@ -82,14 +84,17 @@ class _RoutedScope(dict[str, Any]):
     scope, so code outside this middleware still sees what the application set.
     """
 
-    __slots__ = ("_last", "_origin", "_prefix", "_request")
+    __slots__ = ("_fixed", "_last", "_origin", "_prefix", "_request")
 
-    def __init__(self, origin: Scope, request: _web.RequestSpan) -> None:
+    def __init__(self, origin: Scope, request: RequestSpan) -> None:
         super().__init__(origin)
         self._origin = origin
         self._request = request
         self._prefix = ""
         self._last: Any = None
+        # A route found before the app ran (find_route) is final: renaming after a Mount, even
+        # for a moment, would list the span under two names.
+        self._fixed = request.route is not None
 
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(key, value)
@@ -121,17 +126,20 @@ class _RoutedScope(dict[str, Any]):
             self._routed(items["route"])
 
     def _routed(self, route: Any) -> None:
+        if self._fixed:
+            return
         last = self._last
         if route is last:
             return
         # A route set after a Mount is matched inside it: the Mount's path is its prefix.
-        if last is not None and isinstance(getattr(last, "routes", None), list):
+        if last is not None and _is_mount(last):
             path = getattr(last, "path", "")
             self._prefix += path if isinstance(path, str) else ""
         self._last = route
         template = _template(route)
-        if template is not None:
-            self._request.rename(self._prefix + template)
+        if template is None:
+            return
+        self._request.rename(self._prefix + template)
 
 
 class SpanProfilesMiddleware:
@@ -145,11 +153,20 @@ class SpanProfilesMiddleware:
             ``instrument()`` was given, else the global one.
         sink: where labels go when this middleware calls :func:`span_profiles.instrument`.
         settings: already resolved settings (thin adapters pass these).
+        find_route: a function from the scope to the route template the app will pick, or
+            ``None``; called before the app runs, so the span is born with its final name
+            (:func:`span_profiles.fastapi.instrument_app` passes one for Starlette's router).
+            Without it, or when it finds nothing, the span is renamed when the router picks.
+        excluded_urls_env: read ``OTEL_PYTHON_<this>_EXCLUDED_URLS`` (falling back to
+            ``OTEL_PYTHON_EXCLUDED_URLS``) when ``excluded_urls`` is not given;
+            :func:`span_profiles.fastapi.instrument_app` passes ``FASTAPI``, as OTel's FastAPI
+            instrumentation reads it.
         **options: any :class:`span_profiles.Settings` field, and any keyword argument of
             OTel's ``OpenTelemetryMiddleware`` (``excluded_urls``, ``server_request_hook``,
             ``meter_provider``, ``http_capture_headers_server_request``...), with OTel's meaning
-            and OTel's environment variables. Settings win over ``settings`` and the
-            environment. An invalid or unknown option raises :class:`span_profiles.SettingsError`.
+            and OTel's environment variables (and ``OTEL_PYTHON_ASGI_EXCLUDED_URLS`` /
+            ``OTEL_PYTHON_EXCLUDED_URLS``). Settings win over ``settings`` and the environment.
+            An invalid or unknown option raises :class:`span_profiles.SettingsError` here.
 
     ``span_profiles.instrument()`` is called at lifespan startup or on the first request if it
     has not been called yet. With ``enabled=False`` the middleware passes everything through.
@@ -163,78 +180,62 @@ class SpanProfilesMiddleware:
         tracer_provider: Any | None = None,
         sink: Sink | None = None,
         settings: Settings | None = None,
+        find_route: Callable[[Scope], str | None] | None = None,
+        excluded_urls_env: str = "ASGI",
         **options: Any,
     ) -> None:
-        explicit, _, otel_options = _otel_http.split_options("asgi", options)
-        self.settings = _web.resolve_settings(settings, explicit)
-        inner = None
-        if self.settings.enabled and isinstance(app, _otel_asgi.OpenTelemetryMiddleware):
-            # Stacked right outside OTel's middleware: do its work instead of nesting a span.
-            inner, app = app, app.app
-        self.app = app
-        self._tracer_provider = tracer_provider
-        self._ensure_instrumented = _web.ensure_instrumented(tracer_provider, sink, self.settings)
-        self._features = _otel_http.AsgiFeatures(
-            otel_options, tracer_provider=tracer_provider, inner=inner
+        inner = app if isinstance(app, _otel_asgi.OpenTelemetryMiddleware) else None
+        self._core = AdapterCore.create(
+            __name__,
+            tracer_provider=tracer_provider,
+            sink=sink,
+            settings=settings,
+            options=options,
+            find_route=find_route,
+            protocol="asgi",
+            inner_otel=inner,
+            excluded_urls_env=excluded_urls_env,
         )
-        self._semconv: Any = self._features.mode
+        self.settings = self._core.settings
+        if inner is not None and self._core.enabled:
+            # Stacked right outside OTel's middleware: do its work instead of nesting a span.
+            app = inner.app
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
+        core = self._core
         kind = scope["type"]
-        if kind not in ("http", "websocket") or not self.settings.enabled:
-            if kind == "lifespan" and self.settings.enabled:
+        if kind not in ("http", "websocket") or not core.enabled:
+            if kind == "lifespan" and core.enabled:
                 # Per-loop hooks install on the loop that runs the app: the lifespan's.
-                self._ensure_instrumented()
-            await self.app(scope, receive, send)
-            return
-        self._ensure_instrumented()
-        features = self._features
-        if features.skips(scope):
+                core.ensure_started(on_loop=True)
             await self.app(scope, receive, send)
             return
         method = _http_method(scope)
         path = str(scope.get("path", ""))
-        name, extra = features.details(scope)
-        attributes = _web.collect_attributes(_collect_request_attributes, scope, self._semconv)
-        attributes.update(extra)
-        request = _web.start(
-            features.tracer or _web.tracer_for(__name__, self._tracer_provider),
+        request = core.begin(
             method=method,
             carrier=scope,
             getter=_asgi_getter,
-            attributes=attributes,
+            collect=_collect_request_attributes,
             raw_name=f"{method} {path}" if kind == "http" else path,
-            name=name,
+            route=core.find_route(scope),
+            on_loop=True,
         )
         if request is None:
             await self.app(scope, receive, send)
             return
-        exchange = None
-        if request.owned:
-            exchange = features.begin(request.span, scope, attributes)
+        exchange = request.exchange
+        if exchange is not None:
+            # Ours started the span: OTel's features (an adopted span's owner runs its own).
             receive = exchange.receive(receive)
             send = _sending(exchange, send)
-        else:
-            # The outer instrumentation owns the span: it records the status, the exception
-            # and the metrics, and sends traceresponse.
-            request.set_attributes(attributes)
-        routed = _RoutedScope(scope, request)
-        token = request.attach()
-        try:
-            await self.app(routed, receive, send)
-        except BaseException as exc:
-            if request.owned:
-                request.record_exception(exc)
-            raise
-        finally:
-            request.detach(token)
-            if exchange is not None:
-                exchange.finish(request.route)
-            request.end()
+        with request.activated(end=True):
+            await self.app(_RoutedScope(scope, request), receive, send)
 
 
-def _sending(exchange: _otel_http.AsgiExchange, send: Send) -> Send:
+def _sending(exchange: Any, send: Send) -> Send:
     async def send_with_telemetry(message: Message) -> None:
         exchange.sending(message)
         await send(message)

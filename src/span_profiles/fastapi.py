@@ -10,27 +10,40 @@
 Async and sync endpoints and dependencies, streamed responses and background tasks all run inside
 the request's span and carry its labels; ``span_name`` is the route template, e.g.
 ``GET /items/{item_id}``. Works on asyncio, uvloop and trio (Starlette runs on anyio).
+
+:func:`instrument_app` also matches the app's routes against each request before any middleware
+or endpoint runs (:func:`route_finder`), so the span is born with its route template and no sample
+of a routed request carries a bare method. With ``app.add_middleware(SpanProfilesMiddleware)``,
+pass ``find_route=route_finder(app)`` for the same; without it the span is renamed when the
+router picks the route.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from opentelemetry.util.http import get_excluded_urls
-
-from span_profiles import _otel_http, _web
+from span_profiles._adapter import resolve_options
 from span_profiles._core.sinks import Sink
-from span_profiles.asgi import SpanProfilesMiddleware
+from span_profiles.asgi import Scope, SpanProfilesMiddleware
+from span_profiles.asgi import _template as _route_template
 
 try:
     from starlette.applications import Starlette
+    from starlette.routing import BaseRoute, Match, Router
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "span_profiles.fastapi needs Starlette (FastAPI brings it). "
         "Install it with: pip install 'span-profiles[fastapi]'"
     ) from exc
 
-__all__ = ["SpanProfilesMiddleware", "instrument_app"]
+_iter_route_contexts: Callable[[Sequence[BaseRoute]], Iterable[Any]] | None
+try:
+    from fastapi.routing import iter_route_contexts as _iter_route_contexts
+except ImportError:  # Starlette alone, or a FastAPI whose routes list is already flat
+    _iter_route_contexts = None
+
+__all__ = ["SpanProfilesMiddleware", "instrument_app", "route_finder"]
 
 
 def instrument_app(
@@ -44,23 +57,72 @@ def instrument_app(
 
     ``options`` are :class:`span_profiles.Settings` fields and OTel's ASGI middleware options
     (as ``FastAPIInstrumentor.instrument_app`` takes them: ``excluded_urls``, the hooks,
-    ``meter_provider``...); ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` is read as FastAPI's
+    ``meter_provider``...); ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` is read as OTel's FastAPI
     instrumentation reads it. They are validated now, so a bad value raises
-    :class:`span_profiles.SettingsError` here rather than on the first request. Calling it again
-    on the same app changes nothing.
+    :class:`span_profiles.SettingsError` here rather than on the first request.
+    Calling it again on the same app changes nothing. The span is named from the app's routes
+    before the app runs (:func:`route_finder`).
     """
     if any(m.cls is SpanProfilesMiddleware for m in app.user_middleware):
         return app
     # Resolved now, because Starlette builds the middleware stack only on the first request.
-    explicit, _, otel_options = _otel_http.split_options("asgi", options)
-    settings = _web.resolve_settings(None, explicit)
-    if "excluded_urls" not in otel_options:
-        otel_options["excluded_urls"] = get_excluded_urls("FASTAPI")
+    settings, other = resolve_options(options)
     app.add_middleware(
         SpanProfilesMiddleware,
         tracer_provider=tracer_provider,
         sink=sink,
         settings=settings,
-        **otel_options,
+        find_route=route_finder(app),
+        excluded_urls_env="FASTAPI",
+        **other,
     )
     return app
+
+
+def route_finder(app: Starlette | Router) -> Callable[[Scope], str | None]:
+    """A ``find_route`` for :class:`SpanProfilesMiddleware`: the route template the app's router
+    will pick for a scope, found the way the router finds it (first full match, else the first
+    partial one, such as a wrong method; into mounted apps and included routers), or ``None``.
+
+    The routes are read on every call, so routes added later are found too. The router still
+    does its own matching; this only calls each route's ``matches`` (the cost is measured by
+    ``benchmarks/routing.py``).
+    """
+    router = app.router if isinstance(app, Starlette) else app
+
+    def find(scope: Scope) -> str | None:
+        return _match(router.routes, scope, "")
+
+    return find
+
+
+def _candidates(routes: Sequence[BaseRoute]) -> Iterable[Any]:
+    # FastAPI versions that include routers lazily keep one entry per included router; their
+    # public iter_route_contexts lists the effective routes, with prefixed paths, in order.
+    return routes if _iter_route_contexts is None else _iter_route_contexts(routes)
+
+
+def _match(routes: Sequence[BaseRoute], scope: Scope, prefix: str) -> str | None:
+    partial: tuple[Any, Scope] | None = None
+    for route in _candidates(routes):
+        match, child_scope = route.matches(scope)
+        if match is Match.FULL:
+            return _template_of(route, {**scope, **child_scope}, prefix)
+        if match is Match.PARTIAL and partial is None:
+            partial = (route, child_scope)
+    if partial is not None:
+        return _template_of(partial[0], {**scope, **partial[1]}, prefix)
+    return None
+
+
+def _template_of(route: Any, scope: Scope, prefix: str) -> str | None:
+    inner: Any = getattr(route, "routes", None)
+    if isinstance(inner, list):
+        # A Mount (or Host): the endpoint is one of its routes, matched in the child scope, as
+        # the mounted router will. A Mount of a plain app (static files) is named by itself.
+        path = getattr(route, "path", "")
+        found = _match(inner, scope, prefix + (path if isinstance(path, str) else ""))
+        if found is not None:
+            return found
+    template = _route_template(route)
+    return None if template is None else prefix + template

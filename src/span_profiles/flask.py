@@ -9,23 +9,27 @@
     SpanProfiles(app)                      # or: ext = SpanProfiles(); ext.init_app(app)
 
 Settings come from the arguments, then ``app.config["SPAN_PROFILES_<FIELD>"]`` for every
-:class:`span_profiles.Settings` field and OTel middleware option, then the environment. ``app.wsgi_app`` is wrapped with
+:class:`span_profiles.Settings` field, then the environment. ``app.wsgi_app`` is wrapped with
 :class:`span_profiles.wsgi.SpanProfilesWSGIMiddleware`, so the span, and the labels, cover the
-whole response including streamed bodies; the span is renamed in ``before_request``, as soon as
-Flask has matched the URL rule. Works with threaded servers (werkzeug, gunicorn gthread).
+whole response including streamed bodies. The URL map is matched before Flask opens the session
+or runs ``before_request`` hooks, so the span is born named after its rule and no sample of a
+routed request carries a bare method; a ``before_request`` hook renames it should Flask's own
+match differ. Works with threaded servers (werkzeug, gunicorn gthread).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from span_profiles import _otel_http, _web
+from span_profiles._adapter import resolve_options
 from span_profiles._core.sinks import Sink
-from span_profiles._settings import Settings
-from span_profiles.wsgi import SpanProfilesWSGIMiddleware
+from span_profiles._request import current_request
+from span_profiles.wsgi import Environ, SpanProfilesWSGIMiddleware
 
 try:
+    from werkzeug.exceptions import HTTPException
+
     import flask
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -59,8 +63,7 @@ class SpanProfiles:
         app: the app to instrument now; or call :meth:`init_app` later (app factories).
         tracer_provider: the provider to start spans with and to instrument; default: global.
         sink: where labels go; default: the pyroscope-io agent when installed.
-        **options: :class:`span_profiles.Settings` fields and the options of
-            :class:`span_profiles.wsgi.SpanProfilesWSGIMiddleware` that come from OTel
+        **options: :class:`span_profiles.Settings` fields and OTel's WSGI middleware options
             (``excluded_urls``, ``request_hook``, ``response_hook``, ``meter_provider``); they
             win over ``app.config``, where the same names take the ``SPAN_PROFILES_`` prefix
             (``SPAN_PROFILES_EXCLUDED_URLS``). ``OTEL_PYTHON_FLASK_EXCLUDED_URLS`` is read as
@@ -86,30 +89,51 @@ class SpanProfiles:
         wrap ``app.wsgi_app`` and register the renaming hook. A second call does nothing."""
         if _EXTENSION in app.extensions:
             return
-        where = f"Flask app.config[{CONFIG_PREFIX}<NAME>]"
-        explicit, configured, otel_options = _otel_http.split_options(
-            "wsgi", self._options, config_settings(app.config), framework_name=where
+        settings, options = resolve_options(
+            self._options,
+            config_settings(app.config),
+            framework_name=f"Flask app.config[{CONFIG_PREFIX}<NAME>]",
         )
-        settings = Settings.resolve(explicit, configured, framework_name=where)
         app.extensions[_EXTENSION] = settings
         if not settings.enabled:
             return
         # SPAN_PROFILES_TRACER_PROVIDER is OTel's tracer_provider option; the argument wins.
-        configured_provider = otel_options.pop("tracer_provider", None)
+        configured_provider = options.pop("tracer_provider", None)
         app.wsgi_app = SpanProfilesWSGIMiddleware(  # type: ignore[method-assign]
             app.wsgi_app,
             tracer_provider=self._tracer_provider or configured_provider,
+            excluded_urls_env="FLASK",
             sink=self._sink,
             settings=settings,
-            excluded_urls_env="FLASK",
-            **otel_options,
+            find_route=_url_rule_finder(app),
+            **options,
         )
         # First in line, so that the app's own before_request hooks already carry the route.
         app.before_request_funcs.setdefault(None, []).insert(0, _rename_after_routing)
 
 
+def _url_rule_finder(app: flask.Flask) -> Callable[[Environ], str | None]:
+    def find(environ: Environ) -> str | None:
+        # The match Flask makes when it pushes the request context (after opening the
+        # session), made first. A shallow request that is not stored in the environ: Flask
+        # builds its own, and the body stays unread.
+        request = app.request_class(environ, populate_request=False, shallow=True)
+        try:
+            adapter = app.create_url_adapter(request)
+            if adapter is None:
+                return None
+            rule, _ = adapter.match(return_rule=True)
+        except HTTPException:
+            # No rule (404), wrong method (405), a redirect, an untrusted host: Flask answers
+            # these itself, and the span keeps the bare method, as it has no route.
+            return None
+        return rule.rule
+
+    return find
+
+
 def _rename_after_routing() -> None:
-    request = _web.current_request()
+    request = current_request()
     rule = flask.request.url_rule
     if request is not None and rule is not None:
         request.rename(rule.rule)

@@ -19,14 +19,13 @@ The span is named ``METHOD`` until a framework adapter renames it after routing 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from opentelemetry.util.http import sanitize_method
-
-from span_profiles import _otel_http, _web
+from span_profiles._adapter import AdapterCore, inject_response_headers
 from span_profiles._core.sinks import Sink
+from span_profiles._request import RequestSpan, ScopedBody, http_method
 from span_profiles._settings import Settings
 
 try:
@@ -53,75 +52,6 @@ _wsgi_getter: Any = _otel_wsgi.wsgi_getter
 _raw_span_name: Callable[[Environ], str] = _otel_wsgi.get_default_span_name
 
 
-class _Response:
-    """Ends the request span once, with its context current around the end."""
-
-    __slots__ = ("done", "exchange", "request")
-
-    def __init__(
-        self, request: _web.RequestSpan, exchange: _otel_http.WsgiExchange | None = None
-    ) -> None:
-        self.request = request
-        self.exchange = exchange
-        self.done = False
-
-    def failed(self, exc: BaseException) -> None:
-        if self.request.owned:
-            self.request.record_exception(exc)
-            if self.exchange is not None:
-                self.exchange.failed(exc)
-
-    def close(self, close: Callable[[], object] | None) -> None:
-        request = self.request
-        token = request.attach()
-        try:
-            if close is not None:
-                close()
-        except BaseException as exc:
-            self.failed(exc)
-            raise
-        finally:
-            request.detach(token)
-            if not self.done:
-                self.done = True
-                if self.exchange is not None:
-                    self.exchange.finish(request.route)
-                request.end()
-
-
-class ScopedResponse:
-    """The response iterable, with the request's context current around each ``next``/``close``."""
-
-    __slots__ = ("_iterable", "_iterator", "_response")
-
-    def __init__(self, iterable: Iterable[bytes], response: _Response) -> None:
-        self._iterable = iterable
-        self._iterator: Iterator[bytes] | None = None
-        self._response = response
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        request = self._response.request
-        token = request.attach()
-        try:
-            if self._iterator is None:
-                self._iterator = iter(self._iterable)
-            return next(self._iterator)
-        except StopIteration:
-            raise
-        except BaseException as exc:
-            self._response.failed(exc)
-            raise
-        finally:
-            request.detach(token)
-
-    def close(self) -> None:
-        """Close the application's iterable and end the request span."""
-        self._response.close(getattr(self._iterable, "close", None))
-
-
 class SpanProfilesWSGIMiddleware:
     """WSGI middleware: a server span per request, labelled for profiling.
 
@@ -133,12 +63,11 @@ class SpanProfilesWSGIMiddleware:
             ``instrument()`` was given, else the global one.
         sink: where labels go when this middleware calls :func:`span_profiles.instrument`.
         settings: already resolved settings (thin adapters pass these).
-        excluded_urls_env: the ``OTEL_PYTHON_<NAME>_EXCLUDED_URLS`` variable read when
-            ``excluded_urls`` is not given (``FLASK`` for the Flask extension); it falls back to
-            ``OTEL_PYTHON_EXCLUDED_URLS``.
+        excluded_urls_env: read ``OTEL_PYTHON_<this>_EXCLUDED_URLS`` (falling back to
+            ``OTEL_PYTHON_EXCLUDED_URLS``) when ``excluded_urls`` is not given.
         **options: any :class:`span_profiles.Settings` field, any keyword argument of OTel's
             WSGI ``OpenTelemetryMiddleware`` (``request_hook``, ``response_hook``,
-            ``meter_provider``), and ``excluded_urls``, with OTel's meaning; OTel's header
+            ``meter_provider``) and ``excluded_urls``, with OTel's meaning; OTel's header
             capture variables are honoured. Settings win over ``settings`` and the environment.
             An invalid or unknown option raises :class:`span_profiles.SettingsError` here.
 
@@ -154,83 +83,71 @@ class SpanProfilesWSGIMiddleware:
         tracer_provider: Any | None = None,
         sink: Sink | None = None,
         settings: Settings | None = None,
+        find_route: Callable[[Environ], str | None] | None = None,
         excluded_urls_env: str = "WSGI",
         **options: Any,
     ) -> None:
-        explicit, _, otel_options = _otel_http.split_options("wsgi", options)
-        self.settings = _web.resolve_settings(settings, explicit)
-        inner = None
-        if self.settings.enabled and isinstance(app, _otel_wsgi.OpenTelemetryMiddleware):
-            # Stacked right outside OTel's middleware: do its work instead of nesting a span.
-            inner, app = app, app.wsgi
-        self.app = app
-        self._tracer_provider = tracer_provider
-        self._ensure_instrumented = _web.ensure_instrumented(tracer_provider, sink, self.settings)
-        self._features = _otel_http.WsgiFeatures(
-            otel_options, tracer_provider=tracer_provider, inner=inner, env_name=excluded_urls_env
+        inner = app if isinstance(app, _otel_wsgi.OpenTelemetryMiddleware) else None
+        self._core = AdapterCore.create(
+            __name__,
+            tracer_provider=tracer_provider,
+            sink=sink,
+            settings=settings,
+            options=options,
+            find_route=find_route,
+            protocol="wsgi",
+            inner_otel=inner,
+            excluded_urls_env=excluded_urls_env,
         )
-        self._semconv: Any = self._features.mode
+        self.settings = self._core.settings
+        if inner is not None and self._core.enabled:
+            # Stacked right outside OTel's middleware: do its work instead of nesting a span.
+            app = inner.wsgi
+        self.app = app
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one request."""
-        if not self.settings.enabled:
+        core = self._core
+        if not core.enabled:
             return self.app(environ, start_response)
-        self._ensure_instrumented()
-        if self._features.skips(environ):
-            return self.app(environ, start_response)
-        method = sanitize_method(str(environ.get("REQUEST_METHOD", "")).strip())
-        attributes = _web.collect_attributes(_collect_request_attributes, environ, self._semconv)
-        request = _web.start(
-            _web.tracer_for(__name__, self._tracer_provider),
-            method="HTTP" if not method or method == "_OTHER" else method,
+        request = core.begin(
+            method=http_method(environ.get("REQUEST_METHOD")),
             carrier=environ,
             getter=_wsgi_getter,
-            attributes=attributes,
+            collect=_collect_request_attributes,
             raw_name=_raw_span_name(environ),
+            route=core.find_route(environ),
         )
         if request is None:
             return self.app(environ, start_response)
-        if not request.owned:
-            # The outer instrumentation owns the span: it records the status, the exception
-            # and the metrics.
-            request.set_attributes(attributes)
-            response = _Response(request)
-            token = request.attach()
-            try:
-                return _scoped(self.app(environ, start_response), response, environ)
-            finally:
-                request.detach(token)
-        exchange = self._features.begin(request.span, environ, attributes)
-        response = _Response(request, exchange)
+        exchange = request.exchange
+        if exchange is None:
+            # An adopted span: its owner records the status and sends traceresponse.
+            responding = start_response
+        else:
 
-        def start_response_with_status(
-            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo = None
-        ) -> Callable[[bytes], object]:
-            exchange.responding(status, headers)
-            _otel_http.inject_response(headers, request.span, _response_setter)
-            return start_response(status, headers, exc_info)
+            def responding(
+                status: str, headers: list[tuple[str, str]], exc_info: ExcInfo = None
+            ) -> Callable[[bytes], object]:
+                exchange.responding(status, headers)
+                inject_response_headers(request, headers, _response_setter)
+                return start_response(status, headers, exc_info)
 
-        token = request.attach()
-        try:
-            iterable = self.app(environ, start_response_with_status)
-        except BaseException as exc:
-            response.failed(exc)
-            request.detach(token)
-            response.close(None)
-            raise
-        request.detach(token)
-        return _scoped(iterable, response, environ)
+        with request.activated(end=True) as active:
+            iterable = self.app(environ, responding)
+            active.keep_open()
+        return _scoped(iterable, request, environ)
 
 
-def _scoped(iterable: Iterable[bytes], response: _Response, environ: Environ) -> Iterable[bytes]:
+def _scoped(iterable: Iterable[bytes], request: RequestSpan, environ: Environ) -> Iterable[bytes]:
+    close = request.closing(getattr(iterable, "close", None))
     file_wrapper = environ.get("wsgi.file_wrapper")
     if isinstance(file_wrapper, type) and isinstance(iterable, file_wrapper):
         # Servers send a file_wrapper with sendfile only if they get it back unwrapped; there is
         # no Python code to label while the kernel copies, so only its close() needs the span.
-        original: Callable[[], object] | None = getattr(iterable, "close", None)
         try:
-            iterable.close = lambda: response.close(original)  # type: ignore[attr-defined]
+            iterable.close = close  # type: ignore[attr-defined]
         except AttributeError:
-            return ScopedResponse(iterable, response)
+            return ScopedBody(iterable, request, on_close=close)
         return iterable
-    return ScopedResponse(iterable, response)
+    return ScopedBody(iterable, request, on_close=close)

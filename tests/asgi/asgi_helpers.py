@@ -60,3 +60,22 @@ def only_span(exporter: Any) -> ReadableSpan:
     spans: tuple[ReadableSpan, ...] = exporter.get_finished_spans()
     assert len(spans) == 1, [s.name for s in spans]
     return spans[0]
+
+
+def span_names_applied(sink: RecordingSink, span_id: str) -> set[str]:
+    """Every ``span_name`` a thread showed together with ``span_id``, over the sink's history.
+
+    A span listed under one name only gives a one-element set; a sample taken before routing
+    with a bare method name would add that name.
+    """
+    names: set[str] = set()
+    current: dict[int, dict[str, str]] = {}
+    for event in sink.history:
+        labels = current.setdefault(event.thread_id, {})
+        if event.op == "add":
+            labels[event.key] = event.value
+        elif labels.get(event.key) == event.value:
+            del labels[event.key]
+        if labels.get("span_id") == span_id and "span_name" in labels:
+            names.add(labels["span_name"])
+    return names

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import span_profiles
 from span_profiles import PROFILE_ID_ATTRIBUTE, SettingsError
 from span_profiles.django import SpanProfilesMiddleware, django_settings
-from tests.asgi.asgi_helpers import Probe, hex_id, only_span
+from tests.asgi.asgi_helpers import Probe, hex_id, only_span, span_names_applied
 from tests.django import urls
 
 
@@ -182,3 +182,44 @@ def test_disabled_middleware_passes_through(instrumented: Any, probe: Probe) -> 
         response = Client().get("/items/1")
     assert response.status_code == 200
     assert instrumented.exporter.get_finished_spans() == ()
+
+
+PROBING = ["span_profiles.django.SpanProfilesMiddleware", "tests.django.urls.ProbingMiddleware"]
+
+
+def test_middlewares_before_routing_already_carry_the_route(
+    instrumented: Any, probe: Probe
+) -> None:
+    """The resolver is asked up front: a later middleware's samples carry the route already."""
+    with override_settings(MIDDLEWARE=PROBING):
+        assert Client().get("/items/7").status_code == 200
+    span = only_span(instrumented.exporter)
+    probe.assert_all(span, "GET items/<int:pk>", count=2)
+    assert span_names_applied(instrumented.sink, hex_id(span)) == {"GET items/<int:pk>"}
+
+
+@pytest.mark.anyio
+async def test_async_chain_names_the_span_before_routing(instrumented: Any, probe: Probe) -> None:
+    """Under the ASGI handler too (a sync middleware after ours runs in a thread)."""
+    with override_settings(MIDDLEWARE=PROBING):
+        response = await AsyncClient().get("/async-items/4")
+    assert response.status_code == 200
+    span = only_span(instrumented.exporter)
+    probe.assert_all(span, "GET async-items/<int:pk>", count=4)
+    assert span_names_applied(instrumented.sink, hex_id(span)) == {"GET async-items/<int:pk>"}
+
+
+def test_framework_settings_reach_adapter_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPAN_PROFILES goes through the resolution explicit options use, adapter options included."""
+    from span_profiles import _adapter
+
+    monkeypatch.setitem(_adapter.ADAPTER_OPTIONS, "excluded_urls", split_urls)
+    with override_settings(SPAN_PROFILES={"excluded_urls": "health,metrics", "scope": "all"}):
+        middleware = SpanProfilesMiddleware(lambda request: None)
+    assert middleware._core.options == {"excluded_urls": ["health", "metrics"]}
+    assert middleware.settings.scope == "all"
+
+
+def split_urls(value: Any) -> list[str]:
+    """An adapter option parser; like every parser, it accepts its own output unchanged."""
+    return list(value) if isinstance(value, list) else str(value).split(",")

@@ -21,6 +21,20 @@ def set_probe(new: Callable[[str], None]) -> None:
     probe = new
 
 
+class ProbingMiddleware:
+    """A middleware after ours: app code that runs before Django resolves the URL."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        probe("middleware before routing")
+        return self.get_response(request)
+
+
 def sync_item(request: HttpRequest, pk: int) -> HttpResponse:
     """A sync view."""
     probe("sync view")

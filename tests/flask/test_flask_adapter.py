@@ -15,7 +15,7 @@ import flask
 from span_profiles import SettingsError
 from span_profiles.flask import SpanProfiles
 from span_profiles.wsgi import SpanProfilesWSGIMiddleware
-from tests.asgi.asgi_helpers import Probe, only_span
+from tests.asgi.asgi_helpers import Probe, hex_id, only_span, span_names_applied
 
 ITEM = "GET /items/<int:item_id>"
 
@@ -142,3 +142,83 @@ def test_disabled_leaves_the_app_alone(instrumented: Any) -> None:
     assert app.wsgi_app == original
     get(app, "/items/1")
     assert instrumented.exporter.get_finished_spans() == ()
+
+
+def test_session_opening_and_earlier_hooks_already_carry_the_rule(instrumented: Any) -> None:
+    """The URL map is matched before Flask opens the session and runs before_request hooks.
+
+    A hook registered before SpanProfiles, and the session interface, both run before Flask's
+    own match; their labels carry the rule, and the span never shows a bare method.
+    """
+    probe = Probe(instrumented.sink)
+    app = flask.Flask(__name__)
+    app.secret_key = "tests"
+
+    class ProbingSessions(flask.sessions.SecureCookieSessionInterface):
+        def open_session(self, app: flask.Flask, request: flask.Request) -> Any:
+            probe("open_session")
+            return super().open_session(app, request)
+
+    app.session_interface = ProbingSessions()
+
+    @app.before_request
+    def early_hook() -> None:
+        probe("before_request")
+
+    @app.post("/items/<int:item_id>")
+    def item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    SpanProfiles(app, tracer_provider=instrumented.provider)
+    response = app.test_client().post("/items/4", data=b"x" * 10)
+    response.close()
+    assert response.json == {"item_id": 4}
+    span = only_span(instrumented.exporter)
+    assert span.name == "POST /items/<int:item_id>"
+    assert span.attributes is not None
+    assert span.attributes["http.route"] == "/items/<int:item_id>"
+    probe.assert_all(span, "POST /items/<int:item_id>", count=2)
+    assert span_names_applied(instrumented.sink, hex_id(span)) == {"POST /items/<int:item_id>"}
+
+
+def test_unrouted_requests_keep_the_method_name(instrumented: Any) -> None:
+    """A 404, a 405 and a slash redirect have no rule: the span is the bare method, as before."""
+    app = flask.Flask(__name__)
+
+    @app.get("/dir/")
+    def directory() -> str:
+        return "d"
+
+    SpanProfiles(app, tracer_provider=instrumented.provider)
+    client = app.test_client()
+    statuses = []
+    for method, path in (("GET", "/nowhere"), ("DELETE", "/dir/"), ("GET", "/dir")):
+        response = client.open(path, method=method)
+        response.close()
+        statuses.append(response.status_code)
+    assert statuses == [404, 405, 308]
+    assert [s.name for s in instrumented.exporter.get_finished_spans()] == ["GET", "DELETE", "GET"]
+
+
+def test_app_config_reaches_adapter_options(
+    instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """app.config["SPAN_PROFILES_*"] goes through the resolution explicit options use."""
+    from span_profiles import _adapter
+
+    monkeypatch.setitem(_adapter.ADAPTER_OPTIONS, "excluded_urls", split_urls)
+    app = flask.Flask(__name__)
+    app.config["SPAN_PROFILES_EXCLUDED_URLS"] = "health,metrics"
+    SpanProfiles(app, tracer_provider=instrumented.provider)
+    middleware = app.wsgi_app
+    assert isinstance(middleware, SpanProfilesWSGIMiddleware)
+    assert middleware._core.options == {"excluded_urls": ["health", "metrics"]}
+    explicit = flask.Flask(__name__)
+    explicit.config["SPAN_PROFILES_EXCLUDED_URLS"] = "health"
+    SpanProfiles(explicit, tracer_provider=instrumented.provider, excluded_urls="admin")
+    assert explicit.wsgi_app._core.options == {"excluded_urls": ["admin"]}  # type: ignore[attr-defined]
+
+
+def split_urls(value: Any) -> list[str]:
+    """An adapter option parser; like every parser, it accepts its own output unchanged."""
+    return list(value) if isinstance(value, list) else str(value).split(",")

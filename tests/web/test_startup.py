@@ -10,7 +10,8 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 import span_profiles
-from span_profiles import _web
+from span_profiles import _instrument
+from span_profiles._startup import LazyStart
 from span_profiles.testing import RecordingSink
 
 
@@ -20,16 +21,16 @@ def test_concurrent_first_requests_all_wait_for_instrumentation(
     """Threads racing on the first request all return only once instrument() has finished."""
     span_profiles.uninstrument()
     calls: list[int] = []
-    real_instrument = _web.instrument
+    real_instrument = _instrument.instrument
 
     def slow_instrument(**kwargs: Any) -> Any:
         calls.append(threading.get_ident())
         time.sleep(0.2)
         return real_instrument(**kwargs)
 
-    monkeypatch.setattr(_web, "instrument", slow_instrument)
+    monkeypatch.setattr(_instrument, "instrument", slow_instrument)
     settings = span_profiles.Settings.resolve({"profiler": "off"}, environ={})
-    ensure = _web.ensure_instrumented(TracerProvider(), RecordingSink(), settings)
+    ensure = LazyStart(TracerProvider(), RecordingSink(), settings)
     seen: list[bool] = []
 
     def request() -> None:
