@@ -23,7 +23,7 @@ from tests.asgi.asgi_helpers import Probe, hex_id, only_span, span_names_applied
 pytestmark = pytest.mark.anyio
 
 
-def client(app: Any) -> httpx.AsyncClient:
+def client(app: Any) -> Any:
     """An httpx client calling ``app`` in the test's own event loop."""
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
 

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("opentelemetry.util.http")
 
+from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from span_profiles._request import (
@@ -24,7 +25,7 @@ from span_profiles._request import (
 from tests.asgi.asgi_helpers import hex_id
 
 
-class _Getter:
+class _Getter(Getter[dict[str, str]]):
     def get(self, carrier: dict[str, str], key: str) -> list[str] | None:
         value = carrier.get(key)
         return None if value is None else [value]
@@ -38,7 +39,7 @@ def begin(instrumented: Any, route: str | None = None) -> RequestSpan:
     request = start(
         instrumented.tracer,
         method="GET",
-        carrier={},
+        carrier=dict[str, str](),
         getter=_Getter(),
         attributes={"http.request.method": "GET"},
         route=route,
