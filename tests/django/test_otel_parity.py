@@ -178,3 +178,28 @@ def test_bad_option_fails_middleware_construction() -> None:
         pytest.raises(SettingsError, match="response_hook"),
     ):
         WSGIHandler()
+
+
+@pytest.mark.anyio
+async def test_options_reach_the_middleware_under_asgi(telemetry: Telemetry) -> None:
+    """Under Django's ASGI handler too: metrics, the request hook with META, exclusion."""
+    from django.test import AsyncClient
+
+    seen: list[str] = []
+    config = {
+        "tracer_provider": telemetry.tracer_provider,
+        "meter_provider": telemetry.meter_provider,
+        "request_hook": lambda span, environ: seen.append(environ["PATH_INFO"]),
+        "excluded_urls": "async-items/8",
+    }
+    with override_settings(SPAN_PROFILES=config):
+        client = AsyncClient()
+        assert (await client.get("/async-items/7")).status_code == 200
+        assert (await client.get("/async-items/8")).status_code == 200
+    span = telemetry.server_span()
+    assert span.name == "GET async-items/<int:pk>"
+    assert seen == ["/async-items/7"]
+    durations = telemetry.points()["http.server.duration"]
+    assert sum(durations.values()) == 1
+    ((key, _),) = durations.items()
+    assert dict(key)["http.status_code"] == 200
