@@ -19,13 +19,24 @@ names and labels the span, so nothing is done twice.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from timeit import default_timer
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from opentelemetry.util.http import normalise_request_header_name, normalise_response_header_name
+from opentelemetry.util.http import (
+    OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST as CAPTURE_REQUEST,
+)
+from opentelemetry.util.http import (
+    OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE as CAPTURE_RESPONSE,
+)
+from opentelemetry.util.http import (
+    get_custom_headers,
+    normalise_request_header_name,
+    normalise_response_header_name,
+)
 
 from span_profiles import _otel_compat
 from span_profiles._settings import SettingsError
@@ -150,7 +161,11 @@ def _excluded(given: Any, otel_parsed: Any, env_name: str) -> Any:
     if given is not None:
         return otel_parsed
     # OTel's framework instrumentations read OTEL_PYTHON_<NAME>_EXCLUDED_URLS, falling back to
-    # OTEL_PYTHON_EXCLUDED_URLS; an ExcludeList without patterns excludes nothing.
+    # OTEL_PYTHON_EXCLUDED_URLS (get_excluded_urls). Without patterns: None, so that requests
+    # do not pay for building a URL that nothing can exclude.
+    specific = os.environ.get(f"OTEL_PYTHON_{env_name}_EXCLUDED_URLS")
+    if not (specific if specific is not None else os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")):
+        return None
     return get_excluded_urls(env_name)
 
 
@@ -480,6 +495,10 @@ class WsgiFeatures:
         )
         self.excluded: Any = _excluded(given_excluded, parsed, env_name)
         self.tracer: trace.Tracer | None = None
+        # OTel's WSGI functions read these variables per request; read here once to skip them
+        # when nothing is captured (the usual case), then left to OTel's functions.
+        self.capture_request = bool(get_custom_headers(CAPTURE_REQUEST))
+        self.capture_response = bool(get_custom_headers(CAPTURE_RESPONSE))
         self.request_hook: Callable[..., None] | None = otel.request_hook
         self.response_hook: Callable[..., None] | None = otel.response_hook
         self.metrics = _Metrics(otel, wsgi)
@@ -534,7 +553,11 @@ class WsgiExchange:
         self.attributes = attributes
         self._done = False
         wsgi = features._wsgi
-        if span.is_recording() and getattr(span, "kind", None) is SpanKind.SERVER:
+        if (
+            features.capture_request
+            and span.is_recording()
+            and getattr(span, "kind", None) is SpanKind.SERVER
+        ):
             captured = wsgi.collect_custom_request_headers_attributes(environ)
             if captured:
                 span.set_attributes(captured)
@@ -553,7 +576,11 @@ class WsgiExchange:
         wsgi = self._features._wsgi
         span = self.span
         wsgi.add_response_attributes(span, status, headers, self.attributes, self._features.mode)
-        if span.is_recording() and getattr(span, "kind", None) is SpanKind.SERVER:
+        if (
+            self._features.capture_response
+            and span.is_recording()
+            and getattr(span, "kind", None) is SpanKind.SERVER
+        ):
             captured = wsgi.collect_custom_response_headers_attributes(headers)
             if captured:
                 span.set_attributes(captured)
