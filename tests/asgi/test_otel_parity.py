@@ -632,6 +632,9 @@ def test_every_otel_keyword_is_accepted(telemetry: Telemetry) -> None:
     names = list(inspect.signature(OpenTelemetryMiddleware).parameters)[1:]
     assert sorted(names) == sorted(values), "OTel's middleware has new options: add them here"
     SpanProfilesMiddleware(make_app(), **values)
+    from span_profiles._adapter import ADAPTER_OPTIONS
+
+    assert set(names) <= set(ADAPTER_OPTIONS), "the adapters must list every OTel option"
 
 
 async def test_tracer_and_meter_keywords_are_used(telemetry: Telemetry) -> None:
