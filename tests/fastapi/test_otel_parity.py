@@ -51,7 +51,7 @@ def theirs(t: Telemetry, **options: Any) -> FastAPI:
     """OTel's ASGI middleware added to the app."""
     app = make_app()
     app.add_middleware(
-        OpenTelemetryMiddleware,  # type: ignore[arg-type]
+        OpenTelemetryMiddleware,
         tracer_provider=t.tracer_provider,
         meter_provider=t.meter_provider,
         **options,
@@ -59,7 +59,7 @@ def theirs(t: Telemetry, **options: Any) -> FastAPI:
     return app
 
 
-def ours(t: Telemetry, **options: Any) -> FastAPI:
+def ours(t: Telemetry, **options: Any) -> Any:
     """instrument_app with the same options."""
     return instrument_app(
         make_app(), tracer_provider=t.tracer_provider, meter_provider=t.meter_provider, **options
