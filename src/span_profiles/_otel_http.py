@@ -39,6 +39,7 @@ from opentelemetry.util.http import (
 )
 
 from span_profiles import _otel_compat
+from span_profiles._request import HTTP_ROUTE
 from span_profiles._settings import SettingsError
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "option_names",
 ]
 
-HTTP_ROUTE = "http.route"
 HTTP_TARGET = "http.target"
 ERROR_TYPE = "error.type"
 _HOOKS = {

@@ -66,8 +66,14 @@ class Telemetry:
         return found
 
     def reset(self) -> None:
-        """Forget the spans and start a fresh metric reader (metrics are cumulative)."""
+        """Forget the spans (metrics are cumulative: see :meth:`with_fresh_meter`)."""
         self.exporter.clear()
+
+    def with_fresh_meter(self) -> Telemetry:
+        """The same tracing, with a new meter provider and reader (shut it down after)."""
+        reader = InMemoryMetricReader()
+        meter_provider = MeterProvider(metric_readers=[reader])
+        return Telemetry(self.tracer_provider, self.exporter, meter_provider, reader, self.sink)
 
 
 def without_route(points: Points) -> Points:

@@ -249,12 +249,7 @@ async def test_metrics_match(
     await get(their_app)
     their_points = telemetry.points()
 
-    fresh = Telemetry(
-        telemetry.tracer_provider,
-        telemetry.exporter,
-        *_fresh_meter(),
-        telemetry.sink,
-    )
+    fresh = telemetry.with_fresh_meter()
     our_app = ours(fresh)
     await get(our_app, method="POST", headers=headers)
     await get(our_app)
@@ -281,14 +276,6 @@ async def test_metrics_match(
         routes = {dict(key).get("http.route") for key in our_points["http.server.request.duration"]}
         assert routes == {"/items/{item_id}"}
     fresh.meter_provider.shutdown()
-
-
-def _fresh_meter() -> tuple[Any, Any]:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    reader = InMemoryMetricReader()
-    return MeterProvider(metric_readers=[reader]), reader
 
 
 async def test_active_requests_go_up_while_the_request_runs(telemetry: Telemetry) -> None:

@@ -52,24 +52,13 @@ def ours(t: Telemetry, **options: Any) -> Any:
         return WSGIHandler()
 
 
-def fresh_meter(t: Telemetry) -> Telemetry:
-    """``t`` with a new meter provider and reader (metrics are cumulative)."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    reader = InMemoryMetricReader()
-    return Telemetry(
-        t.tracer_provider, t.exporter, MeterProvider(metric_readers=[reader]), reader, t.sink
-    )
-
-
 def test_span_and_metrics_match(telemetry: Telemetry) -> None:
     """Same attributes and metrics (ours adds http.route); ours is named after the pattern."""
     call(theirs(telemetry), "/items/7")
     their_span = telemetry.server_span()
     their_points = telemetry.points()
     telemetry.reset()
-    fresh = fresh_meter(telemetry)
+    fresh = telemetry.with_fresh_meter()
     call(ours(fresh), "/items/7")
     our_span = telemetry.server_span()
     same_keys(attributes(our_span), attributes(their_span))

@@ -68,9 +68,6 @@ def ours(t: Telemetry, **options: Any) -> Any:
 
 async def test_span_metrics_and_hooks_match(telemetry: Telemetry) -> None:
     """Same attributes, metrics and server_request_hook calls; ours is route-named."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
     calls: dict[str, list[str]] = {"theirs": [], "ours": []}
     await get(
         theirs(
@@ -80,14 +77,7 @@ async def test_span_metrics_and_hooks_match(telemetry: Telemetry) -> None:
     their_span = telemetry.server_span()
     their_points = telemetry.points()
     telemetry.reset()
-    reader = InMemoryMetricReader()
-    fresh = Telemetry(
-        telemetry.tracer_provider,
-        telemetry.exporter,
-        MeterProvider(metric_readers=[reader]),
-        reader,
-        telemetry.sink,
-    )
+    fresh = telemetry.with_fresh_meter()
     await get(
         ours(fresh, server_request_hook=lambda span, scope: calls["ours"].append(scope["path"]))
     )

@@ -74,21 +74,11 @@ def get(app: flask.Flask, path: str = "/items/42", **headers: str) -> Any:
 
 def test_span_and_metrics_match(telemetry: Telemetry) -> None:
     """Same attributes and metrics (ours adds http.route); ours is named after the URL rule."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
     get(theirs(telemetry))
     their_span = telemetry.server_span()
     their_points = telemetry.points()
     telemetry.reset()
-    reader = InMemoryMetricReader()
-    fresh = Telemetry(
-        telemetry.tracer_provider,
-        telemetry.exporter,
-        MeterProvider(metric_readers=[reader]),
-        reader,
-        telemetry.sink,
-    )
+    fresh = telemetry.with_fresh_meter()
     get(ours(fresh))
     our_span = telemetry.server_span()
     same_keys(attributes(our_span), attributes(their_span))

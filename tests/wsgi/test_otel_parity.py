@@ -171,23 +171,13 @@ def test_metrics_match(
     telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch, opt_in: str | None
 ) -> None:
     """The same instruments, attributes and counts (ours also times the body)."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
     set_semconv_mode(monkeypatch, opt_in)
     their_app = theirs(telemetry)
     call(their_app)
     call(their_app, method="POST")
     their_points = telemetry.points()
 
-    reader = InMemoryMetricReader()
-    fresh = Telemetry(
-        telemetry.tracer_provider,
-        telemetry.exporter,
-        MeterProvider(metric_readers=[reader]),
-        reader,
-        telemetry.sink,
-    )
+    fresh = telemetry.with_fresh_meter()
     our_app = ours(fresh)
     call(our_app)
     call(our_app, method="POST")
