@@ -25,6 +25,7 @@ from timeit import default_timer
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.http import (
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST as CAPTURE_REQUEST,
@@ -175,8 +176,6 @@ def _otel_given(options: Mapping[str, Any]) -> bool:
 
 
 def _http_enabled() -> bool:
-    from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
-
     return bool(is_http_instrumentation_enabled())
 
 
@@ -218,10 +217,15 @@ class _Metrics:
         response_size: int | None = None,
     ) -> None:
         context = trace.set_span_in_context(span)
-        old = _otel_compat.server_duration_attrs(self.module, attributes, new=False)
-        if target:
-            old[HTTP_TARGET] = target
-        new = _otel_compat.server_duration_attrs(self.module, attributes, new=True)
+        # Only the conventions whose instruments exist (OTEL_SEMCONV_STABILITY_OPT_IN).
+        old: dict[str, Any] = {}
+        if self.duration_old is not None:
+            old = _otel_compat.server_duration_attrs(self.module, attributes, new=False)
+            if target:
+                old[HTTP_TARGET] = target
+        new: dict[str, Any] = {}
+        if self.duration_new is not None:
+            new = _otel_compat.server_duration_attrs(self.module, attributes, new=True)
         if self.duration_old is not None:
             self.duration_old.record(max(round(duration_s * 1000), 0), old, context=context)
         if self.duration_new is not None:
@@ -323,7 +327,7 @@ Message = MutableMapping[str, Any]
 class AsgiExchange:
     """One connection's OTel features: hooks, header capture, status, metrics, ``traceresponse``."""
 
-    __slots__ = ("_features", "_response_size", "_start", "attributes", "scope", "span")
+    __slots__ = ("_active", "_features", "_response_size", "_start", "attributes", "scope", "span")
 
     def __init__(
         self,
@@ -353,12 +357,8 @@ class AsgiExchange:
         if features.server_request_hook is not None:
             features.server_request_hook(span, scope)
         if scope["type"] == "http":
-            features.metrics.active.add(1, self._active_attrs())
-
-    def _active_attrs(self) -> dict[str, Any]:
-        return _otel_compat.active_request_attrs(
-            self._features._asgi, self.attributes, self._features.mode
-        )
+            self._active = _otel_compat.active_request_attrs(asgi, attributes, features.mode)
+            features.metrics.active.add(1, self._active)
 
     def receive(
         self, receive: Callable[[], Awaitable[Message]]
@@ -432,7 +432,7 @@ class AsgiExchange:
             request_size=request_size,
             response_size=self._response_size,
         )
-        features.metrics.active.add(-1, self._active_attrs())
+        features.metrics.active.add(-1, self._active)
 
 
 def _content_length(getter: Any, carrier: Any) -> int | None:
@@ -538,7 +538,7 @@ class WsgiFeatures:
 class WsgiExchange:
     """One request's OTel features: hooks, header capture, status, error type, metrics."""
 
-    __slots__ = ("_done", "_features", "_start", "attributes", "environ", "span")
+    __slots__ = ("_active", "_done", "_features", "_start", "attributes", "environ", "span")
 
     def __init__(
         self,
@@ -564,12 +564,8 @@ class WsgiExchange:
         if features.request_hook is not None:
             features.request_hook(span, environ)
         self._start = default_timer()
-        features.metrics.active.add(1, self._active_attrs())
-
-    def _active_attrs(self) -> dict[str, Any]:
-        return _otel_compat.active_request_attrs(
-            self._features._wsgi, self.attributes, self._features.mode
-        )
+        self._active = _otel_compat.active_request_attrs(wsgi, attributes, features.mode)
+        features.metrics.active.add(1, self._active)
 
     def responding(self, status: str, headers: list[tuple[str, str]]) -> None:
         """Called from ``start_response``: status, response headers, ``response_hook``."""
@@ -603,4 +599,4 @@ class WsgiExchange:
         if route:
             self.attributes[HTTP_ROUTE] = route
         self._features.metrics.record(self.span, self.attributes, default_timer() - self._start)
-        self._features.metrics.active.add(-1, self._active_attrs())
+        self._features.metrics.active.add(-1, self._active)
