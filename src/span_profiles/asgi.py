@@ -137,9 +137,8 @@ class _RoutedScope(dict[str, Any]):
             self._prefix += path if isinstance(path, str) else ""
         self._last = route
         template = _template(route)
-        if template is None:
-            return
-        self._request.rename(self._prefix + template)
+        if template is not None:
+            self._request.rename(self._prefix + template)
 
 
 class SpanProfilesMiddleware:

@@ -84,28 +84,53 @@ def route_finder(app: Starlette | Router) -> Callable[[Scope], str | None]:
     will pick for a scope, found the way the router finds it (first full match, else the first
     partial one, such as a wrong method; into mounted apps and included routers), or ``None``.
 
-    The routes are read on every call, so routes added later are found too. The router still
-    does its own matching; this only calls each route's ``matches`` (the cost is measured by
-    ``benchmarks/routing.py``).
+    The router still does its own matching; this calls each route's ``matches`` once more
+    (``benchmarks/routing.py`` measures it). The list of routes is flattened again whenever
+    the app's routes list changes; a route added later to an already included router is found
+    only when the router picks it, as without a lookup.
     """
     router = app.router if isinstance(app, Starlette) else app
+    flattened = _Flattened(router)
 
     def find(scope: Scope) -> str | None:
-        return _match(router.routes, scope, "")
+        return _match(flattened.candidates(), scope, "")
 
     return find
 
 
-def _candidates(routes: Sequence[BaseRoute]) -> Iterable[Any]:
+_Candidate = tuple[Callable[[Scope], tuple[Match, Scope]], Any]
+
+
+def _flatten(routes: Sequence[BaseRoute]) -> list[_Candidate]:
     # FastAPI versions that include routers lazily keep one entry per included router; their
     # public iter_route_contexts lists the effective routes, with prefixed paths, in order.
-    return routes if _iter_route_contexts is None else _iter_route_contexts(routes)
+    found = routes if _iter_route_contexts is None else _iter_route_contexts(routes)
+    return [(route.matches, route) for route in found]
 
 
-def _match(routes: Sequence[BaseRoute], scope: Scope, prefix: str) -> str | None:
+class _Flattened:
+    """A router's candidates, flattened once per change of its routes list (not per request)."""
+
+    __slots__ = ("_candidates", "_key", "_router")
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+        self._key: tuple[int, int] | None = None
+        self._candidates: list[_Candidate] = []
+
+    def candidates(self) -> list[_Candidate]:
+        routes = self._router.routes
+        key = (id(routes), len(routes))
+        if key != self._key:
+            self._candidates = _flatten(routes)
+            self._key = key
+        return self._candidates
+
+
+def _match(candidates: list[_Candidate], scope: Scope, prefix: str) -> str | None:
     partial: tuple[Any, Scope] | None = None
-    for route in _candidates(routes):
-        match, child_scope = route.matches(scope)
+    for matches, route in candidates:
+        match, child_scope = matches(scope)
         if match is Match.FULL:
             return _template_of(route, {**scope, **child_scope}, prefix)
         if match is Match.PARTIAL and partial is None:
@@ -121,7 +146,7 @@ def _template_of(route: Any, scope: Scope, prefix: str) -> str | None:
         # A Mount (or Host): the endpoint is one of its routes, matched in the child scope, as
         # the mounted router will. A Mount of a plain app (static files) is named by itself.
         path = getattr(route, "path", "")
-        found = _match(inner, scope, prefix + (path if isinstance(path, str) else ""))
+        found = _match(_flatten(inner), scope, prefix + (path if isinstance(path, str) else ""))
         if found is not None:
             return found
     template = _route_template(route)

@@ -8,8 +8,9 @@
     app.config["SPAN_PROFILES_APPLICATION_NAME"] = "shop"
     SpanProfiles(app)                      # or: ext = SpanProfiles(); ext.init_app(app)
 
-Settings come from the arguments, then ``app.config["SPAN_PROFILES_<FIELD>"]`` for every
-:class:`span_profiles.Settings` field, then the environment. ``app.wsgi_app`` is wrapped with
+Settings come from the arguments, then ``app.config["SPAN_PROFILES_<NAME>"]`` for every
+:class:`span_profiles.Settings` field and every other adapter option (the same resolution as
+keyword arguments), then the environment. ``app.wsgi_app`` is wrapped with
 :class:`span_profiles.wsgi.SpanProfilesWSGIMiddleware`, so the span, and the labels, cover the
 whole response including streamed bodies. The URL map is matched before Flask opens the session
 or runs ``before_request`` hooks, so the span is born named after its rule and no sample of a

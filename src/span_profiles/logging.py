@@ -16,9 +16,18 @@ structlog::
 
     structlog.configure(processors=[add_span_profiles_ids, ..., JSONRenderer()])
 
-``trace_id`` (32 hex) and ``span_id`` (16 hex) are the current span's; ``profile_id`` is the
-``pyroscope.profile.id`` of its local root, the ``span_id`` label its samples carry. Each is ``""``
-when there is no such span.
+Which id finds the profile: ``profile_id``. It is the id the request's CPU samples are labelled
+with (their ``span_id`` label), which is the ``pyroscope.profile.id`` of the span Grafana offers
+"Profiles for this span" on: the local root span, i.e. the request's server span (with
+``scope="all"``, the current span itself). ``span_id`` is the innermost current span's, for
+trace correlation; inside a request it is often a child span whose id labels no sample. FastAPI's
+own telemetry (recent FastAPI versions) is one such case: in an endpoint,
+``trace.get_current_span()`` is FastAPI's ``fastapi.endpoint`` child span, not the request span
+that span-profiles labels samples with. Use :func:`current_profile_id` (or ``profile_id`` in the
+log record) wherever you want the id that selects the request's profile.
+
+``trace_id`` (32 hex) and ``span_id`` (16 hex) are the current span's; ``profile_id`` (16 hex) is
+the labelling span's. Each is ``""`` when there is no such span.
 """
 
 from __future__ import annotations
@@ -31,22 +40,41 @@ from opentelemetry import trace
 
 from span_profiles._core import engine
 
-__all__ = ["FIELDS", "SpanProfilesLogFilter", "add_span_profiles_ids", "current_ids"]
+__all__ = [
+    "FIELDS",
+    "SpanProfilesLogFilter",
+    "add_span_profiles_ids",
+    "current_ids",
+    "current_profile_id",
+]
 
 FIELDS = ("trace_id", "span_id", "profile_id")
 """The names this module adds to log records and structlog event dicts."""
 
 
+def current_profile_id() -> str:
+    """The id the current context's CPU samples are labelled with (16 hex), or ``""``.
+
+    That is the request span's id (the local root's; the current span's with ``scope="all"``),
+    whatever child span is current, and the span's ``pyroscope.profile.id``. ``""`` outside a
+    labelled span, or once that span has ended.
+    """
+    holder = engine.current_holder()
+    return holder.profile_id if holder is not None and holder.labels else ""
+
+
 def current_ids() -> dict[str, str]:
-    """``trace_id``, ``span_id`` and ``profile_id`` of the current context (``""`` if none)."""
+    """``trace_id`` and ``span_id`` of the current span, and :func:`current_profile_id`.
+
+    Each is ``""`` when there is no such span.
+    """
     ctx = trace.get_current_span().get_span_context()
     if not ctx.is_valid:
         return {"trace_id": "", "span_id": "", "profile_id": ""}
-    holder = engine.current_holder()
     return {
         "trace_id": format(ctx.trace_id, "032x"),
         "span_id": format(ctx.span_id, "016x"),
-        "profile_id": holder.profile_id if holder is not None and holder.labels else "",
+        "profile_id": current_profile_id(),
     }
 
 

@@ -14,7 +14,10 @@ bodies carry the request's labels. It ends when the server closes the response. 
 with ``wsgi.file_wrapper`` is returned as is, so servers keep their ``sendfile`` fast path; only
 its ``close`` is wrapped.
 
-The span is named ``METHOD`` until a framework adapter renames it after routing (Flask does).
+The span is named ``METHOD`` until a framework adapter renames it after routing, or from its
+start, ``METHOD /route``, when the ``find_route`` argument finds the route before the
+application runs: a function from the environ to the route template (or ``None``) that must not
+change the environ; Flask's adapter passes one that matches the URL map.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@
 
 The middleware is sync- and async-capable, so Django runs it natively under WSGI (gunicorn) and
 ASGI (uvicorn, daphne). ``SPAN_PROFILES`` takes any :class:`span_profiles.Settings` field (the
-profiler's included); explicit values beat it, it beats the environment. With the app installed,
+profiler's included) and every other option the adapters take, through the same resolution as
+keyword arguments; explicit values beat it, it beats the environment. The span is named after the
+URL pattern from its start: the resolver is asked before the other middlewares run. With the app installed,
 a bad value fails ``django.setup()``; without it, the first request.
 """
 
