@@ -225,7 +225,14 @@ class AdapterCore:
             # and the metrics, and sends traceresponse.
             request.set_attributes(attributes)
         elif http is not None:
-            request.exchange = http.begin(request.span, environ, attributes)
+            try:
+                request.exchange = http.begin(request.span, environ, attributes)
+            except BaseException as exc:
+                # A request hook that raises fails the request, as with OTel's WSGI middleware;
+                # the span still ends, with the exception on it.
+                request.record_exception(exc)
+                request.end()
+                raise
         return request
 
 

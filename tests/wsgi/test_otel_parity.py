@@ -396,3 +396,17 @@ def test_bad_options_raise_settings_error(options: dict[str, Any], named: str) -
     """A bad OTel option, or an ASGI-only one, is refused at construction, naming it."""
     with pytest.raises(SettingsError, match=named):
         SpanProfilesWSGIMiddleware(app, **options)
+
+
+def test_failing_request_hook_fails_the_request_and_ends_the_span(telemetry: Telemetry) -> None:
+    """As with OTel's WSGI middleware, a raising request_hook fails the request; ours ends its span."""
+
+    def hook(span: Any, environ: Environ) -> None:
+        raise ValueError("hook broke")
+
+    for wrap in (theirs, ours):
+        with pytest.raises(ValueError, match="hook broke"):
+            call(wrap(telemetry, request_hook=hook))
+    spans = telemetry.server_spans()
+    assert len(spans) == 1, "theirs leaves its span open; ours ends it"
+    assert [e.attributes["exception.type"] for e in exception_events(spans[0])] == ["ValueError"]
