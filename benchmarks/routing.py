@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import io
 import statistics
 import sys
@@ -136,7 +137,7 @@ def flask_rows(provider: Any, routes: int, repeats: int, seconds: float) -> list
         assert find(_wsgi_environ(path)) == f"/r{index}/<int:x>"
         runs = _measure(
             {
-                "lookup": lambda p=path: find(_wsgi_environ(p)),
+                "lookup": functools.partial(lambda p: find(_wsgi_environ(p)), path),
                 "request off": _call_wsgi(off.wsgi_app, path),
                 "request on": _call_wsgi(on.wsgi_app, path),
             },
@@ -179,7 +180,7 @@ def django_rows(provider: Any, routes: int, repeats: int, seconds: float) -> lis
     span_profiles.instrument(tracer_provider=provider, sink=RecordingSink())
     on = WSGIHandler()
     real = sp_django._resolve_early
-    sp_django._resolve_early = lambda request: None  # type: ignore[assignment]
+    sp_django._resolve_early = lambda request: None
     try:
         off = WSGIHandler()
     finally:
@@ -192,7 +193,7 @@ def django_rows(provider: Any, routes: int, repeats: int, seconds: float) -> lis
         assert real(request) == f"r{index}/<int:x>"
         runs = _measure(
             {
-                "lookup": lambda r=request: real(r),
+                "lookup": functools.partial(real, request),
                 "request off": _call_wsgi(off, f"/r{index}/7"),
                 "request on": _call_wsgi(on, f"/r{index}/7"),
             },
@@ -256,7 +257,7 @@ def fastapi_rows(provider: Any, routes: int, repeats: int, seconds: float) -> li
         assert find(scope(path)) == f"/api/r{index}/{{x}}"
         runs = _measure(
             {
-                "lookup": lambda p=path: find(scope(p)),
+                "lookup": functools.partial(lambda p: find(scope(p)), path),
                 "request off": call(off, path),
                 "request on": call(on, path),
             },
