@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import platform
 import statistics
 import sys
@@ -144,9 +145,9 @@ def configurations(tracer_provider: Any) -> dict[str, Callable[[int], float]]:
     }
     rows: dict[str, Callable[[int], float]] = {}
     for name, app in asgi.items():
-        rows[name] = lambda n, app=app: time_asgi(app, n)
+        rows[name] = functools.partial(time_asgi, app)
     for name, app in wsgi.items():
-        rows[name] = lambda n, app=app: time_wsgi(app, n)
+        rows[name] = functools.partial(time_wsgi, app)
     return rows
 
 
