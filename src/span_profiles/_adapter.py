@@ -9,7 +9,12 @@ early). Everything framework-free and repeated between adapters lives here or in
 Options: explicit keyword arguments and a framework's own settings (Django's ``SPAN_PROFILES``,
 Flask's ``app.config["SPAN_PROFILES_*"]``) go through the same :func:`resolve_options`. Names
 that are :class:`~span_profiles.Settings` fields become settings; names listed in
-:data:`ADAPTER_OPTIONS` become :attr:`AdapterCore.options`; any other name is an error naming it.
+:data:`ADAPTER_OPTIONS` (OpenTelemetry's middleware options) become :attr:`AdapterCore.options`;
+any other name is an error naming it.
+
+OTel's features (metrics, header capture, excluded URLs, hooks, suppression) are built once into
+:attr:`AdapterCore.http` and run per request by :meth:`AdapterCore.begin` and the
+:class:`~span_profiles._request.RequestSpan` it returns.
 """
 
 from __future__ import annotations
@@ -19,9 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import trace
-
-from span_profiles import _otel_compat
+from span_profiles import _otel_compat, _otel_http
 from span_profiles._core import guard
 from span_profiles._request import RequestSpan, start, tracer_for
 from span_profiles._settings import Settings, SettingsError
@@ -36,12 +39,13 @@ __all__ = [
     "resolve_options",
 ]
 
-ADAPTER_OPTIONS: dict[str, Callable[[Any], Any]] = {}
+ADAPTER_OPTIONS: dict[str, Callable[[Any], Any]] = dict(_otel_http.OPTION_PARSERS)
 """Options the adapters take besides :class:`~span_profiles.Settings` fields, by name, with the
 parser that validates a given value (raising ``TypeError``/``ValueError``). A parser is called
 only for a value that was given (not ``None``), and must accept its own output unchanged, as the
 settings' parsers do: thin adapters (Flask, FastAPI) resolve the options, naming the source of a
-bad value, and hand the result on to the middleware."""
+bad value, and hand the result on to the middleware. Today: every keyword argument of OTel's ASGI
+and WSGI middleware (:data:`span_profiles._otel_http.OPTION_PARSERS`)."""
 
 _SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
 
@@ -105,6 +109,9 @@ class AdapterCore:
     """OTel's HTTP semantic-convention opt-in mode, for its attribute collectors."""
     find_route: EarlyRoute
     """The framework's route lookup before the app runs (finds nothing if none was given)."""
+    http: Any = None
+    """OTel's HTTP server features for this adapter (:class:`span_profiles._otel_http.AsgiFeatures`
+    or :class:`~span_profiles._otel_http.WsgiFeatures`); ``None`` when disabled."""
 
     @classmethod
     def create(
@@ -118,15 +125,33 @@ class AdapterCore:
         framework: Mapping[str, Any] | None = None,
         framework_name: str = "framework settings",
         find_route: Callable[[Any], str | None] | None = None,
+        protocol: str | None = None,
+        inner_otel: Any | None = None,
+        excluded_urls_env: str | None = None,
     ) -> AdapterCore:
         """Resolve the options (see :func:`resolve_options`) and prepare the lazy start.
 
         Nothing starts here: servers may build the app before they fork. ``find_route`` is
-        the framework's route lookup (see :class:`EarlyRoute`).
+        the framework's route lookup (see :class:`EarlyRoute`). ``protocol`` (``"asgi"`` or
+        ``"wsgi"``) builds OTel's features from the options: ``inner_otel`` is an OTel
+        middleware the adapter wraps directly (whose options it then takes),
+        ``excluded_urls_env`` the ``OTEL_PYTHON_<NAME>_EXCLUDED_URLS`` variable to read
+        (default: the protocol's).
         """
         resolved, extra = resolve_options(
             options or {}, framework, settings=settings, framework_name=framework_name
         )
+        # A tracer provider in the framework's settings (Django's SPAN_PROFILES) counts too.
+        tracer_provider = tracer_provider or extra.get("tracer_provider")
+        http: Any = None
+        if protocol is not None and resolved.enabled:
+            features = _otel_http.AsgiFeatures if protocol == "asgi" else _otel_http.WsgiFeatures
+            http = features(
+                extra,
+                tracer_provider=tracer_provider,
+                inner=inner_otel,
+                env_name=excluded_urls_env or protocol.upper(),
+            )
         return cls(
             tracer_name=tracer_name,
             settings=resolved,
@@ -135,6 +160,7 @@ class AdapterCore:
             ensure_started=LazyStart(tracer_provider, sink, resolved),
             semconv=_otel_compat.http_semconv_mode(),
             find_route=EarlyRoute(find_route),
+            http=http,
         )
 
     @property
@@ -152,8 +178,14 @@ class AdapterCore:
         raw_name: str | None = None,
         route: str | None = None,
         on_loop: bool = False,
+        environ: Any | None = None,
+        url: Callable[[], str] | None = None,
     ) -> RequestSpan | None:
-        """Start (or adopt) the request's span; ``None``: an outer adapter handles the request.
+        """Start (or adopt) the request's span; ``None``: pass the request through untraced.
+
+        ``None`` when an outer adapter handles the request, when HTTP instrumentation is
+        suppressed, or when its URL is excluded. A span this adapter starts gets OTel's
+        features (``RequestSpan.exchange``: header capture, the hooks, the metrics).
 
         Args:
             method: the span name's method (:func:`span_profiles._request.http_method`).
@@ -163,20 +195,44 @@ class AdapterCore:
             raw_name: the name an outer OTel middleware gives from the raw path.
             route: the route template, when the adapter could find it before the app runs.
             on_loop: the caller runs on an event loop's thread (see :class:`LazyStart`).
+            environ: what the WSGI features read headers from and hand the hooks, if not
+                ``carrier`` (Django: ``request.META``).
+            url: the full URL, for excluded URLs, when the features cannot build it.
         """
         self.ensure_started(on_loop=on_loop)
+        http = self.http
+        environ = carrier if environ is None else environ
+        if http is not None and http.skips(environ, url):
+            return None
+        name, extra = (None, {}) if http is None else http.details(carrier)
         attributes = collect_attributes(collect, carrier, self.semconv)
+        attributes.update(extra)
+        tracer = None if http is None else http.tracer
         request = start(
-            tracer_for(self.tracer_name, self.tracer_provider),
+            tracer or tracer_for(self.tracer_name, self.tracer_provider),
             method=method,
             carrier=carrier,
             getter=getter,
             attributes=attributes,
             raw_name=raw_name,
             route=route,
+            name=name,
         )
-        if request is not None and not request.owned:
+        if request is None:
+            return None
+        if not request.owned:
+            # The outer instrumentation owns the span: it records the status, the exception
+            # and the metrics, and sends traceresponse.
             request.set_attributes(attributes)
+        elif http is not None:
+            try:
+                request.exchange = http.begin(request.span, environ, attributes)
+            except BaseException as exc:
+                # A request hook that raises fails the request, as with OTel's WSGI middleware;
+                # the span still ends, with the exception on it.
+                request.record_exception(exc)
+                request.end()
+                raise
         return request
 
 
@@ -225,9 +281,4 @@ def collect_attributes(
 
 def inject_response_headers(request: RequestSpan, carrier: Any, setter: Any) -> None:
     """Add the global response propagator's headers (``traceresponse``...), if one is set."""
-    from opentelemetry.instrumentation import propagators
-
-    get: Any = propagators.get_global_response_propagator
-    propagator = get()
-    if propagator is not None:
-        propagator.inject(carrier, context=trace.set_span_in_context(request.span), setter=setter)
+    _otel_http.inject_response(carrier, request.span, setter)

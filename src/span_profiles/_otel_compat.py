@@ -10,7 +10,13 @@ OpenTelemetry offers no public way to do four things span-profiles needs:
 - know the HTTP semantic-convention opt-in mode that OTel's own instrumentations use
   (:func:`http_semconv_mode`, ``opentelemetry.instrumentation._semconv``);
 - remove a span processor from an SDK tracer provider (:func:`remove_span_processor`,
-  ``_active_span_processor._span_processors``).
+  ``_active_span_processor._span_processors``);
+- record HTTP server metrics exactly as OTel's ASGI and WSGI middleware do: their attribute
+  filters (:func:`server_duration_attrs`, :func:`active_request_attrs`: the modules'
+  ``_parse_duration_attrs`` / ``_parse_active_request_count_attrs``), the ASGI route target
+  (:func:`asgi_route_target`, ``_collect_target_attribute``), the target attributes
+  (:func:`set_http_target`: ``_semconv._set_http_target`` and ``util.http._parse_url_query``) and
+  whether the new conventions are reported (:func:`reports_new`, ``_semconv._report_new``).
 
 ``tests/otel_compat/test_otel_compat.py`` is the canary: it fails, naming the missing piece, when
 an OpenTelemetry upgrade removes one of them. Nothing else in the package may reach into
@@ -27,10 +33,15 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 __all__ = [
     "SPAN_KEY",
+    "active_request_attrs",
+    "asgi_route_target",
     "current_context_var",
     "http_semconv_mode",
     "remove_span_processor",
+    "reports_new",
     "runtime_context",
+    "server_duration_attrs",
+    "set_http_target",
     "set_runtime_context",
 ]
 
@@ -88,3 +99,49 @@ def remove_span_processor(provider: Any, processor: Any) -> bool:
     with lock:
         active._span_processors = tuple(p for p in processors if p is not processor)
     return True
+
+
+def server_duration_attrs(module: Any, attributes: Any, *, new: bool) -> dict[str, Any]:
+    """The duration-metric attributes OTel's ``module`` (its ``asgi`` or ``wsgi``) keeps.
+
+    ``new``: for ``http.server.request.duration`` (else the old ``http.server.duration``).
+    """
+    from opentelemetry.instrumentation._semconv import _StabilityMode
+
+    mode = _StabilityMode.HTTP if new else _StabilityMode.DEFAULT
+    parse: Any = module._parse_duration_attrs
+    return dict(parse(attributes, mode))
+
+
+def active_request_attrs(module: Any, attributes: Any, mode: Any) -> dict[str, Any]:
+    """The ``http.server.active_requests`` attributes OTel's ``module`` keeps in ``mode``."""
+    parse: Any = module._parse_active_request_count_attrs
+    return dict(parse(attributes, mode))
+
+
+def asgi_route_target(scope: Any) -> str | None:
+    """OTel's ASGI ``http.target`` for metrics: the router's path format under ``root_path``."""
+    from opentelemetry.instrumentation import asgi
+
+    collect: Any = asgi._collect_target_attribute
+    target = collect(scope)
+    return target if isinstance(target, str) else None
+
+
+def set_http_target(attributes: Any, target: str, mode: Any) -> None:
+    """Set the target attributes of ``mode`` from ``target``, as OTel's ASGI middleware does."""
+    from opentelemetry.instrumentation import _semconv
+    from opentelemetry.util import http
+
+    split: Any = http._parse_url_query
+    path, query = split(target)
+    set_target: Any = _semconv._set_http_target
+    set_target(attributes, target, path, query, mode)
+
+
+def reports_new(mode: Any) -> bool:
+    """Whether ``mode`` reports the stable HTTP conventions (``OTEL_SEMCONV_STABILITY_OPT_IN``)."""
+    from opentelemetry.instrumentation import _semconv
+
+    report: Any = _semconv._report_new
+    return bool(report(mode))

@@ -71,7 +71,7 @@ class RequestSpan:
     carries the guard that makes nested span-profiles middlewares pass through.
     """
 
-    __slots__ = ("_ended", "context", "method", "owned", "route", "span")
+    __slots__ = ("_ended", "context", "exchange", "fixed_name", "method", "owned", "route", "span")
 
     def __init__(
         self, span: trace.Span, *, owned: bool, method: str, parent: Any, route: str | None = None
@@ -83,6 +83,11 @@ class RequestSpan:
         self.route: str | None = route
         """The route template, once known."""
         self._ended = False
+        self.fixed_name = False
+        """The user named the span (OTel's ``default_span_details``): routing keeps the name."""
+        self.exchange: Any = None
+        """The request's OTel features (:mod:`span_profiles._otel_http`) when this adapter owns
+        the span: told of an exception, and finished (its metrics recorded) when the span ends."""
         self.context = otel_context.set_value(
             _REQUEST_KEY, self, trace.set_span_in_context(span, parent)
         )
@@ -107,7 +112,7 @@ class RequestSpan:
             self.route = route
             if self.span.is_recording():
                 self.span.set_attribute(HTTP_ROUTE, route)
-        if getattr(self.span, "name", None) != name:
+        if not self.fixed_name and getattr(self.span, "name", None) != name:
             self.span.update_name(name)
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
@@ -116,15 +121,28 @@ class RequestSpan:
             self.span.set_attributes(attributes)
 
     def record_exception(self, exc: BaseException) -> None:
-        """Record ``exc`` on the span and mark it as failed."""
+        """Record ``exc`` on the span and mark it as failed, if this adapter started the span.
+
+        An adopted span's owner (OTel's middleware outside ours...) records the exception
+        itself, on its way out: recording it here too would show it twice.
+        """
+        if not self.owned:
+            return
+        if self.exchange is not None:
+            self.exchange.failed(exc)
         if self.span.is_recording():
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__qualname__}: {exc}"))
 
     def end(self) -> None:
-        """End the span once, if this adapter started it (an adopted span is its owner's to end)."""
+        """End the span once, if this adapter started it (an adopted span is its owner's to end).
+
+        The request's metrics are recorded first, with the route template known by then.
+        """
         if self.owned and not self._ended:
             self._ended = True
+            if self.exchange is not None:
+                self.exchange.finish(self.route)
             self.span.end()
 
     def closing(self, close: Callable[[], object] | None) -> Callable[[], None]:
@@ -255,6 +273,7 @@ def start(
     attributes: Mapping[str, AttributeValue],
     raw_name: str | None = None,
     route: str | None = None,
+    name: str | None = None,
 ) -> RequestSpan | None:
     """Start the request's server span, or adopt the one already current.
 
@@ -265,7 +284,8 @@ def start(
     (FastAPIInstrumentor, FastAPI's own telemetry, ``opentelemetry-instrument``, OTel's own
     middleware outside ours) it is adopted, not duplicated; ``raw_name`` is the name such a
     middleware gives from the raw path, which is replaced so that no raw path reaches the
-    ``span_name`` label.
+    ``span_name`` label. ``name`` (from OTel's ``default_span_details``) names the span instead,
+    for good: routing does not rename it.
     """
     if otel_context.get_value(_REQUEST_KEY) is not None:
         return None
@@ -273,6 +293,9 @@ def start(
     parent = otel_context.get_current()
     if current.is_recording() and getattr(current, "kind", None) is SpanKind.SERVER:
         request = RequestSpan(current, owned=False, method=method, parent=parent)
+        if name is not None:
+            request.fixed_name = True
+            current.update_name(name)
         if route is not None:
             request.rename(route)
         elif raw_name is not None and getattr(current, "name", None) == raw_name:
@@ -286,10 +309,12 @@ def start(
         # Called from inside a span of this process (an app mounted in another one, a test):
         # the same choice as OTel's instrumentations, which make this an INTERNAL child.
         kind = SpanKind.INTERNAL
-    name = method
+    span_name = method
     if route:
         # Born with its final name, so no sample and no span listing ever shows a bare method.
-        name = f"{method} {route}"
+        span_name = f"{method} {route}"
         attributes = {**attributes, HTTP_ROUTE: route}
-    span = tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
-    return RequestSpan(span, owned=True, method=method, parent=parent, route=route or None)
+    span = tracer.start_span(name or span_name, context=parent, kind=kind, attributes=attributes)
+    request = RequestSpan(span, owned=True, method=method, parent=parent, route=route or None)
+    request.fixed_name = name is not None
+    return request

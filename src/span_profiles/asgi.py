@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from span_profiles._adapter import AdapterCore, inject_response_headers
+from span_profiles._adapter import AdapterCore
 from span_profiles._core.sinks import Sink
 from span_profiles._request import RequestSpan, http_method
 from span_profiles._settings import Settings
@@ -49,9 +49,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 """An ASGI 3 application."""
 
 _collect_request_attributes: Callable[..., dict[str, Any]] = _otel_asgi.collect_request_attributes
-_set_status_code: Callable[..., None] = _otel_asgi.set_status_code
 _asgi_getter: Any = _otel_asgi.asgi_getter
-_asgi_setter: Any = _otel_asgi.asgi_setter
 
 _WEBSOCKET = "WEBSOCKET"
 """The span name's "method" for a websocket connection, which has none."""
@@ -147,7 +145,9 @@ class SpanProfilesMiddleware:
     """Pure ASGI middleware: a server span per request, labelled for profiling.
 
     Args:
-        app: the ASGI application to wrap.
+        app: the ASGI application to wrap. If it is OTel's own ASGI ``OpenTelemetryMiddleware``,
+            this one takes its place (and its options, unless given OTel options itself), so
+            the two stacked still give one span.
         tracer_provider: the provider to start spans with and to instrument; default: the one
             ``instrument()`` was given, else the global one.
         sink: where labels go when this middleware calls :func:`span_profiles.instrument`.
@@ -156,8 +156,16 @@ class SpanProfilesMiddleware:
             ``None``; called before the app runs, so the span is born with its final name
             (:func:`span_profiles.fastapi.instrument_app` passes one for Starlette's router).
             Without it, or when it finds nothing, the span is renamed when the router picks.
-        **options: any :class:`span_profiles.Settings` field; wins over ``settings`` and the
-            environment. An invalid value raises :class:`span_profiles.SettingsError` here.
+        excluded_urls_env: read ``OTEL_PYTHON_<this>_EXCLUDED_URLS`` (falling back to
+            ``OTEL_PYTHON_EXCLUDED_URLS``) when ``excluded_urls`` is not given;
+            :func:`span_profiles.fastapi.instrument_app` passes ``FASTAPI``, as OTel's FastAPI
+            instrumentation reads it.
+        **options: any :class:`span_profiles.Settings` field, and any keyword argument of
+            OTel's ``OpenTelemetryMiddleware`` (``excluded_urls``, ``server_request_hook``,
+            ``meter_provider``, ``http_capture_headers_server_request``...), with OTel's meaning
+            and OTel's environment variables (and ``OTEL_PYTHON_ASGI_EXCLUDED_URLS`` /
+            ``OTEL_PYTHON_EXCLUDED_URLS``). Settings win over ``settings`` and the environment.
+            An invalid or unknown option raises :class:`span_profiles.SettingsError` here.
 
     ``span_profiles.instrument()`` is called at lifespan startup or on the first request if it
     has not been called yet. With ``enabled=False`` the middleware passes everything through.
@@ -172,9 +180,10 @@ class SpanProfilesMiddleware:
         sink: Sink | None = None,
         settings: Settings | None = None,
         find_route: Callable[[Scope], str | None] | None = None,
+        excluded_urls_env: str = "ASGI",
         **options: Any,
     ) -> None:
-        self.app = app
+        inner = app if isinstance(app, _otel_asgi.OpenTelemetryMiddleware) else None
         self._core = AdapterCore.create(
             __name__,
             tracer_provider=tracer_provider,
@@ -182,8 +191,15 @@ class SpanProfilesMiddleware:
             settings=settings,
             options=options,
             find_route=find_route,
+            protocol="asgi",
+            inner_otel=inner,
+            excluded_urls_env=excluded_urls_env,
         )
         self.settings = self._core.settings
+        if inner is not None and self._core.enabled:
+            # Stacked right outside OTel's middleware: do its work instead of nesting a span.
+            app = inner.app
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
@@ -209,16 +225,18 @@ class SpanProfilesMiddleware:
         if request is None:
             await self.app(scope, receive, send)
             return
+        exchange = request.exchange
+        if exchange is not None:
+            # Ours started the span: OTel's features (an adopted span's owner runs its own).
+            receive = exchange.receive(receive)
+            send = _sending(exchange, send)
         with request.activated(end=True):
-            await self.app(_RoutedScope(scope, request), receive, self._send(request, send))
+            await self.app(_RoutedScope(scope, request), receive, send)
 
-    def _send(self, request: RequestSpan, send: Send) -> Send:
-        semconv = self._core.semconv
 
-        async def send_with_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                _set_status_code(request.span, message["status"], None, semconv)
-                inject_response_headers(request, message, _asgi_setter)
-            await send(message)
+def _sending(exchange: Any, send: Send) -> Send:
+    async def send_with_telemetry(message: Message) -> None:
+        exchange.sending(message)
+        await send(message)
 
-        return send_with_status
+    return send_with_telemetry

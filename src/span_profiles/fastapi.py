@@ -55,8 +55,11 @@ def instrument_app(
 ) -> Starlette:
     """Add :class:`SpanProfilesMiddleware` to a FastAPI or Starlette app (once) and return it.
 
-    ``options`` are :class:`span_profiles.Settings` fields; they are validated now, so a bad
-    value raises :class:`span_profiles.SettingsError` here rather than on the first request.
+    ``options`` are :class:`span_profiles.Settings` fields and OTel's ASGI middleware options
+    (as ``FastAPIInstrumentor.instrument_app`` takes them: ``excluded_urls``, the hooks,
+    ``meter_provider``...); ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` is read as OTel's FastAPI
+    instrumentation reads it. They are validated now, so a bad value raises
+    :class:`span_profiles.SettingsError` here rather than on the first request.
     Calling it again on the same app changes nothing. The span is named from the app's routes
     before the app runs (:func:`route_finder`).
     """
@@ -70,6 +73,7 @@ def instrument_app(
         sink=sink,
         settings=settings,
         find_route=route_finder(app),
+        excluded_urls_env="FASTAPI",
         **other,
     )
     return app

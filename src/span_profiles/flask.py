@@ -64,7 +64,11 @@ class SpanProfiles:
         app: the app to instrument now; or call :meth:`init_app` later (app factories).
         tracer_provider: the provider to start spans with and to instrument; default: global.
         sink: where labels go; default: the pyroscope-io agent when installed.
-        **options: :class:`span_profiles.Settings` fields; they win over ``app.config``.
+        **options: :class:`span_profiles.Settings` fields and OTel's WSGI middleware options
+            (``excluded_urls``, ``request_hook``, ``response_hook``, ``meter_provider``); they
+            win over ``app.config``, where the same names take the ``SPAN_PROFILES_`` prefix
+            (``SPAN_PROFILES_EXCLUDED_URLS``). ``OTEL_PYTHON_FLASK_EXCLUDED_URLS`` is read as
+            OTel's Flask instrumentation reads it.
     """
 
     def __init__(
@@ -94,9 +98,12 @@ class SpanProfiles:
         app.extensions[_EXTENSION] = settings
         if not settings.enabled:
             return
+        # SPAN_PROFILES_TRACER_PROVIDER is OTel's tracer_provider option; the argument wins.
+        configured_provider = options.pop("tracer_provider", None)
         app.wsgi_app = SpanProfilesWSGIMiddleware(  # type: ignore[method-assign]
             app.wsgi_app,
-            tracer_provider=self._tracer_provider,
+            tracer_provider=self._tracer_provider or configured_provider,
+            excluded_urls_env="FLASK",
             sink=self._sink,
             settings=settings,
             find_route=_url_rule_finder(app),

@@ -50,7 +50,7 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 """A WSGI application."""
 
 _collect_request_attributes: Callable[..., dict[str, Any]] = _otel_wsgi.collect_request_attributes
-_add_response_attributes: Callable[..., None] = _otel_wsgi.add_response_attributes
+_response_setter: Any = _otel_wsgi.default_response_propagation_setter
 _wsgi_getter: Any = _otel_wsgi.wsgi_getter
 _raw_span_name: Callable[[Environ], str] = _otel_wsgi.get_default_span_name
 
@@ -59,13 +59,20 @@ class SpanProfilesWSGIMiddleware:
     """WSGI middleware: a server span per request, labelled for profiling.
 
     Args:
-        app: the WSGI application to wrap.
+        app: the WSGI application to wrap. If it is OTel's own WSGI ``OpenTelemetryMiddleware``,
+            this one takes its place (and its hooks and meter, unless given OTel options
+            itself), so the two stacked still give one span.
         tracer_provider: the provider to start spans with and to instrument; default: the one
             ``instrument()`` was given, else the global one.
         sink: where labels go when this middleware calls :func:`span_profiles.instrument`.
         settings: already resolved settings (thin adapters pass these).
-        **options: any :class:`span_profiles.Settings` field; wins over ``settings`` and the
-            environment. An invalid value raises :class:`span_profiles.SettingsError` here.
+        excluded_urls_env: read ``OTEL_PYTHON_<this>_EXCLUDED_URLS`` (falling back to
+            ``OTEL_PYTHON_EXCLUDED_URLS``) when ``excluded_urls`` is not given.
+        **options: any :class:`span_profiles.Settings` field, any keyword argument of OTel's
+            WSGI ``OpenTelemetryMiddleware`` (``request_hook``, ``response_hook``,
+            ``meter_provider``) and ``excluded_urls``, with OTel's meaning; OTel's header
+            capture variables are honoured. Settings win over ``settings`` and the environment.
+            An invalid or unknown option raises :class:`span_profiles.SettingsError` here.
 
     ``span_profiles.instrument()`` is called on the first request if nothing called it before
     (after a pre-forking server forked). With ``enabled=False`` requests pass straight through.
@@ -80,9 +87,10 @@ class SpanProfilesWSGIMiddleware:
         sink: Sink | None = None,
         settings: Settings | None = None,
         find_route: Callable[[Environ], str | None] | None = None,
+        excluded_urls_env: str = "WSGI",
         **options: Any,
     ) -> None:
-        self.app = app
+        inner = app if isinstance(app, _otel_wsgi.OpenTelemetryMiddleware) else None
         self._core = AdapterCore.create(
             __name__,
             tracer_provider=tracer_provider,
@@ -90,8 +98,15 @@ class SpanProfilesWSGIMiddleware:
             settings=settings,
             options=options,
             find_route=find_route,
+            protocol="wsgi",
+            inner_otel=inner,
+            excluded_urls_env=excluded_urls_env,
         )
         self.settings = self._core.settings
+        if inner is not None and self._core.enabled:
+            # Stacked right outside OTel's middleware: do its work instead of nesting a span.
+            app = inner.wsgi
+        self.app = app
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one request."""
@@ -108,19 +123,21 @@ class SpanProfilesWSGIMiddleware:
         )
         if request is None:
             return self.app(environ, start_response)
-        semconv = core.semconv
+        exchange = request.exchange
+        if exchange is None:
+            # An adopted span: its owner records the status and sends traceresponse.
+            responding = start_response
+        else:
 
-        def start_response_with_status(
-            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo = None
-        ) -> Callable[[bytes], object]:
-            _add_response_attributes(request.span, status, headers, None, semconv)
-            inject_response_headers(
-                request, headers, _otel_wsgi.default_response_propagation_setter
-            )
-            return start_response(status, headers, exc_info)
+            def responding(
+                status: str, headers: list[tuple[str, str]], exc_info: ExcInfo = None
+            ) -> Callable[[bytes], object]:
+                exchange.responding(status, headers)
+                inject_response_headers(request, headers, _response_setter)
+                return start_response(status, headers, exc_info)
 
         with request.activated(end=True) as active:
-            iterable = self.app(environ, start_response_with_status)
+            iterable = self.app(environ, responding)
             active.keep_open()
         return _scoped(iterable, request, environ)
 

@@ -80,3 +80,121 @@ def test_http_semconv_mode_is_readable() -> None:
     from opentelemetry.instrumentation._semconv import _StabilityMode
 
     assert isinstance(_otel_compat.http_semconv_mode(), _StabilityMode)
+
+
+def _attrs_with_everything() -> dict[str, object]:
+    return {
+        "http.method": "GET",
+        "http.request.method": "GET",
+        "http.scheme": "http",
+        "url.scheme": "http",
+        "http.status_code": 200,
+        "http.response.status_code": 200,
+        "http.route": "/items/{id}",
+        "http.target": "/items/1",
+        "net.peer.ip": "127.0.0.1",
+    }
+
+
+@pytest.mark.parametrize("protocol", ["asgi", "wsgi"])
+def test_server_metric_attribute_filters(protocol: str) -> None:
+    """The ASGI and WSGI modules' _parse_duration_attrs / _parse_active_request_count_attrs."""
+    module = pytest.importorskip(f"opentelemetry.instrumentation.{protocol}")
+    attrs = _attrs_with_everything()
+    old = _otel_compat.server_duration_attrs(module, attrs, new=False)
+    new = _otel_compat.server_duration_attrs(module, attrs, new=True)
+    assert old == {"http.method": "GET", "http.scheme": "http", "http.status_code": 200}, (
+        f"opentelemetry.instrumentation.{protocol}._parse_duration_attrs changed"
+    )
+    assert new == {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "http.response.status_code": 200,
+        "http.route": "/items/{id}",
+    }
+    from opentelemetry.instrumentation._semconv import _StabilityMode
+
+    active = _otel_compat.active_request_attrs(module, attrs, _StabilityMode.HTTP)
+    assert active == {"http.request.method": "GET", "url.scheme": "http"}, (
+        f"opentelemetry.instrumentation.{protocol}._parse_active_request_count_attrs changed"
+    )
+
+
+def test_asgi_route_target_and_http_target() -> None:
+    """asgi._collect_target_attribute, _semconv._set_http_target and util.http._parse_url_query."""
+    pytest.importorskip("opentelemetry.instrumentation.asgi")
+    from opentelemetry.instrumentation._semconv import _StabilityMode
+
+    class Route:
+        path_format = "/items/{id}"
+
+    assert _otel_compat.asgi_route_target({"root_path": "/api", "route": Route()}) == (
+        "/api/items/{id}"
+    )
+    assert _otel_compat.asgi_route_target({}) is None
+    attrs: dict[str, object] = {}
+    _otel_compat.set_http_target(attrs, "/items/{id}?q=1", _StabilityMode.HTTP_DUP)
+    assert attrs == {
+        "http.target": "/items/{id}?q=1",
+        "url.path": "/items/{id}",
+        "url.query": "q=1",
+    }
+
+
+def test_reports_new() -> None:
+    """_semconv._report_new tells the stable conventions apart from the old ones."""
+    pytest.importorskip("opentelemetry.instrumentation._semconv")
+    from opentelemetry.instrumentation._semconv import _StabilityMode
+
+    assert _otel_compat.reports_new(_StabilityMode.HTTP)
+    assert _otel_compat.reports_new(_StabilityMode.HTTP_DUP)
+    assert not _otel_compat.reports_new(_StabilityMode.DEFAULT)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "names"),
+    [
+        (
+            "asgi",
+            [
+                "excluded_urls",
+                "default_span_details",
+                "server_request_hook",
+                "client_request_hook",
+                "client_response_hook",
+                "http_capture_headers_server_request",
+                "http_capture_headers_server_response",
+                "http_capture_headers_sanitize_fields",
+                "duration_histogram_old",
+                "duration_histogram_new",
+                "active_requests_counter",
+                "server_response_size_histogram",
+                "server_response_body_size_histogram",
+                "server_request_size_histogram",
+                "server_request_body_size_histogram",
+                "app",
+            ],
+        ),
+        (
+            "wsgi",
+            [
+                "request_hook",
+                "response_hook",
+                "duration_histogram_old",
+                "duration_histogram_new",
+                "active_requests_counter",
+                "wsgi",
+            ],
+        ),
+    ],
+)
+def test_otel_middleware_exposes_what_it_resolved(protocol: str, names: list[str]) -> None:
+    """span_profiles._otel_http reads these attributes of OTel's middleware after construction."""
+    module = pytest.importorskip(f"opentelemetry.instrumentation.{protocol}")
+
+    async def asgi_app(scope: object, receive: object, send: object) -> None:
+        return None
+
+    middleware = module.OpenTelemetryMiddleware(asgi_app if protocol == "asgi" else print)
+    missing = [name for name in names if not hasattr(middleware, name)]
+    assert not missing, f"OTel's {protocol} OpenTelemetryMiddleware no longer has {missing}"

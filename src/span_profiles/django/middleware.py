@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from span_profiles._adapter import AdapterCore, resolve_options
+from span_profiles._adapter import AdapterCore, inject_response_headers, resolve_options
 from span_profiles._request import (
     Activation,
     RequestSpan,
@@ -47,11 +47,21 @@ def _optional_module(name: str) -> Any:
 
 # Used under ASGI when installed; WSGI-only deployments need not install it.
 _otel_asgi: Any = _optional_module("opentelemetry.instrumentation.asgi")
-_add_response_attributes: Callable[..., None] = _otel_wsgi.add_response_attributes
 _wsgi_getter: Any = _otel_wsgi.wsgi_getter
 _raw_span_name: Callable[[Any], str] = _otel_wsgi.get_default_span_name
 
 GetResponse = Callable[[HttpRequest], Any]
+
+
+class _ResponseHeaderSetter:
+    """Sets ``traceresponse`` (and the other response-propagator headers) on a Django response."""
+
+    def set(self, carrier: Any, key: str, value: str) -> None:
+        """Set header ``key``."""
+        carrier[key] = value
+
+
+_response_setter = _ResponseHeaderSetter()
 
 
 def _framework_options() -> Mapping[str, Any] | None:
@@ -99,6 +109,11 @@ class SpanProfilesMiddleware:
     (a middleware that sets ``request.urlconf``). Streaming responses keep the span, and their
     chunks the labels, until Django closes them. If ``opentelemetry-instrumentation-django`` (or
     an outer ASGI/WSGI middleware) already started a server span, that span is reused.
+
+    ``SPAN_PROFILES`` also takes OTel's WSGI middleware options (``excluded_urls``,
+    ``request_hook``, ``response_hook``, ``meter_provider``, ``tracer_provider``); the hooks get
+    ``request.META`` as the environ. ``OTEL_PYTHON_DJANGO_EXCLUDED_URLS`` is read as OTel's Django
+    instrumentation reads it, falling back to ``OTEL_PYTHON_EXCLUDED_URLS``.
     """
 
     sync_capable = True
@@ -113,6 +128,8 @@ class SpanProfilesMiddleware:
             framework=_framework_options(),
             framework_name=_FRAMEWORK_NAME,
             find_route=_resolve_early,
+            protocol="wsgi",
+            excluded_urls_env="DJANGO",
         )
         self.settings = self._core.settings
         self._async = iscoroutinefunction(get_response)
@@ -170,15 +187,19 @@ class SpanProfilesMiddleware:
             raw_name=raw_name,
             route=core.find_route(request),
             on_loop=on_loop,
+            environ=request.META,
+            url=lambda: request.build_absolute_uri("?"),
         )
 
     def _finish(self, active: Activation, request_span: RequestSpan, response: Any) -> None:
         if not isinstance(response, HttpResponseBase):
             return
-        reason = getattr(response, "reason_phrase", "") or "-"
-        _add_response_attributes(
-            request_span.span, f"{response.status_code} {reason}", [], None, self._core.semconv
-        )
+        exchange = request_span.exchange
+        if exchange is not None:
+            # Ours started the span (an adopted span's owner records its own status).
+            reason = getattr(response, "reason_phrase", "") or "-"
+            exchange.responding(f"{response.status_code} {reason}", list(response.items()))
+            inject_response_headers(request_span, response, _response_setter)
         if response.streaming:
             active.keep_open()
             _keep_span_until_closed(response, request_span)
