@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from span_profiles import _profiler
+from span_profiles import _placement, _profiler
+from span_profiles._core import guard
 
 
 class FakeAgent(types.ModuleType):
@@ -59,8 +60,9 @@ def clean_profiler() -> Iterator[None]:
     yield
     _profiler.stop_profiler()
     _profiler._agent = None
-    _profiler._pending_loop_threads.clear()
-    _profiler._logged.clear()
+    _profiler._name_warned = _profiler._fork_warned = False
+    _placement.reset_for_tests()
+    guard.reset()
     if mask is not None:
         os.sched_setaffinity(0, mask)
 

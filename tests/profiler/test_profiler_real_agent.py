@@ -122,7 +122,7 @@ def test_fork_child_starts_its_own_agent(receiver: Receiver) -> None:
         assert len(child["child_mask"]) > 1
     assert "forked while its profiler runs" in done.stderr
     seen = counts(receiver)
-    assert seen["child", "burn_in_child"] >= 15
+    assert seen["child", "burn_in_child"] >= 15, done.stderr
     assert seen["parent", "burn_in_parent"] >= 15
     assert seen["parent", "burn_in_child"] == 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import pytest
@@ -11,7 +10,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import ProxyTracerProvider
 
-from span_profiles import SettingsError, _profiler
+from span_profiles import SettingsError
 from span_profiles._profiler import profiler_running, start_profiler, stop_profiler
 from span_profiles.gunicorn import make_post_fork, post_fork
 from tests.profiler.conftest import FakeAgent
@@ -212,10 +211,3 @@ def test_gunicorn_post_fork_passes_worker_number(
     post_fork(object(), Worker())
     make_post_fork(upload_interval=4)(object(), object())
     assert seen == [{"cpu_index": 3}, {"cpu_index": None, "upload_interval": 4}]
-
-
-def test_choose_cpu_spreads_indexes() -> None:
-    """Consecutive worker indexes get consecutive CPUs of the allowed set, wrapping around."""
-    cpus = [2, 5, 7]
-    assert [_profiler.choose_cpu(cpus, i) for i in range(4)] == [2, 5, 7, 2]
-    assert _profiler.choose_cpu(cpus) == cpus[os.getpid() % 3]
