@@ -338,8 +338,8 @@ def _make_wrapper(original: Callable[[threading.Thread], None]) -> Callable[...,
         if mask is not None:
             try:
                 # Only a thread born with the pin: one that a user confined stays confined.
-                if frozenset(os.sched_getaffinity(0)) == pinned:
-                    os.sched_setaffinity(0, mask)
+                if _system.get_affinity(0) == pinned:
+                    _system.set_affinity(0, mask)
             except Exception as exc:
                 guard.fail("restoring the CPU mask of a new thread", exc, _unwrap_threads)
         original(self)
