@@ -61,6 +61,9 @@ logger = logging.getLogger("span_profiles")
 CHECK_INTERVAL = 1.0
 """Seconds between two looks at the loop thread's run-queue wait."""
 
+_PROBE_BYTES = 12 << 20
+"""What a probe hashes: ~15 ms of CPU, spent only while the loop waits for its CPU."""
+
 
 class System(Protocol):
     """The kernel interface placement uses; tests pass a fake one."""
@@ -85,6 +88,9 @@ class System(Protocol):
 
     def python_threads(self) -> frozenset[int]:
         """Native ids of the threads Python's ``threading`` knows."""
+
+    def probe(self, cpu: int) -> float | None:
+        """Run-queue wait per run time of a short burst of work on ``cpu`` (calling thread)."""
 
     def now(self) -> float:
         """A monotonic clock in seconds."""
@@ -154,6 +160,27 @@ class LinuxSystem:
         """See :meth:`System.python_threads`."""
         return frozenset(t.native_id for t in threading.enumerate() if t.native_id is not None)
 
+    def probe(self, cpu: int) -> float | None:
+        """See :meth:`System.probe`: ~15 ms of hashing that releases the GIL, on ``cpu``."""
+        import hashlib
+
+        before_mask = os.sched_getaffinity(0)
+        tid = threading.get_native_id()
+        data = bytes(_PROBE_BYTES)
+        try:
+            os.sched_setaffinity(0, {cpu})
+            start = self.schedstat(tid)
+            # hashlib releases the GIL on large inputs: the loop keeps running meanwhile.
+            hashlib.sha256(data).digest()
+            end = self.schedstat(tid)
+        except OSError:
+            return None
+        finally:
+            self.set_affinity(0, frozenset(before_mask))
+        if start is None or end is None or end[0] <= start[0]:
+            return None
+        return (end[1] - start[1]) / (end[0] - start[0])
+
     def now(self) -> float:
         """See :meth:`System.now`."""
         import time
@@ -173,14 +200,21 @@ def supported() -> bool:
 
 @dataclass
 class Policy:
-    """Where the loop goes and when it moves: pure decisions on readings, testable alone."""
+    """Where the loop goes and when it moves: pure decisions on readings, testable alone.
+
+    Contention is measured as run-queue wait per unit of run time: ``0`` means the thread ran
+    whenever it wanted, ``1`` that it waited as long as it ran (one other busy thread on the CPU).
+    The loop's own ratio measures its CPU; a short probe on a candidate CPU measures that one.
+    """
 
     wait_fraction: float = 0.10
     """The loop is contended in an interval when it waited for its CPU this share of it."""
     patience: int = 2
-    """Contended intervals in a row before a move is considered."""
-    margin: float = 0.25
-    """A move needs a CPU less busy than the current one by this share."""
+    """Contended intervals in a row before candidates are probed."""
+    margin: float = 0.3
+    """A move needs a candidate with this share less contention than the loop's CPU."""
+    candidates: int = 2
+    """How many of the least busy CPUs (by ``/proc/stat``) are probed."""
     rng: random.Random = field(default_factory=random.Random)
     """Breaks the tie between workers contending for one CPU: they must not all move together."""
     contended: int = 0
@@ -188,6 +222,8 @@ class Policy:
     _last: tuple[float, int, int] | None = None
     _cpu_times: Mapping[int, tuple[int, int]] | None = None
     _hesitated: bool = False
+    _backoff: int = 1
+    """After probes found no better CPU, the next probe waits this many times ``patience``."""
 
     def first_cpu(
         self, allowed: Sequence[int], loop_cpu: int | None, index: int | None
@@ -219,6 +255,7 @@ class Policy:
         current: int,
         allowed: Sequence[int],
         cpu_times: Callable[[], Mapping[int, tuple[int, int]]],
+        probe: Callable[[int], float | None],
     ) -> tuple[int, str] | None:
         """One look at the loop thread; returns ``(new CPU, why)`` when it should move.
 
@@ -228,27 +265,44 @@ class Policy:
             current: the CPU it is pinned to.
             allowed: the process's CPUs.
             cpu_times: reads per-CPU ``(busy, total)``; called only while the loop is contended.
+            probe: measures wait per run time on a CPU; called only while contended, for the
+                loop's CPU and the candidates, then less and less often while no CPU is better.
         """
         last, self._last = self._last, (now, sched[0], sched[1])
         if last is None or now <= last[0]:
             return None
-        interval_ns = (now - last[0]) * 1e9
-        waited = (sched[1] - last[2]) / interval_ns
+        waited_ns, ran_ns = sched[1] - last[2], sched[0] - last[1]
+        waited = waited_ns / ((now - last[0]) * 1e9)
         if waited < self.wait_fraction:
-            self.restart()
-            self._last = (now, sched[0], sched[1])
+            self.contended, self._cpu_times, self._hesitated, self._backoff = 0, None, False, 1
             return None
         self.contended += 1
         before, self._cpu_times = self._cpu_times, cpu_times()
-        if self.contended < self.patience or before is None:
+        if self.contended < self.patience:
             return None
-        busy = _busy_shares(before, self._cpu_times)
-        here = busy.get(current, 1.0)
-        others = [cpu for cpu in allowed if cpu != current and cpu in busy]
-        if not others:
-            return None
-        target = min(others, key=lambda cpu: (busy[cpu], cpu))
-        if busy[target] + self.margin > here:
+        here = waited_ns / max(ran_ns, 1)
+        # The loop competes on its own CPU; on a candidate it would not find itself. A probe on
+        # its CPU counts it as a competitor, weighted by the share of time it was runnable.
+        runnable = min(1.0, (waited_ns + ran_ns) / ((now - last[0]) * 1e9))
+        own = probe(current)
+        busy = _busy_shares(before, self._cpu_times) if before is not None else {}
+        others = sorted((c for c in allowed if c != current), key=lambda c: (busy.get(c, 0.0), c))
+        best: tuple[float, int] | None = None
+        for cpu in others[: self.candidates]:
+            there = probe(cpu)
+            if there is not None and (best is None or there < best[0]):
+                best = (there, cpu)
+        logger.debug(
+            "span-profiles: loop on CPU %d waited %.2f s per s run; probes (wait per run): "
+            "own CPU %s, best other %s",
+            current,
+            here,
+            own,
+            best,
+        )
+        if own is None or best is None or best[0] > (own - runnable) * (1 - self.margin):
+            self._backoff = min(self._backoff * 2, 32)
+            self.contended = -self._backoff * self.patience
             return None
         if not self._hesitated and self.rng.random() < 0.5:
             # Workers of one server contending for one CPU see the same readings; if they all
@@ -257,10 +311,11 @@ class Policy:
             return None
         why = (
             f"the loop waited for CPU {current} {waited:.0%} of the last second; "
-            f"CPU {current} was {here:.0%} busy, CPU {target} {busy[target]:.0%}"
+            f"probes waited {own:.2f} s per s run there, {best[0]:.2f} on CPU {best[1]}"
         )
+        self._backoff = 1
         self.restart()
-        return target, why
+        return best[1], why
 
 
 def _busy_shares(
@@ -585,7 +640,7 @@ def tick() -> bool:
             _release_loop(state)
             return False
         decision = state.policy.observe(
-            _system.now(), sched, state.cpu, state.allowed, _system.cpu_times
+            _system.now(), sched, state.cpu, state.allowed, _system.cpu_times, _system.probe
         )
         if decision is None:
             return True

@@ -331,8 +331,10 @@ def _flush(agent_module: Any, agent: _Agent) -> None:
             finished.set()
 
     # A daemon thread: the interpreter may exit while the agent still waits on the network.
+    begun = time.monotonic()
     threading.Thread(target=shutdown, name="span-profiles-flush", daemon=True).start()
     if finished.wait(timeout):
+        logger.debug("span-profiles: profiler stopped, flush took %.2f s", time.monotonic() - begun)
         return
     logger.warning(
         "span-profiles: the profiler's exit flush to %s did not finish within shutdown_timeout="

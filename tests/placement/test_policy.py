@@ -29,6 +29,9 @@ class FakeSystem:
         self.busy: dict[int, tuple[int, int]] = {cpu: (0, 0) for cpu in ALL}
         self.clock = 0.0
         self.set_calls: list[tuple[int, frozenset[int]]] = []
+        self.contention: dict[int, float] = {cpu: 0.0 for cpu in ALL}
+        """What a probe on each CPU measures (wait per run time)."""
+        self.probed: list[int] = []
 
     def _tid(self, tid: int) -> int:
         return self.caller if tid == 0 else tid
@@ -58,6 +61,10 @@ class FakeSystem:
 
     def python_threads(self) -> frozenset[int]:
         return frozenset(self.python & set(self.masks))
+
+    def probe(self, cpu: int) -> float | None:
+        self.probed.append(cpu)
+        return self.contention[cpu]
 
     def now(self) -> float:
         return self.clock
@@ -155,12 +162,15 @@ def test_contention_moves_loop_and_sampler_together_within_seconds(
     fake.start_native(LATE_SAMPLER)  # born from an agent thread after configure(): pinned too
     fake.masks[LATE_SAMPLER] = frozenset({2})
     busy = {0: 0.9, 1: 0.05, 2: 1.0, 3: 0.7}
+    fake.contention.update({2: 2.0, 1: 0.1, 3: 0.5})
     assert _placement.tick()  # first reading
     fake.second(loop_waits=0.45, busy=busy)
     assert _placement.tick()
     assert fake.masks[LOOP] == {2}
+    assert fake.probed == []
     fake.second(loop_waits=0.45, busy=busy)
     assert _placement.tick()
+    assert fake.probed == [2, 1, 3]  # its own, then the two least busy CPUs by /proc/stat
     assert fake.masks[LOOP] == fake.masks[SAMPLER] == fake.masks[LATE_SAMPLER] == {1}
     assert fake.masks[UPLOADER] == {1}
     placement = _placement.current_placement()
@@ -172,16 +182,21 @@ def test_contention_moves_loop_and_sampler_together_within_seconds(
 
 
 def test_no_move_without_waiting_or_without_a_clearly_better_cpu(fake: FakeSystem) -> None:
-    """A busy loop that does not wait stays; so does a contended one when every CPU is as busy."""
+    """A busy loop that does not wait stays, unprobed; a contended one stays when probes find
+    every other CPU as contended, even if /proc/stat calls one idle (other tenants' load)."""
     start_agent(fake)
     _placement.tick()
     for _ in range(5):
         fake.second(loop_waits=0.01, busy={0: 0.0, 1: 0.0, 2: 1.0, 3: 0.0})
         _placement.tick()
     assert fake.masks[LOOP] == {2}
-    for _ in range(5):
-        fake.second(loop_waits=0.5, busy={0: 0.9, 1: 0.95, 2: 1.0, 3: 0.85})
+    assert fake.probed == []
+    fake.contention.update({0: 1.2, 1: 0.9, 2: 1.5, 3: 0.8})
+    for _ in range(6):
+        fake.second(loop_waits=0.5, busy={0: 0.0, 1: 0.95, 2: 1.0, 3: 0.85})
         _placement.tick()
+    # Probed once after two contended seconds; then it backs off (probes cost CPU).
+    assert fake.probed == [2, 0, 3]
     assert fake.masks[LOOP] == {2}
     assert _placement.current_placement().moves == 0
 
@@ -191,6 +206,7 @@ def test_workers_contending_for_one_cpu_take_turns(fake: FakeSystem) -> None:
     start_agent(fake)
     hesitant = Policy(rng=type("Low", (random.Random,), {"random": lambda self: 0.1})())
     _placement._state.policy = hesitant
+    fake.contention[2] = 2.0
     _placement.tick()
     busy = {0: 0.1, 1: 0.1, 2: 1.0, 3: 0.1}
     for expected in ({2}, {2}, {0}):
