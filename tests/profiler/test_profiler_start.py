@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import types
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -75,6 +76,34 @@ def test_arguments_reach_configure_and_beat_the_environment(
     assert call["tenant_id"] == "t1"
     assert call["http_headers"] == {"X-A": "1"}
     assert call["application_name"] == "svc"
+
+
+def test_agent_options_reach_configure_with_their_defaults(
+    fake_agent: FakeAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gil_only (off by default), oncpu, report_* and line_no (the agent's enum) are passed on."""
+    line_no = types.SimpleNamespace(LastInstruction="last", NoLine="none")
+    monkeypatch.setattr(fake_agent, "LineNo", line_no, raising=False)
+    assert start_profiler(tracer_provider=provider("svc"), pin_cpu="off")
+    stop_profiler()
+    monkeypatch.setenv("PYROSCOPE_GIL_ONLY", "true")
+    monkeypatch.setenv("PYROSCOPE_REPORT_THREAD_NAME", "yes")
+    assert start_profiler(
+        tracer_provider=provider("svc"), pin_cpu="off", line_no=False, oncpu=False, report_pid=True
+    )
+    default, changed = fake_agent.configure_calls
+    options = ("gil_only", "oncpu", "report_pid", "report_thread_id", "report_thread_name")
+    assert [default[k] for k in options] == [False, True, False, False, False]
+    assert default["line_no"] == "last"
+    assert [changed[k] for k in options] == [True, False, True, False, True]
+    assert changed["line_no"] == "none"
+
+
+def test_invalid_agent_option_is_a_settings_error(fake_agent: FakeAgent) -> None:
+    """A non-boolean gil_only is refused before the agent is touched."""
+    with pytest.raises(SettingsError, match="gil_only"):
+        start_profiler(tracer_provider=provider("svc"), gil_only="sometimes")
+    assert fake_agent.configure_calls == []
 
 
 def test_settings_object_is_used_and_overridden(fake_agent: FakeAgent) -> None:
