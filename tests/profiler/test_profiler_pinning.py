@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import threading
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -177,7 +178,7 @@ def test_pin_setting_sources(
     fake_agent: FakeAgent, two_cpus: list[int], monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     """SPAN_PROFILES_PIN_CPU=off and pin_cpu='off' both switch pinning off."""
-    options: dict[str, str] = {}
+    options: dict[str, Any] = {}
     if where == "argument":
         options["pin_cpu"] = "off"
     else:

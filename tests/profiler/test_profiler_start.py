@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import types
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -179,7 +180,7 @@ def test_stop_flushes_and_allows_a_new_start(fake_agent: FakeAgent) -> None:
 def test_profiler_off_starts_nothing(
     fake_agent: FakeAgent,
     monkeypatch: pytest.MonkeyPatch,
-    options: dict[str, object],
+    options: dict[str, Any],
     environment: dict[str, str],
 ) -> None:
     """profiler='off' (argument or env), or enabled=False with 'auto', returns False unconfigured."""
@@ -230,9 +231,12 @@ def test_gunicorn_post_fork_passes_worker_number(
 ) -> None:
     """The gunicorn hooks start the profiler with the worker's age as CPU index and the options."""
     seen: list[dict[str, object]] = []
-    monkeypatch.setattr(
-        "span_profiles.gunicorn.start_profiler", lambda **kw: seen.append(kw) or True
-    )
+
+    def start(**kw: object) -> bool:
+        seen.append(kw)
+        return True
+
+    monkeypatch.setattr("span_profiles.gunicorn.start_profiler", start)
 
     class Worker:
         age = 3
