@@ -164,9 +164,9 @@ class Settings:
     """Seconds between pushes."""
     enable_logging: bool = _setting(False, _bool, "PYROSCOPE_ENABLE_LOGGING")
     """Let the agent log (its Rust side is silent otherwise)."""
-    gil_only: bool = _setting(False, _bool, "PYROSCOPE_GIL_ONLY")
-    """Sample only threads that hold the GIL. Off (unlike the agent's default) so a span's profile
-    shows its native work that releases the GIL (hashlib/scrypt, bcrypt, zlib, numpy); see README."""
+    gil_only: bool = _setting(True, _bool, "PYROSCOPE_GIL_ONLY")
+    """Sample only threads that hold the GIL; ``False`` also samples native code that released it
+    (hashlib/scrypt, bcrypt, zlib, numpy), at a sampler cost that grows with the thread count."""
     oncpu: bool = _setting(True, _bool, "PYROSCOPE_ONCPU")
     """Sample only threads on a CPU, so idle waits are left out."""
     report_pid: bool = _setting(False, _bool, "PYROSCOPE_REPORT_PID")

@@ -161,7 +161,7 @@ def test_real_agent_threads_share_the_pinned_cpu(receiver: Receiver) -> None:
 
 
 def test_native_work_that_releases_the_gil_is_in_the_span(receiver: Receiver) -> None:
-    """With the default gil_only=False, hashlib.scrypt in a worker thread lands in its span."""
+    """With gil_only=False, hashlib.scrypt in a worker thread lands in its span."""
     done = run(
         receiver,
         """
@@ -172,7 +172,7 @@ def test_native_work_that_releases_the_gil_is_in_the_span(receiver: Receiver) ->
         provider = TracerProvider(resource=Resource.create({"service.name": "native"}))
         span_profiles.instrument(tracer_provider=provider)
         assert start_profiler(tracer_provider=provider, server_address=URL, upload_interval=60,
-                              pin_cpu="off")
+                              pin_cpu="off", gil_only=False)
         def burn_scrypt_login():
             hashlib.scrypt(b"pw", salt=b"salt" * 4, n=2**14, r=8, p=1, maxmem=64 << 20)
         with provider.get_tracer("t").start_as_current_span("POST /login") as span:

@@ -82,21 +82,21 @@ def test_arguments_reach_configure_and_beat_the_environment(
 def test_agent_options_reach_configure_with_their_defaults(
     fake_agent: FakeAgent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """gil_only (off by default), oncpu, report_* and line_no (the agent's enum) are passed on."""
+    """gil_only, oncpu, report_* and line_no (the agent's enum) are passed on, agent defaults."""
     line_no = types.SimpleNamespace(LastInstruction="last", NoLine="none")
     monkeypatch.setattr(fake_agent, "LineNo", line_no, raising=False)
     assert start_profiler(tracer_provider=provider("svc"), pin_cpu="off")
     stop_profiler()
-    monkeypatch.setenv("PYROSCOPE_GIL_ONLY", "true")
+    monkeypatch.setenv("PYROSCOPE_GIL_ONLY", "false")
     monkeypatch.setenv("PYROSCOPE_REPORT_THREAD_NAME", "yes")
     assert start_profiler(
         tracer_provider=provider("svc"), pin_cpu="off", line_no=False, oncpu=False, report_pid=True
     )
     default, changed = fake_agent.configure_calls
     options = ("gil_only", "oncpu", "report_pid", "report_thread_id", "report_thread_name")
-    assert [default[k] for k in options] == [False, True, False, False, False]
+    assert [default[k] for k in options] == [True, True, False, False, False]
     assert default["line_no"] == "last"
-    assert [changed[k] for k in options] == [True, False, True, False, True]
+    assert [changed[k] for k in options] == [False, False, True, False, True]
     assert changed["line_no"] == "none"
 
 
