@@ -69,7 +69,7 @@ class System(Protocol):
     """The kernel interface placement uses; tests pass a fake one."""
 
     def get_affinity(self, tid: int) -> frozenset[int]:
-        """The CPUs thread ``tid`` may run on (``0``: the calling thread)."""
+        """The CPUs thread ``tid`` may run on (``0``: the calling thread); empty when it is gone."""
 
     def set_affinity(self, tid: int, cpus: frozenset[int]) -> bool:
         """Confine thread ``tid`` to ``cpus``; ``False`` when the thread is gone or it is refused."""
@@ -100,8 +100,12 @@ class LinuxSystem:
     """:class:`System` on ``/proc`` and ``os.sched_*affinity``."""
 
     def get_affinity(self, tid: int) -> frozenset[int]:
-        """See :meth:`System.get_affinity`."""
-        return frozenset(os.sched_getaffinity(tid))
+        """See :meth:`System.get_affinity`; empty for a thread that is gone."""
+        try:
+            return frozenset(os.sched_getaffinity(tid))
+        except OSError:
+            # A thread listed in /proc a moment ago may have exited since.
+            return frozenset()
 
     def set_affinity(self, tid: int, cpus: frozenset[int]) -> bool:
         """See :meth:`System.set_affinity`."""
@@ -369,6 +373,8 @@ class _State:
     monitor: threading.Thread | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     extra_loops_logged: bool = False
+    pinned_to: set[int] = field(default_factory=set)
+    """Every CPU the agent's threads were pinned to: a thread still there is a straggler."""
 
 
 _system: System = LinuxSystem()
@@ -463,6 +469,7 @@ def agent_cpu(mode: Toggle, index: int | None) -> int | None:
             state.allowed, _system.last_cpu(threading.get_native_id()), index
         )
         state.cpu, state.reason = cpu, why
+        state.pinned_to = {cpu}
         return cpu
 
 
@@ -554,17 +561,13 @@ def pin_current_thread() -> bool:
 def _pin_loop(state: _State, tid: int, mask: frozenset[int], why: str) -> bool:
     global _restore_mask, _pinned_set
     assert state.cpu is not None
-    old = state.cpu
-    if state.index is None:
-        # Follow the loop: the kernel put it on a CPU; bring the sampler there.
-        here = _system.last_cpu(tid)
-        if here is not None and here in state.allowed and here != state.cpu:
-            state.cpu, state.reason = here, "the CPU the loop thread ran on"
+    # The loop joins the agent's CPU rather than the other way round: the agent's threads keep
+    # starting threads of their own for a while, and those inherit the CPU they were born on.
     target = frozenset({state.cpu})
     if not _system.set_affinity(tid, target):
         return False
     state.loop_tid, state.loop_mask = tid, mask
-    _move_agent(state, old, target)
+    _move_agent(state, target)
     state.policy.restart()
     _restore_mask, _pinned_set = state.process_mask, target
     _wrap_threads()
@@ -582,15 +585,21 @@ def _pin_loop(state: _State, tid: int, mask: frozenset[int], why: str) -> bool:
     return True
 
 
-def _move_agent(state: _State, old: int, target: frozenset[int]) -> None:
-    # The sampler may start a moment after configure() from an agent thread, inheriting its pin:
-    # native (non-Python) threads still pinned to the old CPU are the agent's too.
+def _move_agent(state: _State, target: frozenset[int]) -> None:
+    # Agent threads start threads of their own (the sampler a moment after configure(), upload
+    # workers later), born with their creator's pin: native (non-Python) threads pinned to a CPU
+    # we pinned to before are the agent's too.
     tasks = _system.tasks()
+    stale = {frozenset({cpu}) for cpu in state.pinned_to} - {target}
     for tid in tasks - _system.python_threads() - {state.loop_tid or -1}:
-        if tid in state.agent_tids or _system.get_affinity(tid) == {old}:
+        if tid in state.agent_tids:
+            if _system.get_affinity(tid) != target:
+                _system.set_affinity(tid, target)
+        elif state.agent_tids and _system.get_affinity(tid) in stale:
             state.agent_tids.add(tid)
             _system.set_affinity(tid, target)
     state.agent_tids &= set(tasks)
+    state.pinned_to.update(target)
 
 
 def _ranges(cpus: Sequence[int]) -> str:
@@ -631,6 +640,8 @@ def tick() -> bool:
             return False
         if not _wrapper_in_place():
             _wrap_threads()  # another hook's undo dropped it
+        # A thread an agent thread started while it was being moved kept the old CPU.
+        _move_agent(state, frozenset({state.cpu}))
         sched = _system.schedstat(state.loop_tid)
         if sched is None:
             logger.info(
@@ -650,7 +661,7 @@ def tick() -> bool:
             return True
         old, state.cpu, state.reason = state.cpu, cpu, why
         state.moves += 1
-        _move_agent(state, old, target)
+        _move_agent(state, target)
         _pinned_set = target
         logger.info(
             "span-profiles: moved event-loop thread %d and the profiler's threads %s from CPU %d "

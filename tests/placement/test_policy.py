@@ -137,10 +137,11 @@ def test_start_pins_the_loop_and_agent_threads_to_the_loops_cpu(fake: FakeSystem
     assert placement.allowed == (0, 1, 2, 3)
 
 
-def test_outside_a_loop_the_caller_is_restored_and_the_sampler_follows_the_loop(
+def test_outside_a_loop_the_caller_is_restored_and_the_loop_joins_the_agent(
     fake: FakeSystem,
 ) -> None:
-    """The agent starts on a non-loop thread; the loop thread announces itself on another CPU."""
+    """The agent starts on a non-loop thread; the loop thread, announced later, joins its CPU;
+    an agent thread born meanwhile on an older pin is gathered by the next tick."""
     start_agent(fake, in_loop=False)
     assert fake.masks[LOOP] == ALL
     assert _placement.current_placement().cpu is None
@@ -150,7 +151,12 @@ def test_outside_a_loop_the_caller_is_restored_and_the_sampler_follows_the_loop(
     fake.cpu_of[loop_thread] = 3
     fake.caller = loop_thread
     assert _placement.pin_current_thread()
-    assert fake.masks[loop_thread] == fake.masks[SAMPLER] == fake.masks[UPLOADER] == {3}
+    assert fake.masks[loop_thread] == fake.masks[SAMPLER] == fake.masks[UPLOADER] == {2}
+    fake.sched[loop_thread] = (0, 0)
+    _placement._state.pinned_to.add(0)  # as after a move from CPU 0
+    fake.masks[LATE_SAMPLER] = frozenset({0})
+    assert _placement.tick()
+    assert fake.masks[LATE_SAMPLER] == {2}
 
 
 def test_contention_moves_loop_and_sampler_together_within_seconds(
@@ -295,7 +301,7 @@ def test_a_second_loop_is_not_pinned_until_the_first_exits(fake: FakeSystem) -> 
     assert fake.masks[SAMPLER] == ALL
     fake.caller = second
     assert _placement.pin_current_thread()
-    assert fake.masks[second] == fake.masks[SAMPLER] == {0}
+    assert fake.masks[second] == fake.masks[SAMPLER] == {2}
 
 
 def test_fork_child_of_the_pinned_loop_gets_its_mask_back(fake: FakeSystem) -> None:

@@ -54,9 +54,14 @@ class FakeAgent(types.ModuleType):
 
 
 @pytest.fixture(autouse=True)
-def clean_profiler() -> Iterator[None]:
-    """Each test starts with no agent, no remembered threads and nothing logged; affinity restored."""
+def clean_profiler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with no agent, no remembered threads and nothing logged; affinity restored.
+
+    The placement monitor does not look during these tests: on a busy machine it would see the
+    test's thread wait for its CPU and move it (tests/placement covers moving).
+    """
     mask = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    monkeypatch.setattr(_placement, "CHECK_INTERVAL", 3600.0)
     yield
     _profiler.stop_profiler()
     _profiler._agent = None
