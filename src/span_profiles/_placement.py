@@ -20,10 +20,12 @@ What is confined
     do inherit the pin.
 
 Where
-    Inside the process's own mask (``os.sched_getaffinity``, which reflects a cgroup cpuset): the
-    gunicorn worker number when given (workers of one server spread), else the CPU the loop thread
-    runs on right now, which the kernel chose. The pid is never used: in containers every pod has
-    the same pid.
+    Inside the process's own mask (``os.sched_getaffinity``, which reflects a cgroup cpuset),
+    chosen when the agent starts: the gunicorn worker number when given (workers of one server
+    spread), else the CPU the starting thread runs on, which the kernel chose (with a lazy start
+    that thread is the loop thread). A loop thread announced later joins that CPU: the agent's
+    threads keep starting threads of their own, which inherit their CPU. The pid is never used:
+    in containers every pod has the same pid.
 
 Adapting
     About once a second a daemon thread reads the loop thread's ``schedstat`` (run and run-queue
