@@ -12,7 +12,9 @@ function) is classified by its ``span_id`` labels: **exact** (exactly one, that 
 
 Cases: CPU slices of 2 ms, 100 µs and 5 µs with ``await asyncio.sleep(0)`` between them; three
 child tasks (``create_task`` + ``gather``); an ``asyncio.TaskGroup``; a ``StreamingResponse``
-burning before each chunk; ``asyncio.to_thread``; a sync endpoint (Starlette's thread pool).
+burning before each chunk; ``asyncio.to_thread``; ``run_in_executor`` on a user pool; a sync
+endpoint (Starlette's thread pool). The thread cases measure the skew of jobs on worker threads,
+which keep every CPU while the loop thread is pinned.
 
 Configurations: span-profiles with the default settings (uvicorn's default loop, uvloop when
 installed; ``pin_cpu="auto"``), the same on the stdlib asyncio loop, the same with
@@ -74,6 +76,7 @@ CASES = [
     Case("TaskGroup", "taskgroup", "slice_us=100&n=99", 0.99, True),
     Case("streaming body", "streaming", "slice_us=500&n=20", 0.99, True),
     Case("asyncio.to_thread", "to_thread", "slice_us=500&n=10", 0.99, True),
+    Case("run_in_executor", "executor", "slice_us=500&n=10", 0.99, True),
     Case("sync endpoint", "sync", "slice_us=1000&n=10", 0.99, True),
 ]
 if sys.version_info < (3, 11):

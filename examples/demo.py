@@ -216,8 +216,14 @@ def analyse(
             if not functions:
                 continue
             checked += 1
-            owners = endpoint_of(set(functions))
-            if owners == {request.span_name}:
+            # Worker threads keep every CPU, so a job's first or last sample may carry the label
+            # of the job next to it on that thread: tolerate one sample or 1 %, like the e2e test.
+            foreign = sum(
+                n for f, n in functions.items() if endpoint_of({f}) != {request.span_name}
+            )
+            if endpoint_of(set(functions)) >= {request.span_name} and foreign <= max(
+                1, 0.01 * samples
+            ):
                 own_only += 1
             else:
                 mixed.append({"span_id": request.span_id, "span_name": request.span_name})

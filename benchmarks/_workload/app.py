@@ -14,6 +14,7 @@ client chooses), so every sample says which request it belongs to. ``rid=0`` use
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import sys
@@ -131,6 +132,21 @@ async def to_thread(request: Request) -> Response:
     return PlainTextResponse("ok", headers=_span_header())
 
 
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+async def in_executor(request: Request) -> Response:
+    """``loop.run_in_executor`` on a user pool (created on the loop thread) runs each slice."""
+    global _pool
+    _, burn, slice_ns, steps = _params(request)
+    if _pool is None:
+        _pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="user-pool")
+    loop = asyncio.get_running_loop()
+    for _ in range(steps):
+        await loop.run_in_executor(_pool, burn, slice_ns)
+    return PlainTextResponse("ok", headers=_span_header())
+
+
 def sync_endpoint(request: Request) -> Response:
     """A sync endpoint: Starlette runs it in its thread pool; it burns all slices in a row."""
     _, burn, slice_ns, steps = _params(request)
@@ -163,6 +179,7 @@ def build() -> Any:
         Route("/taskgroup/{endpoint}", task_group),
         Route("/streaming/{endpoint}", streaming),
         Route("/to_thread/{endpoint}", to_thread),
+        Route("/executor/{endpoint}", in_executor),
         Route("/sync/{endpoint}", sync_endpoint),
     ]
     starlette = Starlette(routes=routes, lifespan=lifespan)

@@ -165,7 +165,8 @@ class Settings:
     enable_logging: bool = _setting(False, _bool, "PYROSCOPE_ENABLE_LOGGING")
     """Let the agent log (its Rust side is silent otherwise)."""
     gil_only: bool = _setting(True, _bool, "PYROSCOPE_GIL_ONLY")
-    """Sample only threads that hold the GIL; ``False`` also samples native code that released it."""
+    """Sample only threads that hold the GIL; ``False`` also samples native code that released it
+    (hashlib/scrypt, bcrypt, zlib, numpy), at a sampler cost that grows with the thread count."""
     oncpu: bool = _setting(True, _bool, "PYROSCOPE_ONCPU")
     """Sample only threads on a CPU, so idle waits are left out."""
     report_pid: bool = _setting(False, _bool, "PYROSCOPE_REPORT_PID")

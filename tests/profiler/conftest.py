@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from span_profiles import _profiler
+from span_profiles import _placement, _profiler
+from span_profiles._core import guard
 
 
 class FakeAgent(types.ModuleType):
@@ -53,14 +54,20 @@ class FakeAgent(types.ModuleType):
 
 
 @pytest.fixture(autouse=True)
-def clean_profiler() -> Iterator[None]:
-    """Each test starts with no agent, no remembered threads and nothing logged; affinity restored."""
+def clean_profiler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with no agent, no remembered threads and nothing logged; affinity restored.
+
+    The placement monitor does not look during these tests: on a busy machine it would see the
+    test's thread wait for its CPU and move it (tests/placement covers moving).
+    """
     mask = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    monkeypatch.setattr(_placement, "CHECK_INTERVAL", 3600.0)
     yield
     _profiler.stop_profiler()
     _profiler._agent = None
-    _profiler._pending_loop_threads.clear()
-    _profiler._logged.clear()
+    _profiler._name_warned = _profiler._fork_warned = False
+    _placement.reset_for_tests()
+    guard.reset()
     if mask is not None:
         os.sched_setaffinity(0, mask)
 

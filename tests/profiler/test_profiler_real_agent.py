@@ -122,7 +122,7 @@ def test_fork_child_starts_its_own_agent(receiver: Receiver) -> None:
         assert len(child["child_mask"]) > 1
     assert "forked while its profiler runs" in done.stderr
     seen = counts(receiver)
-    assert seen["child", "burn_in_child"] >= 15
+    assert seen["child", "burn_in_child"] >= 15, done.stderr
     assert seen["parent", "burn_in_parent"] >= 15
     assert seen["parent", "burn_in_child"] == 0
 
@@ -158,3 +158,39 @@ def test_real_agent_threads_share_the_pinned_cpu(receiver: Receiver) -> None:
     assert state["masks"]
     assert all(mask == [state["cpu"]] for mask in state["masks"].values()), state
     assert state["main"] == [state["cpu"]]
+
+
+def test_native_work_that_releases_the_gil_is_in_the_span(receiver: Receiver) -> None:
+    """With gil_only=False, hashlib.scrypt in a worker thread lands in its span."""
+    done = run(
+        receiver,
+        """
+        import concurrent.futures, hashlib
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        import span_profiles
+        provider = TracerProvider(resource=Resource.create({"service.name": "native"}))
+        span_profiles.instrument(tracer_provider=provider)
+        assert start_profiler(tracer_provider=provider, server_address=URL, upload_interval=60,
+                              pin_cpu="off", gil_only=False)
+        def burn_scrypt_login():
+            hashlib.scrypt(b"pw", salt=b"salt" * 4, n=2**14, r=8, p=1, maxmem=64 << 20)
+        with provider.get_tracer("t").start_as_current_span("POST /login") as span:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                end = time.monotonic() + 1.5
+                while time.monotonic() < end:
+                    pool.submit(burn_scrypt_login).result()
+        print(format(span.get_span_context().span_id, "016x"))
+        """,
+    )
+    span_id = done.stdout.split()[-1]
+    in_span = other = 0
+    with ProfileStore(receiver.db_path) as store:
+        for sample in store.samples():
+            if "burn_scrypt_login" in sample.functions:
+                if span_id in sample.label_values("span_id"):
+                    in_span += sample.count
+                else:
+                    other += sample.count
+    assert in_span >= 50, (in_span, other)
+    assert other <= in_span * 0.05, (in_span, other)

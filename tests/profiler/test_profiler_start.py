@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
+import types
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import ProxyTracerProvider
 
-from span_profiles import SettingsError, _profiler
+from span_profiles import SettingsError
 from span_profiles._profiler import profiler_running, start_profiler, stop_profiler
 from span_profiles.gunicorn import make_post_fork, post_fork
 from tests.profiler.conftest import FakeAgent
@@ -76,6 +77,34 @@ def test_arguments_reach_configure_and_beat_the_environment(
     assert call["tenant_id"] == "t1"
     assert call["http_headers"] == {"X-A": "1"}
     assert call["application_name"] == "svc"
+
+
+def test_agent_options_reach_configure_with_their_defaults(
+    fake_agent: FakeAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gil_only, oncpu, report_* and line_no (the agent's enum) are passed on, agent defaults."""
+    line_no = types.SimpleNamespace(LastInstruction="last", NoLine="none")
+    monkeypatch.setattr(fake_agent, "LineNo", line_no, raising=False)
+    assert start_profiler(tracer_provider=provider("svc"), pin_cpu="off")
+    stop_profiler()
+    monkeypatch.setenv("PYROSCOPE_GIL_ONLY", "false")
+    monkeypatch.setenv("PYROSCOPE_REPORT_THREAD_NAME", "yes")
+    assert start_profiler(
+        tracer_provider=provider("svc"), pin_cpu="off", line_no=False, oncpu=False, report_pid=True
+    )
+    default, changed = fake_agent.configure_calls
+    options = ("gil_only", "oncpu", "report_pid", "report_thread_id", "report_thread_name")
+    assert [default[k] for k in options] == [True, True, False, False, False]
+    assert default["line_no"] == "last"
+    assert [changed[k] for k in options] == [False, False, True, False, True]
+    assert changed["line_no"] == "none"
+
+
+def test_invalid_agent_option_is_a_settings_error(fake_agent: FakeAgent) -> None:
+    """A non-boolean gil_only is refused before the agent is touched."""
+    with pytest.raises(SettingsError, match="gil_only"):
+        start_profiler(tracer_provider=provider("svc"), gil_only="sometimes")
+    assert fake_agent.configure_calls == []
 
 
 def test_settings_object_is_used_and_overridden(fake_agent: FakeAgent) -> None:
@@ -151,7 +180,7 @@ def test_stop_flushes_and_allows_a_new_start(fake_agent: FakeAgent) -> None:
 def test_profiler_off_starts_nothing(
     fake_agent: FakeAgent,
     monkeypatch: pytest.MonkeyPatch,
-    options: dict[str, object],
+    options: dict[str, Any],
     environment: dict[str, str],
 ) -> None:
     """profiler='off' (argument or env), or enabled=False with 'auto', returns False unconfigured."""
@@ -202,9 +231,12 @@ def test_gunicorn_post_fork_passes_worker_number(
 ) -> None:
     """The gunicorn hooks start the profiler with the worker's age as CPU index and the options."""
     seen: list[dict[str, object]] = []
-    monkeypatch.setattr(
-        "span_profiles.gunicorn.start_profiler", lambda **kw: seen.append(kw) or True
-    )
+
+    def start(**kw: object) -> bool:
+        seen.append(kw)
+        return True
+
+    monkeypatch.setattr("span_profiles.gunicorn.start_profiler", start)
 
     class Worker:
         age = 3
@@ -212,10 +244,3 @@ def test_gunicorn_post_fork_passes_worker_number(
     post_fork(object(), Worker())
     make_post_fork(upload_interval=4)(object(), object())
     assert seen == [{"cpu_index": 3}, {"cpu_index": None, "upload_interval": 4}]
-
-
-def test_choose_cpu_spreads_indexes() -> None:
-    """Consecutive worker indexes get consecutive CPUs of the allowed set, wrapping around."""
-    cpus = [2, 5, 7]
-    assert [_profiler.choose_cpu(cpus, i) for i in range(4)] == [2, 5, 7, 2]
-    assert _profiler.choose_cpu(cpus) == cpus[os.getpid() % 3]

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from span_profiles import _doctor
 from span_profiles.receiver.model import check_span_id
 from span_profiles.receiver.store import FunctionStat, ProfileStore, SpanStat, default_db_path
 
@@ -127,6 +128,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--limit", type=_positive_int, default=20, metavar="N", help="rows (default 20)"
     )
 
+    _doctor.register(commands)
     spans = commands.add_parser("spans", parents=[db, window], help="span ids seen, newest first")
     spans.add_argument(
         "--limit", type=_positive_int, default=50, metavar="N", help="rows (default 50)"
@@ -287,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Invalid arguments exit with status 2 through :mod:`argparse` (``SystemExit``).
     """
     args = _build_parser().parse_args(argv)
-    handlers = {"serve": _serve, "top": _top, "spans": _spans}
+    handlers = {"serve": _serve, "top": _top, "spans": _spans, "doctor": _doctor.run}
     return handlers[args.command](args)
 
 

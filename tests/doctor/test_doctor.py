@@ -1,0 +1,146 @@
+"""``span-profiles doctor``: each check on real inputs (a live receiver, files, the environment)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from span_profiles import _doctor
+from span_profiles._settings import Settings
+from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread
+from span_profiles.receiver.cli import main
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    """A live receiver on a free loopback port."""
+    started = start_receiver_in_thread(port=0, db_path=tmp_path / "live.db")
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No agent or OTel settings from the outer environment."""
+    for name in list(os.environ):
+        if name.startswith(("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")):
+            monkeypatch.delenv(name)
+
+
+def run_json(
+    capsys: pytest.CaptureFixture[str], *argv: str
+) -> tuple[int, dict[str, dict[str, str]]]:
+    """Run ``span-profiles doctor --json ARGV``; the exit status and the checks by name."""
+    status = main(["doctor", "--json", *argv])
+    checks = json.loads(capsys.readouterr().out)
+    return status, {check["name"]: check for check in checks}
+
+
+def test_a_good_setup_passes(
+    receiver: Receiver, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reachable server and agreeing names: no problem, exit status 0."""
+    pytest.importorskip("pyroscope")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "shop")
+    status, checks = run_json(
+        capsys, "--server-address", receiver.url, "--db", str(receiver.db_path)
+    )
+    assert status == 0, checks
+    assert checks["server"]["status"] == "ok"
+    assert checks["names"] == {
+        "name": "names",
+        "status": "ok",
+        "detail": "application_name follows service.name 'shop'",
+        "fix": "",
+    }
+    assert checks["agent"]["detail"].startswith("pyroscope-io 1.")
+    assert {"python", "cpus", "pinning"} <= set(checks)
+
+
+def test_unreachable_server_and_differing_names_are_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed port and application_name != service.name: two problems with fixes, status 1."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,service.name=shop")
+    status, checks = run_json(
+        capsys,
+        "--server-address", "http://127.0.0.1:9",
+        "--application-name", "checkout",
+        "--db", str(tmp_path / "absent.db"),
+    )  # fmt: skip
+    assert status == 1
+    assert checks["server"]["status"] == "problem"
+    assert "span-profiles serve" in checks["server"]["fix"]
+    assert checks["names"]["status"] == "problem"
+    assert "'checkout' differs from service.name 'shop'" in checks["names"]["detail"]
+    assert "receiver-db" not in checks  # no local database: nothing to report
+
+
+def test_pin_off_is_reported_with_its_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    """pin_cpu=off is a warning naming the fidelity it costs."""
+    _, checks = run_json(capsys, "--pin-cpu", "off", "--server-address", "http://127.0.0.1:9")
+    assert checks["pinning"]["status"] == "warning"
+    assert "94 %" in checks["pinning"]["detail"]
+
+
+def test_text_output_prints_a_fix_under_each_problem(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --json: one line per check, the fix on the next line."""
+    assert main(["doctor", "--server-address", "http://127.0.0.1:9"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    server = next(i for i, line in enumerate(lines) if line.startswith("problem  server"))
+    assert "fix: start a receiver" in lines[server + 1]
+
+
+def test_invalid_setting_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad server address is a settings error naming the argument, status 2."""
+    assert main(["doctor", "--server-address", "ftp://x"]) == 2
+    assert "server_address" in capsys.readouterr().err
+
+
+def test_python_outside_the_tested_range_is_a_warning() -> None:
+    """3.9 and 3.14 are flagged; 3.10 and 3.13 are fine."""
+    assert _doctor.check_python((3, 9)).status == "warning"
+    assert _doctor.check_python((3, 14)).status == "warning"
+    assert _doctor.check_python((3, 10)).status == "ok"
+    assert _doctor.check_python((3, 13)).status == "ok"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("50000 100000\n", 0.5), ("max 100000\n", None), ("200000 100000", 2.0)],
+)
+def test_cgroup_cpu_max_is_read(tmp_path: Path, content: str, expected: float | None) -> None:
+    """cgroup v2 ``cpu.max``: a quota in CPUs, or no limit."""
+    (tmp_path / "cpu.max").write_text(content)
+    assert _doctor.cgroup_cpu_limit(tmp_path)[0] == expected
+
+
+def test_receiver_db_retention_is_reported_when_the_store_has_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An existing database: retention via the store's retention_status(), or its absence."""
+    db = tmp_path / "profiles.db"
+    ProfileStore(db).close()
+    without = _doctor.check_receiver_db(db)
+    assert without is not None
+    assert (without.status, "no retention" in without.detail) == ("warning", True)
+    monkeypatch.setattr(
+        ProfileStore, "retention_status", lambda self: "max age 7 d, max size 1 GiB", raising=False
+    )
+    with_it = _doctor.check_receiver_db(db)
+    assert with_it == _doctor.Check(
+        "receiver-db", "ok", f"{db}: retention max age 7 d, max size 1 GiB"
+    )
+
+
+def test_names_without_any_name_warns() -> None:
+    """Neither service.name nor application_name: profiles land under unknown_service."""
+    check = _doctor.check_names(Settings(), {})
+    assert check.status == "warning"
+    assert "OTEL_SERVICE_NAME" in check.fix
