@@ -19,9 +19,14 @@ from span_profiles.receiver.store import ProfileStore
 __all__ = [
     "SampleRow",
     "Selection",
+    "SpanRow",
     "SpanSummary",
     "StackCount",
+    "has_samples",
     "iter_samples",
+    "newest_arrival",
+    "sample_rows",
+    "span_rows",
     "span_summary",
     "stack_counts",
 ]
@@ -122,6 +127,20 @@ class _Sql:
             f" {joins} WHERE {self.where}"
         )
         return sql, [*self.source_params, *join_params, *self.where_params]
+
+
+@dataclass(frozen=True)
+class SpanRow:
+    """One span's totals within a selection (a row of the overview and of an endpoint's spans)."""
+
+    span_id: str
+    service: str
+    span_name: str | None
+    """The ``span_name`` most of its samples carry, ``None`` if none carries one."""
+    sample_count: int
+    cpu_ns: float
+    first_seen: float
+    last_seen: float
 
 
 def _sql(selection: Selection) -> _Sql:
@@ -255,3 +274,62 @@ def span_summary(
         sample_count=int(row[2]),
         cpu_ns=float(row[3]),
     )
+
+
+def span_rows(store: ProfileStore, selection: Selection) -> list[SpanRow]:
+    """Per span id (and service) among the selected samples: name, samples, CPU, first and last
+    arrival. A sample carrying several span ids counts for each."""
+    sql, params = _sql(selection).query(
+        f"l.value, p.service, n.value, SUM(s.count), TOTAL({_CPU_NS}), MIN(p.received_at),"
+        " MAX(p.received_at)",
+        joins="JOIN sample_labels l ON l.sample_id = s.id AND l.key = ?"
+        " LEFT JOIN sample_labels n ON n.sample_id = s.id AND n.key = ?",
+        join_params=(SPAN_ID_LABEL, SPAN_NAME_LABEL),
+    )
+    merged: dict[tuple[str, str], list[Any]] = {}
+    names: dict[tuple[str, str], tuple[int, str]] = {}
+    for span_id, service, name, count, cpu, first, last in _read(
+        store, f"{sql} GROUP BY l.value, p.service, n.value", params
+    ):
+        key = (span_id, service)
+        row = merged.get(key)
+        if row is None:
+            merged[key] = [count, cpu, first, last]
+        else:
+            row[0] += count
+            row[1] += cpu
+            row[2] = min(row[2], first)
+            row[3] = max(row[3], last)
+        if name is not None and (
+            key not in names or (-count, name) < (-names[key][0], names[key][1])
+        ):
+            names[key] = (count, name)
+    return [
+        SpanRow(
+            span_id=span_id,
+            service=service,
+            span_name=names[(span_id, service)][1] if (span_id, service) in names else None,
+            sample_count=count,
+            cpu_ns=cpu,
+            first_seen=first,
+            last_seen=last,
+        )
+        for (span_id, service), (count, cpu, first, last) in merged.items()
+    ]
+
+
+def has_samples(store: ProfileStore, selection: Selection) -> bool:
+    """Whether any stored sample is selected."""
+    sql, params = _sql(selection).query("1")
+    return bool(_read(store, f"{sql} LIMIT 1", params))
+
+
+def newest_arrival(store: ProfileStore) -> float | None:
+    """Arrival time of the newest profile, ``None`` for an empty store."""
+    value = _read(store, "SELECT MAX(received_at) FROM profiles", [])[0][0]
+    return None if value is None else float(value)
+
+
+def sample_rows(store: ProfileStore) -> int:
+    """Number of stored sample rows."""
+    return int(_read(store, "SELECT COUNT(*) FROM samples", [])[0][0])
