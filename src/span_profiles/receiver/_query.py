@@ -9,6 +9,7 @@ Every function only reads; it takes the store's lock like the store's own querie
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,11 +122,12 @@ class _Sql:
     def query(
         self, select: str, joins: str = "", join_params: tuple[object, ...] = ()
     ) -> tuple[str, list[object]]:
-        """``SELECT {select} FROM ... {joins} WHERE ...`` and its parameters."""
-        sql = (
-            f"SELECT {select} FROM {self.source} JOIN profiles p ON p.id = s.profile_id"
-            f" {joins} WHERE {self.where}"
-        )
+        """``SELECT {select} FROM ... {joins} WHERE ...`` and its parameters.
+
+        The join order is fixed with ``CROSS JOIN`` (SQLite keeps the left table outside): a
+        span's samples drive the query from the label index, a window from the arrival index.
+        """
+        sql = f"SELECT {select} FROM {self.source} {joins} WHERE {self.where}"
         return sql, [*self.source_params, *join_params, *self.where_params]
 
 
@@ -145,7 +147,7 @@ class SpanRow:
 
 def _sql(selection: Selection) -> _Sql:
     source_params: list[object] = []
-    source = "samples s"
+    source = "profiles p CROSS JOIN samples s ON s.profile_id = p.id"
     keys: list[str] = []
     for key, values in (
         (SPAN_ID_LABEL, selection.span_ids),
@@ -158,7 +160,8 @@ def _sql(selection: Selection) -> _Sql:
         # Driven from the (key, value, sample_id) index: a span's samples are found without a scan.
         source = (
             f"(SELECT DISTINCT sample_id FROM sample_labels WHERE {' OR '.join(keys)}) m"
-            " JOIN samples s ON s.id = m.sample_id"
+            " CROSS JOIN samples s ON s.id = m.sample_id"
+            " CROSS JOIN profiles p ON p.id = s.profile_id"
         )
     clauses = ["1"]
     params: list[object] = []
@@ -216,7 +219,7 @@ def iter_samples(store: ProfileStore, selection: Selection) -> Iterator[SampleRo
     """Every selected sample with its labels, in arrival order, fetched in batches."""
     sql, params = _sql(selection).query(
         f"s.id, s.labels, st.functions, st.files, s.count, {_CPU_NS}, p.received_at, p.period",
-        joins="JOIN stacks st ON st.id = s.stack_id",
+        joins="CROSS JOIN stacks st ON st.id = s.stack_id",
     )
     sql += " AND s.id > ? ORDER BY s.id LIMIT 1000"
     last_id = 0
@@ -257,17 +260,17 @@ def span_summary(
     )[0]
     if row[0] is None:
         return None
-    sql, params = parts.query(
-        "n.value, SUM(s.count) AS c",
-        joins="JOIN sample_labels n ON n.sample_id = s.id AND n.key = ?",
-        join_params=(SPAN_NAME_LABEL,),
-    )
-    names = _read(store, f"{sql} GROUP BY n.value ORDER BY c DESC, n.value LIMIT 1", params)
+    sql, params = parts.query("s.labels, SUM(s.count)")
+    names: Counter[str] = Counter()
+    for labels, count in _read(store, f"{sql} GROUP BY s.labels", params):
+        name = _label_values(labels)[1]
+        if name is not None:
+            names[name] += count
     sql, params = parts.query("p.service, SUM(s.count) AS c")
     services = _read(store, f"{sql} GROUP BY p.service ORDER BY c DESC LIMIT 1", params)
     return SpanSummary(
         span_id=span_id,
-        span_name=str(names[0][0]) if names else None,
+        span_name=_most_common(names),
         service=str(services[0][0]) if services else None,
         first_seen=float(row[0]),
         last_seen=float(row[1]),
@@ -276,39 +279,52 @@ def span_summary(
     )
 
 
+def _label_values(labels_json: str) -> tuple[list[str], str | None]:
+    """The span ids and the first span name in a stored sample's label list."""
+    span_ids: list[str] = []
+    name: str | None = None
+    for key, value in json.loads(labels_json):
+        if key == SPAN_ID_LABEL:
+            span_ids.append(value)
+        elif key == SPAN_NAME_LABEL and name is None:
+            name = value
+    return span_ids, name
+
+
 def span_rows(store: ProfileStore, selection: Selection) -> list[SpanRow]:
     """Per span id (and service) among the selected samples: name, samples, CPU, first and last
-    arrival. A sample carrying several span ids counts for each."""
+    arrival. A sample carrying several span ids counts for each.
+
+    Grouped by the samples' stored label lists, which are few (about one per span) and carry
+    both the span id and the name, so no label table is joined.
+    """
     sql, params = _sql(selection).query(
-        f"l.value, p.service, n.value, SUM(s.count), TOTAL({_CPU_NS}), MIN(p.received_at),"
-        " MAX(p.received_at)",
-        joins="JOIN sample_labels l ON l.sample_id = s.id AND l.key = ?"
-        " LEFT JOIN sample_labels n ON n.sample_id = s.id AND n.key = ?",
-        join_params=(SPAN_ID_LABEL, SPAN_NAME_LABEL),
+        f"s.labels, p.service, SUM(s.count), TOTAL({_CPU_NS}), MIN(p.received_at),"
+        " MAX(p.received_at)"
     )
     merged: dict[tuple[str, str], list[Any]] = {}
-    names: dict[tuple[str, str], tuple[int, str]] = {}
-    for span_id, service, name, count, cpu, first, last in _read(
-        store, f"{sql} GROUP BY l.value, p.service, n.value", params
+    names: dict[tuple[str, str], Counter[str]] = {}
+    for labels, service, count, cpu, first, last in _read(
+        store, f"{sql} GROUP BY s.labels, p.service", params
     ):
-        key = (span_id, service)
-        row = merged.get(key)
-        if row is None:
-            merged[key] = [count, cpu, first, last]
-        else:
-            row[0] += count
-            row[1] += cpu
-            row[2] = min(row[2], first)
-            row[3] = max(row[3], last)
-        if name is not None and (
-            key not in names or (-count, name) < (-names[key][0], names[key][1])
-        ):
-            names[key] = (count, name)
+        span_ids, name = _label_values(labels)
+        for span_id in dict.fromkeys(span_ids):
+            key = (span_id, service)
+            row = merged.get(key)
+            if row is None:
+                merged[key] = [count, cpu, first, last]
+            else:
+                row[0] += count
+                row[1] += cpu
+                row[2] = min(row[2], first)
+                row[3] = max(row[3], last)
+            if name is not None:
+                names.setdefault(key, Counter())[name] += count
     return [
         SpanRow(
             span_id=span_id,
             service=service,
-            span_name=names[(span_id, service)][1] if (span_id, service) in names else None,
+            span_name=_most_common(names.get((span_id, service))),
             sample_count=count,
             cpu_ns=cpu,
             first_seen=first,
@@ -316,6 +332,13 @@ def span_rows(store: ProfileStore, selection: Selection) -> list[SpanRow]:
         )
         for (span_id, service), (count, cpu, first, last) in merged.items()
     ]
+
+
+def _most_common(counter: Counter[str] | None) -> str | None:
+    # Most samples first, then the smaller name, so the choice is stable.
+    if not counter:
+        return None
+    return min(counter.items(), key=lambda item: (-item[1], item[0]))[0]
 
 
 def has_samples(store: ProfileStore, selection: Selection) -> bool:

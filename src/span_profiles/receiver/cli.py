@@ -131,6 +131,10 @@ def _build_parser() -> argparse.ArgumentParser:
     spans.add_argument(
         "--limit", type=_positive_int, default=50, metavar="N", help="rows (default 50)"
     )
+    # flame, diff and export live in their own module (imported here: it imports this one).
+    from span_profiles.receiver import _cli_views
+
+    _cli_views.register(commands, [db])
     return parser
 
 
@@ -288,7 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _build_parser().parse_args(argv)
     handlers = {"serve": _serve, "top": _top, "spans": _spans}
-    return handlers[args.command](args)
+    handler = getattr(args, "views_handler", None) or handlers[args.command]
+    result: int = handler(args)
+    return result
 
 
 if __name__ == "__main__":
