@@ -11,6 +11,7 @@ import pytest
 
 from span_profiles.receiver.model import Profile, Sample, Series
 from span_profiles.receiver.store import (
+    Filter,
     FunctionStat,
     ProfileStore,
     SpanStat,
@@ -236,3 +237,85 @@ def _env_with_src() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
     return env
+
+
+def _two_name_store(db_path: Path) -> ProfileStore:
+    store = ProfileStore(db_path)
+    store.add(
+        [
+            series(
+                [
+                    sample(
+                        ["f", "main"], 2, [("span_id", A), ("span_name", "x"), ("span_name", "y")]
+                    ),
+                    sample(["g", "main"], 3, [("span_id", A), ("span_name", "y")]),
+                    sample(["h"], 4, [("span_id", B)]),
+                    sample(["k"], 5, [("span_name", "x")]),
+                ],
+                service="one",
+            )
+        ],
+        received_at=10.0,
+    )
+    store.add(
+        [series([sample(["f", "main"], 1, [("span_id", A)])], service="two")], received_at=20.0
+    )
+    return store
+
+
+def test_filter_is_the_same_as_keywords(db_path: Path) -> None:
+    """A Filter and the keyword arguments select the same samples in every query."""
+    with _two_name_store(db_path) as store:
+        for where in (
+            Filter(),
+            Filter(span_id=A),
+            Filter(span_name="y"),
+            Filter(span_id=A, span_name="x"),
+            Filter(service="one", until=15.0),
+            Filter(since=15.0),
+        ):
+            fields = {k: v for k, v in where.__dict__.items() if v is not None}
+            assert store.top(where) == store.top(**fields)
+            assert store.total_count(where) == store.total_count(**fields)
+            assert store.spans(where) == store.spans(**fields)
+            assert list(store.samples(where)) == list(store.samples(**fields))
+            # The aggregate tables agree with the samples themselves.
+            assert store.total_count(where) == sum(s.count for s in store.samples(where))
+
+
+def test_several_span_names_count_once(db_path: Path) -> None:
+    """A sample with two span_name labels counts once in totals and once under each name."""
+    with _two_name_store(db_path) as store:
+        assert store.total_count() == 2 + 3 + 4 + 5 + 1
+        assert store.total_count(span_id=A) == 6
+        assert store.total_count(span_name="x") == 2 + 5
+        assert store.total_count(span_name="y") == 2 + 3
+        assert store.top(span_name="y") == [
+            FunctionStat("g", 3, 3),
+            FunctionStat("f", 2, 2),
+            FunctionStat("main", 0, 5),
+        ]
+        assert store.spans() == [SpanStat(A, "y", 6, 20.0), SpanStat(B, None, 4, 10.0)]
+        assert store.spans(span_name="x") == [SpanStat(A, "y", 6, 20.0)]
+
+
+def test_version_1_database_is_upgraded(db_path: Path) -> None:
+    """A database of schema version 1 gets the aggregate tables filled from its samples."""
+    with _two_name_store(db_path) as store:
+        expected = (
+            store.spans(),
+            store.top(),
+            store.top(span_name="x"),
+            store.total_count(span_id=A),
+        )
+    raw = sqlite3.connect(db_path)
+    raw.executescript(
+        "DROP TABLE span_stats; DROP TABLE name_stacks;"
+        " UPDATE meta SET value = '1' WHERE key = 'schema_version';"
+    )
+    raw.close()
+    with pytest.raises(sqlite3.DatabaseError, match="schema version '1'"):
+        ProfileStore(db_path, read_only=True)
+    with ProfileStore(db_path) as store:
+        got = (store.spans(), store.top(), store.top(span_name="x"), store.total_count(span_id=A))
+    assert got == expected
