@@ -82,3 +82,43 @@ def test_unknown_span_gives_an_empty_tree(store: ProfileStore) -> None:
     """A span id that was never stored gives a root with no samples, not an error."""
     tree = build_tree(stack_counts(store, Selection(span_ids=("0123456789abcdef",))))
     assert (tree.value, tree.children) == (0, {})
+
+
+def brute_force(store: ProfileStore, selection: Selection) -> dict[tuple[str, ...], int]:
+    """Stack counts of ``selection`` computed sample by sample from ``store.samples()``."""
+    counts: dict[tuple[str, ...], int] = {}
+    for s in store.samples():
+        ids = set(s.label_values("span_id"))
+        names = set(s.label_values("span_name"))
+        if selection.service is not None and s.service != selection.service:
+            continue
+        if (selection.span_ids or selection.span_names) and not (
+            ids & set(selection.span_ids) or names & set(selection.span_names)
+        ):
+            continue
+        if ids & set(selection.exclude_span_ids):
+            continue
+        counts[s.functions] = counts.get(s.functions, 0) + s.count
+    return counts
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [
+        Selection(),
+        Selection(service="shop"),
+        Selection(span_ids=(A, D)),
+        Selection(span_names=("GET /a",)),
+        Selection(span_names=("GET /a",), exclude_span_ids=(A, B)),
+        Selection(service="shop", span_ids=(D,), span_names=("GET /a",), exclude_span_ids=(C,)),
+        Selection(exclude_span_ids=(A,)),
+    ],
+    ids=repr,
+)
+def test_stack_counts_match_a_sample_by_sample_count(
+    store: ProfileStore, selection: Selection
+) -> None:
+    """The aggregate-table queries select exactly what a filter over every sample selects."""
+    got = {stack.functions: stack.count for stack in stack_counts(store, selection)}
+    assert got == brute_force(store, selection)
+    assert got

@@ -1,9 +1,20 @@
 """Read-only SQL for the views: stacks of a selection, one span's summary, the overview.
 
-The views (flame graphs, diffs, exports, the web UI) need queries the store's row-by-row API does
-not have: stacks aggregated in SQL, a union of span ids and span names, "the other spans of this
-name". They all live here, against the store's schema, so that a schema change touches one file.
-Every function only reads; it takes the store's lock like the store's own queries do.
+The views (flame graphs, diffs, exports, the web UI) need more than the store's :class:`Filter`
+queries give: CPU and files with each stack, a union of span ids and span names, "the other spans
+of this name". They all live here, against the store's schema (see :mod:`.store`), so that a schema
+change touches one file. Every function only reads and takes the store's lock, as the store's own
+queries do.
+
+What reads what, so that a page never scans the samples table:
+
+* the overview and an endpoint's spans: ``span_stats`` (one row per profile and span);
+* a span name's stacks, or everything in a window: ``name_stacks`` (one row per profile, name and
+  stack), minus the excluded spans' samples for "the other spans of this name";
+* a span's stacks and the exports: its samples, found through ``sample_labels(key, value)``.
+
+CPU is samples x the profile's sampling period (10 ms at the agent's 100 Hz), the resolution the
+sampler has; exports carry each sample's raw value.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ __all__ = [
 
 # CPU nanoseconds of one stored sample: its raw value when the profile's unit is nanoseconds, else
 # count x period when the period is in nanoseconds. TOTAL (a float) never raises on overflow.
+_PERIOD_NS = "(CASE WHEN p.period_unit = 'nanoseconds' THEN p.period ELSE 0 END)"
 _CPU_NS = (
     "CASE WHEN p.sample_unit = 'nanoseconds' THEN s.value"
     " WHEN p.period_unit = 'nanoseconds' THEN s.count * p.period ELSE 0 END"
@@ -145,7 +157,9 @@ class SpanRow:
     last_seen: float
 
 
-def _sql(selection: Selection) -> _Sql:
+def _sql(
+    selection: Selection, *, require_names: tuple[str, ...] = (), forbid_names: tuple[str, ...] = ()
+) -> _Sql:
     source_params: list[object] = []
     source = "profiles p CROSS JOIN samples s ON s.profile_id = p.id"
     keys: list[str] = []
@@ -181,6 +195,14 @@ def _sql(selection: Selection) -> _Sql:
             f" AND x.key = ? AND x.value IN ({marks}))"
         )
         params += [SPAN_ID_LABEL, *selection.exclude_span_ids]
+    for test, names in (("EXISTS", require_names), ("NOT EXISTS", forbid_names)):
+        if names:
+            marks = ", ".join("?" for _ in names)
+            clauses.append(
+                f"{test} (SELECT 1 FROM sample_labels y WHERE y.sample_id = s.id"
+                f" AND y.key = ? AND y.value IN ({marks}))"
+            )
+            params += [SPAN_NAME_LABEL, *names]
     return _Sql(source, source_params, " AND ".join(clauses), params)
 
 
@@ -191,26 +213,98 @@ def _read(store: ProfileStore, sql: str, params: list[object]) -> list[Any]:
     return rows
 
 
+def _window(selection: Selection) -> tuple[str, list[object]]:
+    clauses = ["1"]
+    params: list[object] = []
+    for clause, value in (
+        ("p.service = ?", selection.service),
+        ("p.received_at >= ?", selection.since),
+        ("p.received_at <= ?", selection.until),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return " AND ".join(clauses), params
+
+
+def _marks(values: tuple[str, ...]) -> str:
+    return ", ".join("?" for _ in values)
+
+
 def stack_counts(store: ProfileStore, selection: Selection) -> list[StackCount]:
-    """The selected samples grouped by stack, most samples first (ties by stack)."""
-    inner, params = _sql(selection).query(
-        f"s.stack_id AS stack_id, SUM(s.count) AS n, TOTAL({_CPU_NS}) AS cpu"
-    )
-    rows = _read(
-        store,
-        "SELECT st.functions, st.files, g.n, g.cpu"
-        f" FROM ({inner} GROUP BY s.stack_id) g JOIN stacks st ON st.id = g.stack_id",
-        params,
-    )
-    result = [
-        StackCount(
-            functions=tuple(json.loads(functions)),
-            files=tuple(json.loads(files)),
-            count=int(count),
-            cpu_ns=float(cpu),
+    """The selected samples grouped by stack, most samples first (ties by stack).
+
+    Span names (or a whole window) come from ``name_stacks``; span ids from their samples, except
+    those already counted through a selected name; excluded spans' samples are subtracted.
+    """
+    totals: dict[int, list[float]] = {}
+
+    def add(sql: str, params: list[object], sign: int = 1) -> None:
+        for stack_id, count, cpu in _read(store, sql, params):
+            entry = totals.setdefault(stack_id, [0, 0.0])
+            entry[0] += sign * count
+            entry[1] += sign * cpu
+
+    window, window_params = _window(selection)
+    names = selection.span_names
+    if names or not selection.span_ids:
+        if names:
+            source = (
+                "name_stacks ns CROSS JOIN profiles p ON p.id = ns.profile_id"
+                f" WHERE ns.span_name IN ({_marks(names)})"
+            )
+        else:
+            # first = 1: each sample once, whatever names it has.
+            source = (
+                "profiles p CROSS JOIN name_stacks ns ON ns.profile_id = p.id WHERE ns.first = 1"
+            )
+        add(
+            f"SELECT ns.stack_id, SUM(ns.count), TOTAL(ns.count * {_PERIOD_NS}) FROM {source}"
+            f" AND {window} GROUP BY ns.stack_id",
+            [*names, *window_params],
         )
-        for functions, files, count, cpu in rows
-    ]
+        if selection.exclude_span_ids:
+            excluded = Selection(
+                service=selection.service,
+                since=selection.since,
+                until=selection.until,
+                span_ids=selection.exclude_span_ids,
+            )
+            sql, params = _sql(excluded, require_names=names).query(
+                f"s.stack_id, SUM(s.count), TOTAL(s.count * {_PERIOD_NS})"
+            )
+            add(f"{sql} GROUP BY s.stack_id", params, sign=-1)
+    if selection.span_ids:
+        ids_only = Selection(
+            service=selection.service,
+            since=selection.since,
+            until=selection.until,
+            span_ids=selection.span_ids,
+            exclude_span_ids=selection.exclude_span_ids,
+        )
+        sql, params = _sql(ids_only, forbid_names=names).query(
+            f"s.stack_id, SUM(s.count), TOTAL(s.count * {_PERIOD_NS})"
+        )
+        add(f"{sql} GROUP BY s.stack_id", params)
+    kept = {stack_id: entry for stack_id, entry in totals.items() if entry[0] > 0}
+    result = []
+    ids = list(kept)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for stack_id, functions, files in _read(
+            store,
+            f"SELECT id, functions, files FROM stacks WHERE id IN ({', '.join('?' for _ in chunk)})",
+            list(chunk),
+        ):
+            count, cpu = kept[stack_id]
+            result.append(
+                StackCount(
+                    functions=tuple(json.loads(functions)),
+                    files=tuple(json.loads(files)),
+                    count=int(count),
+                    cpu_ns=float(cpu),
+                )
+            )
     result.sort(key=lambda stack: (-stack.count, stack.functions))
     return result
 
@@ -253,84 +347,79 @@ def span_summary(
 
     The name and service are the ones most of the span's samples carry.
     """
-    parts = _sql(Selection(service=service, since=since, until=until, span_ids=(span_id,)))
-    row = _read(
-        store,
-        *parts.query(f"MIN(p.received_at), MAX(p.received_at), SUM(s.count), TOTAL({_CPU_NS})"),
-    )[0]
-    if row[0] is None:
+    rows = span_rows(store, Selection(service=service, since=since, until=until), span_id=span_id)
+    if not rows:
         return None
-    sql, params = parts.query("s.labels, SUM(s.count)")
-    names: Counter[str] = Counter()
-    for labels, count in _read(store, f"{sql} GROUP BY s.labels", params):
-        name = _label_values(labels)[1]
-        if name is not None:
-            names[name] += count
-    sql, params = parts.query("p.service, SUM(s.count) AS c")
-    services = _read(store, f"{sql} GROUP BY p.service ORDER BY c DESC LIMIT 1", params)
+    main = max(rows, key=lambda row: (row.sample_count, row.service))
     return SpanSummary(
         span_id=span_id,
-        span_name=_most_common(names),
-        service=str(services[0][0]) if services else None,
-        first_seen=float(row[0]),
-        last_seen=float(row[1]),
-        sample_count=int(row[2]),
-        cpu_ns=float(row[3]),
+        span_name=main.span_name,
+        service=main.service,
+        first_seen=min(row.first_seen for row in rows),
+        last_seen=max(row.last_seen for row in rows),
+        sample_count=sum(row.sample_count for row in rows),
+        cpu_ns=sum(row.cpu_ns for row in rows),
     )
 
 
-def _label_values(labels_json: str) -> tuple[list[str], str | None]:
-    """The span ids and the first span name in a stored sample's label list."""
-    span_ids: list[str] = []
-    name: str | None = None
-    for key, value in json.loads(labels_json):
-        if key == SPAN_ID_LABEL:
-            span_ids.append(value)
-        elif key == SPAN_NAME_LABEL and name is None:
-            name = value
-    return span_ids, name
+def span_rows(
+    store: ProfileStore, selection: Selection, *, span_id: str | None = None
+) -> list[SpanRow]:
+    """Per span id and service in the window: its name, samples, CPU, first and last arrival.
 
-
-def span_rows(store: ProfileStore, selection: Selection) -> list[SpanRow]:
-    """Per span id (and service) among the selected samples: name, samples, CPU, first and last
-    arrival. A sample carrying several span ids counts for each.
-
-    Grouped by the samples' stored label lists, which are few (about one per span) and carry
-    both the span id and the name, so no label table is joined.
+    With ``selection.span_names``, only those names' samples count (an endpoint's spans);
+    ``span_id`` keeps one span. Read from ``span_stats``; span ids and exclusions in
+    ``selection`` are not looked at.
     """
-    sql, params = _sql(selection).query(
-        f"s.labels, p.service, SUM(s.count), TOTAL({_CPU_NS}), MIN(p.received_at),"
-        " MAX(p.received_at)"
+    window, window_params = _window(selection)
+    names = selection.span_names
+    clauses: list[str] = []
+    head: list[object] = []
+    if span_id is not None:
+        source = "span_stats ss CROSS JOIN profiles p ON p.id = ss.profile_id"
+        clauses.append("ss.span_id = ?")
+        head.append(span_id)
+    else:
+        source = "profiles p CROSS JOIN span_stats ss ON ss.profile_id = p.id"
+    if names:
+        clauses.append(f"ss.span_name IN ({_marks(names)})")
+        head += names
+    clauses.append(window)
+    # Each sample once: all rows of the selected names, else the first = 1 row of each sample.
+    weight = "1" if names else "ss.first"
+    rows = _read(
+        store,
+        f"SELECT ss.span_id, p.service, ss.span_name, SUM(ss.count), SUM(ss.count * {weight}),"
+        f" TOTAL(ss.count * {weight} * {_PERIOD_NS}), MIN(p.received_at), MAX(p.received_at)"
+        f" FROM {source} WHERE {' AND '.join(clauses)}"
+        " GROUP BY ss.span_id, p.service, ss.span_name",
+        [*head, *window_params],
     )
     merged: dict[tuple[str, str], list[Any]] = {}
-    names: dict[tuple[str, str], Counter[str]] = {}
-    for labels, service, count, cpu, first, last in _read(
-        store, f"{sql} GROUP BY s.labels, p.service", params
-    ):
-        span_ids, name = _label_values(labels)
-        for span_id in dict.fromkeys(span_ids):
-            key = (span_id, service)
-            row = merged.get(key)
-            if row is None:
-                merged[key] = [count, cpu, first, last]
-            else:
-                row[0] += count
-                row[1] += cpu
-                row[2] = min(row[2], first)
-                row[3] = max(row[3], last)
-            if name is not None:
-                names.setdefault(key, Counter())[name] += count
+    name_counts: dict[tuple[str, str], Counter[str]] = {}
+    for span, service, name, name_count, count, cpu, first, last in rows:
+        key = (span, service)
+        entry = merged.get(key)
+        if entry is None:
+            merged[key] = [count, cpu, first, last]
+        else:
+            entry[0] += count
+            entry[1] += cpu
+            entry[2] = min(entry[2], first)
+            entry[3] = max(entry[3], last)
+        if name:
+            name_counts.setdefault(key, Counter())[name] += name_count
     return [
         SpanRow(
-            span_id=span_id,
+            span_id=span,
             service=service,
-            span_name=_most_common(names.get((span_id, service))),
+            span_name=_most_common(name_counts.get((span, service))),
             sample_count=count,
             cpu_ns=cpu,
             first_seen=first,
             last_seen=last,
         )
-        for (span_id, service), (count, cpu, first, last) in merged.items()
+        for (span, service), (count, cpu, first, last) in merged.items()
     ]
 
 

@@ -305,6 +305,7 @@ def _spans(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     # Imported here: the query commands must work without the receiver extra installed.
     try:
+        from span_profiles.receiver import ui
         from span_profiles.receiver.server import Receiver
     except ImportError as exc:
         print(
@@ -326,6 +327,7 @@ def _serve(args: argparse.Namespace) -> int:
             retention=Retention(max_age=args.max_age, max_bytes=args.max_db_bytes),
             allow_remote=args.allow_remote,
             access_log=not args.quiet,
+            extra_routes=ui.routes(),
         )
     except ValueError as exc:
         print(f"span-profiles: {exc}", file=sys.stderr)
@@ -348,6 +350,7 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"span-profiles receiver on {receiver.url}, storing in {receiver.db_path}", flush=True)
+    print(f"web UI on {receiver.url}/", flush=True)
     # A process started in the background inherits SIGINT ignored. uvicorn handles SIGINT and
     # SIGTERM while serving and raises them again afterwards: both end here, with status 0.
     signal.signal(signal.SIGINT, signal.default_int_handler)

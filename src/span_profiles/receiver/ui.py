@@ -25,7 +25,8 @@ an ISO 8601 time, or Unix seconds). The overview and the endpoint page default t
 Bad parameters answer 400 and unknown spans 404, as ``{"error": "..."}`` on ``/api`` and as a page
 elsewhere. Nothing here writes to the store.
 
-Use :func:`routes` to add these to a Starlette app (the receiver's ``create_app`` does).
+Use :func:`routes` to add these to a Starlette app: ``span-profiles serve`` passes them to
+:class:`~span_profiles.receiver.Receiver` as ``extra_routes``.
 """
 
 from __future__ import annotations
@@ -129,9 +130,16 @@ def _diff_request(request: Request) -> views.DiffRequest:
 class _UI:
     """The route handlers, bound to one store."""
 
-    def __init__(self, store: ProfileStore) -> None:
-        self.store = store
+    def __init__(self, store: ProfileStore | None) -> None:
+        self._store = store
         self.templates = Jinja2Templates(env=environment())
+
+    def store(self, request: Request) -> ProfileStore:
+        """The given store, else the app's (``create_app`` sets ``app.state.store``)."""
+        if self._store is not None:
+            return self._store
+        store: ProfileStore = request.app.state.store
+        return store
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -182,7 +190,7 @@ class _UI:
     # -- views -------------------------------------------------------------------------------
 
     def overview(self, request: Request) -> dict[str, Any]:
-        return views.overview_json(self.store, **_window(request, _DEFAULT_SINCE))
+        return views.overview_json(self.store(request), **_window(request, _DEFAULT_SINCE))
 
     def overview_page(self, request: Request) -> tuple[str, dict[str, Any]]:
         since_text = request.query_params.get("since") or _DEFAULT_SINCE
@@ -192,14 +200,16 @@ class _UI:
             "doc": doc,
             "windows": WINDOWS,
             "since_text": since_text,
-            "services": self.store.services(),
+            "services": self.store(request).services(),
             "api_url": f"/api/overview?{api_query}",
             "now_text": time.strftime("%H:%M:%S"),
             "scripts": ("ui.js",),
         }
 
     def span(self, request: Request) -> dict[str, Any]:
-        return views.span_json(self.store, request.path_params["span_id"], **_window(request))
+        return views.span_json(
+            self.store(request), request.path_params["span_id"], **_window(request)
+        )
 
     def span_page(self, request: Request) -> tuple[str, dict[str, Any]]:
         return "span.html", {"doc": self.span(request)}
@@ -209,7 +219,7 @@ class _UI:
         if not name:
             raise views.ViewError("give span_name")
         window = _window(request, _DEFAULT_SINCE)
-        return views.endpoint_json(self.store, window.pop("service"), name, **window)
+        return views.endpoint_json(self.store(request), window.pop("service"), name, **window)
 
     def endpoint_page(self, request: Request) -> tuple[str, dict[str, Any]]:
         doc = self.endpoint(request)
@@ -228,14 +238,14 @@ class _UI:
         }
 
     def diff(self, request: Request) -> dict[str, Any]:
-        return views.diff_json(self.store, _diff_request(request))
+        return views.diff_json(self.store(request), _diff_request(request))
 
     def diff_page(self, request: Request) -> tuple[str, dict[str, Any]]:
         return "diff.html", {"doc": self.diff(request)}
 
     def spans(self, request: Request) -> dict[str, Any]:
         return views.spans_json(
-            self.store,
+            self.store(request),
             **_window(request),
             span_name=request.query_params.get("span_name") or None,
             limit=_int(request, "limit", 100),
@@ -245,13 +255,13 @@ class _UI:
         return {"span_names": self.overview(request)["endpoints"]}
 
     def flame(self, request: Request) -> dict[str, Any]:
-        return views.flame_json(self.store, _selection(request))
+        return views.flame_json(self.store(request), _selection(request))
 
     def export(self, request: Request) -> Response:
         fmt = request.path_params["format"]
         selection = _selection(request)
         label = (selection.span_ids or selection.span_names)[0]
-        data, media_type = views.export(self.store, selection, fmt, name=label)
+        data, media_type = views.export(self.store(request), selection, fmt, name=label)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
         filename = f"{safe}{FORMATS[fmt][1]}"
         return Response(
@@ -261,8 +271,13 @@ class _UI:
         )
 
 
-def routes(store: ProfileStore) -> list[BaseRoute]:
-    """The UI's pages, its JSON API and ``/static``, reading from ``store``."""
+def routes(store: ProfileStore | None = None) -> list[BaseRoute]:
+    """The UI's pages, its JSON API and ``/static``.
+
+    Args:
+        store: Where to read; by default the app's ``app.state.store``, which the receiver's
+            ``create_app`` sets (``Receiver(..., extra_routes=ui.routes())``).
+    """
     ui = _UI(store)
 
     async def lookup(request: Request) -> Response:
