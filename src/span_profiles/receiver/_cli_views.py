@@ -151,7 +151,9 @@ def _flame(args: argparse.Namespace) -> int:
             html = _pages.render_file("span.html", doc)
             what = f"span {args.span_id}"
         else:
-            doc = views.endpoint_json(store, args.service, args.span_name, **window)
+            doc = views.endpoint_json(
+                store, args.service, args.span_name, since=args.since, until=args.until
+            )
             if not doc["total_samples"]:
                 raise views.NotFound(f"no samples for span_name {args.span_name!r}")
             html = _pages.render_file(
