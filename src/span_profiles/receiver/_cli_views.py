@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from span_profiles.receiver import _pages, views
+from span_profiles.receiver import views
 from span_profiles.receiver._query import Selection
 from span_profiles.receiver.cli import _open_store, _positive_int, _span_id_arg, _table, _time_arg
 from span_profiles.receiver.export import FORMATS
@@ -145,23 +145,18 @@ def _run(args: argparse.Namespace, build: Callable[[Any], int]) -> int:
 
 def _flame(args: argparse.Namespace) -> int:
     def build(store: Any) -> int:
-        window = {"service": args.service, "since": args.since, "until": args.until}
         if args.span_id is not None:
-            doc = views.span_json(store, args.span_id, **window)
-            html = _pages.render_file("span.html", doc)
+            html = views.span_html(
+                store, args.span_id, service=args.service, since=args.since, until=args.until
+            )
             what = f"span {args.span_id}"
         else:
-            doc = views.endpoint_json(
+            html = views.endpoint_html(
                 store, args.service, args.span_name, since=args.since, until=args.until
-            )
-            if not doc["total_samples"]:
-                raise views.NotFound(f"no samples for span_name {args.span_name!r}")
-            html = _pages.render_file(
-                "endpoint.html", doc, span_name=args.span_name, service=args.service
             )
             what = f"span_name {args.span_name!r}"
         _write(args.output, html.encode())
-        print(f"wrote {args.output}: flame graph of {what}, {doc['total_samples']} samples")
+        print(f"wrote {args.output}: flame graph of {what}")
         return 0
 
     return _run(args, build)
@@ -199,7 +194,7 @@ def _diff(args: argparse.Namespace) -> int:
             print(json.dumps(doc, indent=2))
             return 0
         if args.html:
-            _write(args.output, _pages.render_file("diff.html", doc).encode())
+            _write(args.output, views.diff_html(store, request).encode())
             print(f"wrote {args.output}: diff flame graph")
             if doc["message"]:
                 print(doc["message"])

@@ -5,7 +5,9 @@ Each ``*_json`` function returns the document served at one ``/api/...`` address
 prints :func:`diff_json`. The shapes are a stable API: keys are only ever added. Times are Unix
 seconds (floats), CPU is in seconds, shares are fractions of the side's own total (0.25 = 25 %).
 
-This module needs no web framework and no protobuf (except :func:`export` in pprof format).
+The ``*_html`` functions give the same views as self-contained pages (scripts and styles inlined,
+no network). This module needs no web framework and no protobuf (except :func:`export` in pprof
+format); the pages need Jinja2.
 """
 
 from __future__ import annotations
@@ -35,13 +37,16 @@ __all__ = [
     "DiffRequest",
     "NotFound",
     "ViewError",
+    "diff_html",
     "diff_json",
     "diff_selections",
+    "endpoint_html",
     "endpoint_json",
     "export",
     "flame_json",
     "newest_arrival",
     "overview_json",
+    "span_html",
     "span_json",
     "spans_json",
     "stored_sample_rows",
@@ -358,3 +363,44 @@ def newest_arrival(store: ProfileStore) -> float | None:
 def stored_sample_rows(store: ProfileStore) -> int:
     """How many sample rows the store holds (each may count several samples)."""
     return _query.sample_rows(store)
+
+
+def span_html(
+    store: ProfileStore,
+    span_id: str,
+    *,
+    service: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+) -> str:
+    """A self-contained HTML page (no network, works from ``file://``) with one span's summary,
+    flame graph and top functions; raises :class:`NotFound`. ``span-profiles flame`` writes it."""
+    from span_profiles.receiver import _pages
+
+    doc = span_json(store, span_id, service=service, since=since, until=until)
+    return _pages.render_file("span.html", doc)
+
+
+def endpoint_html(
+    store: ProfileStore,
+    service: str | None,
+    span_name: str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+) -> str:
+    """A self-contained HTML page with the aggregate flame graph of one span name (see
+    :func:`span_html`); raises :class:`NotFound` when it has no samples."""
+    from span_profiles.receiver import _pages
+
+    doc = endpoint_json(store, service, span_name, since=since, until=until)
+    if not doc["total_samples"]:
+        raise NotFound(f"no samples for span_name {span_name!r}")
+    return _pages.render_file("endpoint.html", doc, span_name=span_name, service=service)
+
+
+def diff_html(store: ProfileStore, request: DiffRequest) -> str:
+    """A self-contained HTML diff flame graph (see :func:`span_html`) of :func:`diff_json`."""
+    from span_profiles.receiver import _pages
+
+    return _pages.render_file("diff.html", diff_json(store, request))
