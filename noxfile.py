@@ -20,6 +20,7 @@ TEST_DEPS = [
     "daphne>=4",
     "pyroscope-otel>=1.0",
     "structlog>=24",
+    "hypothesis>=6.100",
 ]
 
 
