@@ -31,7 +31,7 @@ from span_profiles.receiver.proto import (
     decode_push_request,
     encode_pprof,
 )
-from tests.receiver.helpers import PERIOD, sample, series
+from tests.receiver.helpers import PERIOD, read_until_closed, sample, series
 from tests.receiver.test_receiver_server import PROTO, post, push_body, stored
 
 pytestmark = pytest.mark.e2e
@@ -117,19 +117,9 @@ def test_chunk_size_minus_one_is_refused(db_path: Path) -> None:
             # The server may already have closed: that is the point.
             with contextlib.suppress(OSError):
                 client.sendall(b"\0" * 100_000)
-            reply = _read_all(client)
+            reply, _ = read_until_closed(client)
         assert reply.startswith(b"HTTP/1.1 400 ")
     assert stored(db_path) == 0
-
-
-def _read_all(client: Any) -> bytes:
-    chunks = []
-    try:
-        while chunk := client.recv(65536):
-            chunks.append(chunk)
-    except ConnectionResetError:
-        pass
-    return b"".join(chunks)
 
 
 # -- 3. gzip bomb by parts ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("google.protobuf", reason="the receiver extra (protobuf) is not installed")
 
 from span_profiles.receiver import Limits, Receiver
-from tests.receiver.helpers import sample, series
+from tests.receiver.helpers import read_until_closed, sample, series
 from tests.receiver.test_receiver_server import PROTO, push_body, stored
 
 pytestmark = pytest.mark.e2e
@@ -39,22 +39,10 @@ def _connect(receiver: Receiver) -> socket.socket:
     return socket.create_connection(("127.0.0.1", receiver.port), timeout=CLIENT_TIMEOUT)
 
 
-def _until_closed(client: socket.socket) -> tuple[bytes, float]:
-    """Everything the server sends until it closes, and how long that took."""
-    start = time.monotonic()
-    chunks = []
-    try:
-        while chunk := client.recv(65536):
-            chunks.append(chunk)
-    except ConnectionResetError:
-        pass
-    return b"".join(chunks), time.monotonic() - start
-
-
 def test_silent_client_is_disconnected(receiver: Receiver) -> None:
     """A client that connects and sends nothing is closed after header_timeout."""
     with _connect(receiver) as client:
-        reply, waited = _until_closed(client)
+        reply, waited = read_until_closed(client)
     assert reply == b""
     assert waited < CLIENT_TIMEOUT / 2
 
@@ -72,7 +60,7 @@ def test_trickled_header_is_disconnected(receiver: Receiver) -> None:
                     pytest.fail("the server kept a trickling client")
         except OSError:
             pass  # Closed by the server.
-        _, _ = _until_closed(client)
+        _, _ = read_until_closed(client)
     assert time.monotonic() - start < CLIENT_TIMEOUT / 2
 
 
@@ -83,7 +71,7 @@ def test_short_body_gets_408_and_close(receiver: Receiver, db_path: Path) -> Non
             b"POST /push.v1.PusherService/Push HTTP/1.1\r\nHost: x\r\n"
             b"Content-Type: application/proto\r\nContent-Length: 100\r\n\r\n0123456789"
         )
-        reply, waited = _until_closed(client)
+        reply, waited = read_until_closed(client)
     assert reply.startswith(b"HTTP/1.1 408 ")
     assert b'"deadline_exceeded"' in reply
     assert waited < CLIENT_TIMEOUT / 2
@@ -111,7 +99,7 @@ def test_bad_request_lines_get_a_status_line(
     """A TLS hello or garbage gets a 400, an HTTP/2.0 request line a reply: each with a status line."""
     with _connect(receiver) as client:
         client.sendall(request_bytes)
-        reply, waited = _until_closed(client)
+        reply, waited = read_until_closed(client)
     assert reply.startswith(status_line)
     assert waited < CLIENT_TIMEOUT
 

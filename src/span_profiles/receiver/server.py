@@ -37,6 +37,7 @@ no authentication.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -410,7 +411,7 @@ class Receiver:
             if value is not None
         }
         if overrides:
-            limits = Limits(**{**limits.__dict__, **overrides})
+            limits = dataclasses.replace(limits, **overrides)
         self.host = host
         self.db_path = Path(db_path) if db_path is not None else default_db_path()
         self.limits = limits

@@ -662,7 +662,8 @@ class ProfileStore:
                 deleted += self._delete_profiles("id <= ?", (row[0],))
             if deleted:
                 # Returns the freed pages to the file system (databases created with auto_vacuum).
-                self._db.execute("PRAGMA incremental_vacuum")
+                # execute() would step it once, freeing one page; executescript() runs it out.
+                self._db.executescript("PRAGMA incremental_vacuum;")
         return deleted
 
     def _used_bytes(self) -> int:
