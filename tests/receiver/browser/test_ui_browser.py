@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from span_profiles.receiver.cli import main
+from span_profiles.receiver.store import ProfileStore
+from tests.receiver.helpers import sample, series
 from tests.receiver.views_data import A, C, sample_count
 
 pytestmark = pytest.mark.e2e
@@ -136,3 +138,16 @@ def test_flame_file_works_offline(page: Any, served: tuple[str, Path], tmp_path:
     page.wait_for_selector(f'{FRAME}[name="slow_io"]')
     page.hover(f'{FRAME}[name="main"] rect')
     assert f"{sample_count(A)} samples" in page.locator(".d3-flame-graph-tip").inner_text()
+
+
+def test_overview_refreshes_while_data_arrives(page: Any, served: tuple[str, Path]) -> None:
+    """A span that arrives after the page loaded shows up without a reload."""
+    url, db_path = served
+    page.goto(url + "/")
+    page.wait_for_selector(f"#top-spans a[href='/spans/{C}']")
+    new = "0123456789abcdef"
+    with ProfileStore(db_path) as store:
+        labels = [("span_id", new), ("span_name", "GET /new")]
+        store.add([series([sample(["hot", "main"], 500, labels)], service="shop")])
+    page.wait_for_selector(f"#top-spans a[href='/spans/{new}']", timeout=20_000)
+    assert "GET /new" in page.locator("#endpoints").inner_text()
