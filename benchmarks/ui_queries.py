@@ -2,9 +2,10 @@
 
 Run: ``python benchmarks/ui_queries.py [--samples 5000000] [--db PATH] [--repeat 5]``.
 
-The first run builds the store (``--db``, default ``$TMPDIR/span-profiles-ui-bench-<N>.db``; about
-``N / 20`` requests of 20 samples each over 24 hours, 2 services x 5 span names, 400 distinct
-stacks of depth 12-30, uploads of 2,000 samples every few seconds) through
+The first run builds the store (``--db``, default ``$TMPDIR/span-profiles-ui-bench-<N>.db``; ``N``
+stored samples of one period each: ``N / 20`` requests of 20 samples over 24 hours, about 10,400
+requests an hour, 2 services x 5 span names, 400 distinct stacks of depth 14-32, uploads of 2,000
+samples) through
 :meth:`ProfileStore.add`, and keeps it for later runs. Each query then runs ``--repeat`` times,
 interleaved (overview, span, diff, endpoint, overview, ...), each time through the JSON view the
 page itself loads (``span_profiles.receiver.ui`` view functions, no HTTP). Printed: every run's
@@ -61,18 +62,18 @@ def build(path: Path, total: int, *, now: float) -> None:
         for upload in range(uploads):
             when = now - DAY + DAY * upload / uploads
             samples = []
-            # 100 requests of 20 samples: 5 stacks x 4 samples each.
+            # 100 requests of 20 samples (one stored row each) over their endpoint's stacks.
             for _ in range(per_upload // 20):
                 request += 1
                 span_id = f"{rng.getrandbits(64):016x}"
                 name_index = request % len(NAMES)
                 labels = (("span_id", span_id), ("span_name", NAMES[name_index]))
                 base = name_index * 60
-                for _ in range(5):
+                for _ in range(20):
                     stack = stacks[(base + rng.randrange(80)) % len(stacks)]
                     samples.append(
                         Sample(
-                            values=(4 * PERIOD,),
+                            values=(PERIOD,),
                             functions=stack,
                             files=("",) * len(stack),
                             labels=labels,
@@ -132,6 +133,7 @@ def main() -> int:
         top = overview["top_spans"][0]
         span_id, service, name = top["span_id"], top["service"], top["span_name"]
         print(f"store {path}: {ui.stored_sample_rows(store):,} stored samples")
+        print(f"spans in the last hour: {sum(e['requests'] for e in overview['endpoints']):,}")
         print(f"top span of the last hour: {span_id} ({name!r}, {top['samples']} samples)")
         runs: dict[str, list[float]] = {}
         for _ in range(args.repeat):

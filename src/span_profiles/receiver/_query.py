@@ -20,10 +20,9 @@ sampler has; exports carry each sample's raw value.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from span_profiles.receiver.model import SPAN_ID_LABEL, SPAN_NAME_LABEL
 from span_profiles.receiver.store import ProfileStore
@@ -143,9 +142,11 @@ class _Sql:
         return sql, [*self.source_params, *join_params, *self.where_params]
 
 
-@dataclass(frozen=True)
-class SpanRow:
-    """One span's totals within a selection (a row of the overview and of an endpoint's spans)."""
+class SpanRow(NamedTuple):
+    """One span's totals within a selection (a row of the overview and of an endpoint's spans).
+
+    A named tuple, not a dataclass: the overview builds one per span in the window.
+    """
 
     span_id: str
     service: str
@@ -395,39 +396,28 @@ def span_rows(
         " GROUP BY ss.span_id, p.service, ss.span_name",
         [*head, *window_params],
     )
+    # One row per span, service and name; most spans have one name, so no Counter per span.
     merged: dict[tuple[str, str], list[Any]] = {}
-    name_counts: dict[tuple[str, str], Counter[str]] = {}
     for span, service, name, name_count, count, cpu, first, last in rows:
         key = (span, service)
         entry = merged.get(key)
         if entry is None:
-            merged[key] = [count, cpu, first, last]
-        else:
-            entry[0] += count
-            entry[1] += cpu
-            entry[2] = min(entry[2], first)
-            entry[3] = max(entry[3], last)
-        if name:
-            name_counts.setdefault(key, Counter())[name] += name_count
+            merged[key] = [count, cpu, first, last, name or None, name_count if name else 0]
+            continue
+        entry[0] += count
+        entry[1] += cpu
+        entry[2] = min(entry[2], first)
+        entry[3] = max(entry[3], last)
+        # The name most samples carry, the smaller one on a tie.
+        if name and (
+            name_count > entry[5]
+            or (name_count == entry[5] and (entry[4] is None or name < entry[4]))
+        ):
+            entry[4], entry[5] = name, name_count
     return [
-        SpanRow(
-            span_id=span,
-            service=service,
-            span_name=_most_common(name_counts.get((span, service))),
-            sample_count=count,
-            cpu_ns=cpu,
-            first_seen=first,
-            last_seen=last,
-        )
-        for (span, service), (count, cpu, first, last) in merged.items()
+        SpanRow(span, service, name, count, cpu, first, last)
+        for (span, service), (count, cpu, first, last, name, _) in merged.items()
     ]
-
-
-def _most_common(counter: Counter[str] | None) -> str | None:
-    # Most samples first, then the smaller name, so the choice is stable.
-    if not counter:
-        return None
-    return min(counter.items(), key=lambda item: (-item[1], item[0]))[0]
 
 
 def has_samples(store: ProfileStore, selection: Selection) -> bool:
