@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from span_profiles.receiver.model import SPAN_ID_LABEL, SPAN_NAME_LABEL
-from span_profiles.receiver.store import ProfileStore
+from span_profiles.receiver.store import Filter, ProfileStore
 
 __all__ = [
     "SampleRow",
@@ -178,17 +178,8 @@ def _sql(
             " CROSS JOIN samples s ON s.id = m.sample_id"
             " CROSS JOIN profiles p ON p.id = s.profile_id"
         )
-    clauses = ["1"]
-    params: list[object] = []
-    if selection.service is not None:
-        clauses.append("p.service = ?")
-        params.append(selection.service)
-    if selection.since is not None:
-        clauses.append("p.received_at >= ?")
-        params.append(selection.since)
-    if selection.until is not None:
-        clauses.append("p.received_at <= ?")
-        params.append(selection.until)
+    window, params = _window(selection)
+    clauses = [window]
     if selection.exclude_span_ids:
         marks = ", ".join("?" for _ in selection.exclude_span_ids)
         clauses.append(
@@ -215,17 +206,9 @@ def _read(store: ProfileStore, sql: str, params: list[object]) -> list[Any]:
 
 
 def _window(selection: Selection) -> tuple[str, list[object]]:
-    clauses = ["1"]
-    params: list[object] = []
-    for clause, value in (
-        ("p.service = ?", selection.service),
-        ("p.received_at >= ?", selection.since),
-        ("p.received_at <= ?", selection.until),
-    ):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    return " AND ".join(clauses), params
+    """Conditions on the profiles table (alias ``p``) for the selection's service and window."""
+    window = Filter(service=selection.service, since=selection.since, until=selection.until)
+    return window.profile_sql()
 
 
 def _marks(values: tuple[str, ...]) -> str:
