@@ -35,9 +35,13 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One Chromium for the session."""
+    """One Chromium per test module.
+
+    Not per session: Playwright's sync API keeps its own event loop on the main thread while it
+    is open, and later tests that run an event loop there (``anyio.run``) would fail.
+    """
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} is missing (run scripts/install-browser.sh)")
     try:
