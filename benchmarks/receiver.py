@@ -8,10 +8,13 @@ Usage::
 The stores hold synthetic agent uploads shaped like a busy service's: uploads of 2,000 samples
 (10 s at 100 Hz on 2 CPUs), 20 endpoints (``span_name``) with 50 distinct stacks each, 1 to 6
 samples per request span, and one long span (a background job) in every upload, the case that
-made ``spans`` slow. The store is filled through :meth:`ProfileStore.add`, the receiver's own
-write path; the ingest rate goes through the real receiver (uvicorn, gzip, protobuf decoding,
-validation, SQLite) with the same uploads. Query times are the median of ``--repeats`` runs, each
-run printed; the databases live in a temporary directory (``--keep DIR`` keeps them).
+made ``spans`` slow. The first store size is filled through :meth:`ProfileStore.add`, the
+receiver's own write path; larger sizes copy it in SQL (new span ids, later arrival times) until
+they hold the size asked for, because adding 5M samples one upload at a time takes tens of minutes
+on a busy 2-CPU machine. The ingest rate goes through the real receiver (uvicorn, gzip, protobuf
+decoding, validation, SQLite) with the same uploads. Query times are the median of ``--repeats``
+runs, each run printed; the databases live in a temporary directory (``--keep DIR`` keeps them and
+reuses a store already there).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import argparse
 import gzip
 import http.client
 import random
+import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -30,6 +35,7 @@ from pathlib import Path
 from span_profiles.receiver import Filter, ProfileStore, Retention, start_receiver_in_thread
 from span_profiles.receiver.model import Profile, Sample, Series
 from span_profiles.receiver.proto import encode_pprof, encode_push_request
+from span_profiles.receiver.store import _ROLLUP
 
 PERIOD = 10_000_000
 SAMPLES_PER_UPLOAD = 2000
@@ -103,6 +109,70 @@ def fill(path: Path, samples: int) -> tuple[float, float]:
     return elapsed, samples / elapsed
 
 
+def replicate(source: Path, path: Path, samples: int) -> float:
+    """Copy the store at ``source`` into ``path`` and append copies of it until it holds ``samples``.
+
+    Each copy gets new span ids (the first hex digit replaced by the copy's number, the background
+    span kept) and arrival times before the previous copy. Returns the seconds it took.
+    """
+    start = time.perf_counter()
+    shutil.copyfile(source, path)
+    db = sqlite3.connect(path, isolation_level=None)
+    max_profile, max_sample, first, last = db.execute(
+        "SELECT (SELECT MAX(id) FROM profiles), (SELECT MAX(id) FROM samples),"
+        " (SELECT MIN(received_at) FROM profiles), (SELECT MAX(received_at) FROM profiles)"
+    ).fetchone()
+    per_copy = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+    copies = -(-samples // per_copy)
+    span = f"CASE WHEN {{0}} = '{BACKGROUND_SPAN}' THEN {{0}} ELSE :digit || substr({{0}}, 2) END"
+    for copy in range(1, copies):
+        names = {
+            "profiles": max_profile * copy,
+            "samples": max_sample * copy,
+            "shift": -(last - first + UPLOAD_SECONDS) * copy,
+            "digit": f"{copy:x}",
+            "limit_p": max_profile,
+            "limit_s": max_sample,
+        }
+        db.execute("BEGIN")
+        db.execute(
+            "INSERT INTO profiles SELECT id + :profiles, service, received_at + :shift, series_labels,"
+            " sample_type, sample_unit, period_type, period_unit, period, time_nanos, duration_nanos"
+            " FROM profiles WHERE id <= :limit_p",
+            names,
+        )
+        labels = (
+            "(SELECT json_group_array(json_array(j.value ->> 0, CASE WHEN j.value ->> 0 = 'span_id'"
+            f" THEN {span.format('j.value ->> 1')} ELSE j.value ->> 1 END)) FROM json_each(labels) j)"
+        )
+        db.execute(
+            f"INSERT INTO samples SELECT id + :samples, profile_id + :profiles, stack_id, count, value, {labels}"
+            " FROM samples WHERE id <= :limit_s",
+            names,
+        )
+        db.execute(
+            "INSERT INTO sample_labels SELECT sample_id + :samples, key, CASE WHEN key = 'span_id'"
+            f" THEN {span.format('value')} ELSE value END FROM sample_labels WHERE sample_id <= :limit_s",
+            names,
+        )
+        db.execute(
+            f"INSERT INTO span_stats SELECT profile_id + :profiles, {span.format('span_id')}, span_name,"
+            " first, count FROM span_stats WHERE profile_id <= :limit_p",
+            names,
+        )
+        db.execute(
+            "INSERT INTO name_stacks SELECT profile_id + :profiles, span_name, stack_id, first, count"
+            " FROM name_stacks WHERE profile_id <= :limit_p",
+            names,
+        )
+        db.execute("COMMIT")
+    # The hourly rollup, from the per-profile rows of every copy.
+    db.execute("DELETE FROM name_stacks_hourly")
+    db.execute(_ROLLUP)
+    db.close()
+    return time.perf_counter() - start
+
+
 def ingest_rate(workdir: Path, count: int) -> float:
     """Samples per second through the real receiver: gzip + protobuf + validation + SQLite."""
     bodies = [
@@ -138,7 +208,8 @@ def _timed(function: Callable[[], object], repeats: int) -> list[float]:
 def queries(path: Path, repeats: int) -> list[tuple[str, list[float]]]:
     """Time each query the CLI and the web UI run, read-only as `top` and `spans` open it."""
     with ProfileStore(path, read_only=True) as store:
-        newest = store.spans(limit=1)[0]
+        # The newest request span (the background job has the most samples of the newest upload).
+        newest = next(s for s in store.spans(limit=100) if s.span_id != BACKGROUND_SPAN)
         status = store.retention_status()
         last_hour = Filter(since=(status.newest or 0) - 3600)
         cases: list[tuple[str, Callable[[], object]]] = [
