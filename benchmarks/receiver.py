@@ -173,13 +173,14 @@ def replicate(source: Path, path: Path, samples: int) -> float:
     return time.perf_counter() - start
 
 
-def ingest_rate(workdir: Path, count: int) -> float:
+def ingest_rate(path: Path, count: int) -> float:
     """Samples per second through the real receiver: gzip + protobuf + validation + SQLite."""
     bodies = [
         gzip.compress(encode_push_request([(one.labels, [encode_pprof(p) for p in one.profiles])]))
         for one in uploads(2, count)
     ]
-    receiver = start_receiver_in_thread(port=0, db_path=workdir / "ingest.db")
+    path.unlink(missing_ok=True)
+    receiver = start_receiver_in_thread(port=0, db_path=path)
     headers = {"content-type": "application/proto", "content-encoding": "gzip"}
     try:
         connection = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=60)
@@ -256,31 +257,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ingest-uploads", type=int, default=100, help="uploads sent over HTTP")
     parser.add_argument("--keep", type=Path, default=None, help="keep the databases in DIR")
+    parser.add_argument("--no-ingest", action="store_true", help="skip the HTTP ingest rate")
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.keep or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        rates = [ingest_rate(workdir, args.ingest_uploads) for _ in range(3)]
-        print(
-            f"ingest over HTTP ({args.ingest_uploads} uploads of {SAMPLES_PER_UPLOAD} samples, gzip):"
-        )
-        print(
-            f"  median {statistics.median(rates):,.0f} samples/s; runs: "
-            + ", ".join(f"{r:,.0f}" for r in rates)
-        )
+        if not args.no_ingest:
+            rates = [
+                ingest_rate(workdir / f"ingest-{run}.db", args.ingest_uploads) for run in range(3)
+            ]
+            print(
+                f"ingest over HTTP ({args.ingest_uploads} uploads of {SAMPLES_PER_UPLOAD} samples,"
+                f" gzip): median {statistics.median(rates):,.0f} samples/s; runs: "
+                + ", ".join(f"{r:,.0f}" for r in rates),
+                flush=True,
+            )
+        first: Path | None = None
         for size in sizes:
             path = workdir / f"store-{size}.db"
-            seconds, rate = fill(path, size)
+            if first is None:
+                if path.exists():
+                    # Opening it for writing upgrades an older schema.
+                    ProfileStore(path, retention=Retention(max_age=None, max_bytes=None)).close()
+                    how = "reused from --keep"
+                else:
+                    seconds, rate = fill(path, size)
+                    how = (
+                        f"filled in {seconds:.1f} s, {rate:,.0f} samples/s through ProfileStore.add"
+                    )
+                first = path
+            else:
+                path.unlink(missing_ok=True)
+                how = f"copied from the first store in {replicate(first, path, size):.1f} s"
+            with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as db:
+                held = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
             size_mib = path.stat().st_size / 2**20
-            print(
-                f"\nstore of {size:,} samples: filled in {seconds:.1f} s ({rate:,.0f} samples/s through ProfileStore.add), {size_mib:,.0f} MiB"
-            )
+            print(f"\nstore of {held:,} samples ({how}), {size_mib:,.0f} MiB", flush=True)
             print(f"  {'query':<48} {'median s':>9}  runs (s)")
             for name, runs in queries(path, args.repeats):
                 print(
                     f"  {name:<48} {statistics.median(runs):9.4f}  "
-                    + " ".join(f"{r:.4f}" for r in runs)
+                    + " ".join(f"{r:.4f}" for r in runs),
+                    flush=True,
                 )
     return 0
 
