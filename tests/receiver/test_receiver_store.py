@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -310,7 +311,7 @@ def test_version_1_database_is_upgraded(db_path: Path) -> None:
         )
     raw = sqlite3.connect(db_path)
     raw.executescript(
-        "DROP TABLE span_stats; DROP TABLE name_stacks;"
+        "DROP TABLE span_stats; DROP TABLE name_stacks; DROP TABLE name_stacks_hourly;"
         " UPDATE meta SET value = '1' WHERE key = 'schema_version';"
     )
     raw.close()
@@ -319,3 +320,51 @@ def test_version_1_database_is_upgraded(db_path: Path) -> None:
     with ProfileStore(db_path) as store:
         got = (store.spans(), store.top(), store.top(span_name="x"), store.total_count(span_id=A))
     assert got == expected
+
+
+def test_hourly_rollup_matches_the_samples(db_path: Path) -> None:
+    """Windows over whole and partial hours give the same stacks as counting the samples."""
+    with ProfileStore(db_path) as store:
+        for number in range(12):
+            when = 3600.0 * 100 + number * 1500.0
+            store.add(
+                [
+                    series(
+                        [
+                            sample([f"f{number % 3}", "main"], number + 1, [("span_name", "x")]),
+                            sample(["g", "main"], 2, [("span_name", "y")]),
+                        ],
+                        service="one" if number % 2 else "two",
+                    )
+                ],
+                received_at=when,
+            )
+        start = 3600.0 * 100
+        for since, until in [
+            (None, None),
+            (start + 1000, None),
+            (None, start + 9000),
+            (start + 1000, start + 9000),
+            (start + 1500, start + 1600),
+            (start, start + 3600),
+            (start - 10, start + 20000),
+        ]:
+            for where in (
+                Filter(since=since, until=until),
+                Filter(since=since, until=until, span_name="x"),
+                Filter(since=since, until=until, service="one"),
+            ):
+                expected: dict[tuple[str, ...], int] = {}
+                for got in store.samples(where):
+                    expected[got.functions] = expected.get(got.functions, 0) + got.count
+                assert dict(store.stack_counts(where)) == expected, where
+                assert store.total_count(where) == sum(expected.values())
+        # Retention keeps the rollup in step with what is left.
+        store.retention = replace(store.retention, max_age=3600.0 * 2, max_bytes=None)
+        store.enforce_retention(now=start + 16500 + 3600)
+        where = Filter()
+        expected = {}
+        for got in store.samples(where):
+            expected[got.functions] = expected.get(got.functions, 0) + got.count
+        assert expected
+        assert dict(store.stack_counts(where)) == expected

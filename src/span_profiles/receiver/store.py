@@ -5,9 +5,9 @@ on a database opened read-only (``ProfileStore(path, read_only=True)``, e.g. on 
 Every query takes one :class:`Filter`. Retention (:class:`Retention`: max age, max size) is enforced
 by the writer while it serves.
 
-Schema (version 2; all times are Unix seconds, text columns are UTF-8)::
+Schema (version 3; all times are Unix seconds, text columns are UTF-8)::
 
-    meta(key TEXT PRIMARY KEY, value TEXT)             -- 'schema_version' = '2'
+    meta(key TEXT PRIMARY KEY, value TEXT)             -- 'schema_version' = '3'
     profiles(id INTEGER PRIMARY KEY,                   -- one row per stored pprof profile
              service TEXT,                             -- the series' service_name label
              received_at REAL,                         -- arrival time at the receiver
@@ -30,13 +30,19 @@ Schema (version 2; all times are Unix seconds, text columns are UTF-8)::
     name_stacks(profile_id -> profiles.id, span_name TEXT,               -- '' when none
                 stack_id -> stacks.id, first INTEGER,  -- 1 on exactly one row per sample
                 count INTEGER)
+    name_stacks_hourly(span_name TEXT, hour INTEGER,  -- hour = received_at // 3600
+                       service TEXT, stack_id -> stacks.id, first INTEGER, count INTEGER,
+                       PRIMARY KEY (span_name, hour, service, stack_id, first))  -- name_stacks
+                                                       -- summed per hour and service
 
 A sample with several ``span_name`` labels has one aggregate row per name: sum ``count`` over
 ``first = 1`` rows for totals, over ``span_name = ?`` rows for one name. Indexes:
 ``profiles(received_at)``, ``profiles(service, received_at)``, ``samples(profile_id)``,
 ``sample_labels(key, value, sample_id)``, ``sample_labels(sample_id, key)``,
 ``span_stats(span_id, profile_id)``, ``span_stats(profile_id)``, ``name_stacks(span_name,
-profile_id)``, ``name_stacks(profile_id)``, ``name_stacks(stack_id)``. Start a query from the
+profile_id)``, ``name_stacks(profile_id)``, ``name_stacks(stack_id)``. Queries over a long window
+read whole hours from ``name_stacks_hourly`` and only the edge hours from ``name_stacks`` (see
+``ProfileStore._name_stack_counts``). Start a query from the
 table whose index narrows most and write the join order with ``CROSS JOIN`` (SQLite keeps that
 order), as the queries here do: SQLite's own choice scanned every sample.
 
@@ -90,7 +96,9 @@ __all__ = [
     "default_db_path",
 ]
 
-_SCHEMA_VERSION = "2"
+_SCHEMA_VERSION = "3"
+#: Seconds per row of the name_stacks_hourly rollup.
+HOUR = 3600
 _FETCH_BATCH = 500
 _STACK_CACHE_SIZE = 100_000
 
@@ -153,6 +161,22 @@ CREATE TABLE IF NOT EXISTS name_stacks (
 CREATE INDEX IF NOT EXISTS name_stacks_name ON name_stacks (span_name, profile_id);
 CREATE INDEX IF NOT EXISTS name_stacks_profile ON name_stacks (profile_id);
 CREATE INDEX IF NOT EXISTS name_stacks_stack ON name_stacks (stack_id);
+CREATE TABLE IF NOT EXISTS name_stacks_hourly (
+    span_name TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    service TEXT NOT NULL,
+    stack_id INTEGER NOT NULL REFERENCES stacks (id),
+    first INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (span_name, hour, service, stack_id, first)
+) WITHOUT ROWID;
+"""
+
+_ROLLUP = """
+INSERT INTO name_stacks_hourly (span_name, hour, service, stack_id, first, count)
+SELECT ns.span_name, CAST(p.received_at / 3600 AS INTEGER), p.service, ns.stack_id, ns.first,
+       SUM(ns.count)
+FROM name_stacks ns JOIN profiles p ON p.id = ns.profile_id GROUP BY 1, 2, 3, 4, 5
 """
 
 # Fills the aggregates of a version 1 database from its samples (first = 1 on the first name).
@@ -443,6 +467,8 @@ class ProfileStore:
                     for statement in _BACKFILL.split(";"):
                         if statement.strip():
                             db.execute(statement)
+                if version in ("1", "2"):
+                    db.execute(_ROLLUP)
                 db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                     (_SCHEMA_VERSION,),
@@ -596,6 +622,15 @@ class ProfileStore:
             " VALUES (?, ?, ?, ?, ?)",
             [(profile_id, *key, count) for key, count in name_counts.items()],
         )
+        hour = int(when // HOUR)
+        cursor.executemany(
+            "INSERT INTO name_stacks_hourly (span_name, hour, service, stack_id, first, count)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET count = count + excluded.count",
+            [
+                (name, hour, service, stack, first, n)
+                for (name, stack, first), n in name_counts.items()
+            ],
+        )
         return len(sample_rows)
 
     def _check_stack_cache(self, cursor: sqlite3.Cursor) -> None:
@@ -677,6 +712,19 @@ class ProfileStore:
         cursor = self._db.cursor()
         cursor.execute("BEGIN IMMEDIATE")
         try:
+            doomed_rollup = cursor.execute(
+                "SELECT SUM(ns.count), ns.span_name, CAST(p.received_at / 3600 AS INTEGER),"
+                " p.service, ns.stack_id, ns.first FROM profiles p"
+                " CROSS JOIN name_stacks ns ON ns.profile_id = p.id"
+                f" WHERE p.id IN ({doomed}) GROUP BY 2, 3, 4, 5, 6",
+                params,
+            ).fetchall()
+            cursor.executemany(
+                "UPDATE name_stacks_hourly SET count = count - ? WHERE span_name = ? AND hour = ?"
+                " AND service = ? AND stack_id = ? AND first = ?",
+                doomed_rollup,
+            )
+            cursor.execute("DELETE FROM name_stacks_hourly WHERE count <= 0")
             cursor.execute(
                 "DELETE FROM sample_labels WHERE sample_id IN"
                 f" (SELECT id FROM samples WHERE profile_id IN ({doomed}))",
@@ -806,26 +854,62 @@ class ProfileStore:
             if where.span_name is not None:
                 head.append(where.span_name)
         else:
-            from_sql, head = self._name_stacks_from(where)
-            sql = f"SELECT COALESCE(SUM(ns.count), 0) {from_sql} AND {profile_sql}"
+            return sum(self._name_stack_counts(where).values())
         with self._lock:
             row = self._db.execute(sql, [*head, *params]).fetchone()
         total: int = row[0]
         return total
 
-    @staticmethod
-    def _name_stacks_from(where: Filter) -> tuple[str, list[object]]:
-        """FROM/WHERE over name_stacks (and profiles) for a filter without span_id."""
-        if where.span_name is not None:
-            return (
-                "FROM name_stacks ns CROSS JOIN profiles p ON p.id = ns.profile_id"
-                " WHERE ns.span_name = ?",
-                [where.span_name],
-            )
-        return (
-            "FROM profiles p CROSS JOIN name_stacks ns ON ns.profile_id = p.id WHERE ns.first = 1",
-            [],
-        )
+    def _name_stack_counts(self, where: Filter) -> Counter[int]:
+        """Stack id -> summed count for a filter without span_id.
+
+        Whole hours inside the window come from the hourly rollup, the hours at its edges from the
+        per-profile rows, so the cost follows the number of hours, not of uploads.
+        """
+        lo = -math.inf if where.since is None else math.ceil(where.since / HOUR)
+        hi = math.inf if where.until is None else math.floor(where.until / HOUR) - 1
+        counts: Counter[int] = Counter()
+        name_sql = "span_name = ?" if where.span_name is not None else "first = 1"
+        name_params: list[object] = [] if where.span_name is None else [where.span_name]
+        with self._lock:
+            if lo <= hi:
+                sql = f"SELECT stack_id, SUM(count) FROM name_stacks_hourly WHERE {name_sql}"
+                args = [*name_params]
+                for clause, value in (("hour >= ?", lo), ("hour <= ?", hi)):
+                    if math.isfinite(value):
+                        sql += f" AND {clause}"
+                        args.append(int(value))
+                if where.service is not None:
+                    sql += " AND service = ?"
+                    args.append(where.service)
+                counts.update(dict(self._db.execute(f"{sql} GROUP BY stack_id", args).fetchall()))
+            profile_sql, params = where.profile_sql()
+            if lo <= hi:
+                # Only the uploads outside the whole hours taken above.
+                edges = []
+                if math.isfinite(lo):
+                    edges.append("p.received_at < ?")
+                    params.append(lo * HOUR)
+                if math.isfinite(hi):
+                    edges.append("p.received_at >= ?")
+                    params.append((hi + 1) * HOUR)
+                if not edges:
+                    return counts
+                profile_sql += f" AND ({' OR '.join(edges)})"
+            if where.span_name is not None:
+                sql = (
+                    "SELECT ns.stack_id, SUM(ns.count) FROM name_stacks ns"
+                    " CROSS JOIN profiles p ON p.id = ns.profile_id"
+                    f" WHERE ns.span_name = ? AND {profile_sql} GROUP BY ns.stack_id"
+                )
+            else:
+                sql = (
+                    "SELECT ns.stack_id, SUM(ns.count) FROM profiles p"
+                    " CROSS JOIN name_stacks ns ON ns.profile_id = p.id"
+                    f" WHERE ns.first = 1 AND {profile_sql} GROUP BY ns.stack_id"
+                )
+            counts.update(dict(self._db.execute(sql, [*name_params, *params]).fetchall()))
+        return counts
 
     def top(
         self, where: Filter | None = None, /, *, limit: int = 20, **fields: Unpack[FilterFields]
@@ -872,20 +956,24 @@ class ProfileStore:
                 " GROUP BY s.stack_id"
             )
             args: list[object] = [SPAN_ID_LABEL, where.span_id, *params, *name_params]
-        else:
-            from_sql, head = self._name_stacks_from(where)
-            inner = (
-                f"SELECT ns.stack_id AS stack_id, SUM(ns.count) AS n {from_sql} AND {profile_sql}"
-                " GROUP BY ns.stack_id"
-            )
-            args = [*head, *params]
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT st.functions, t.n FROM ({inner}) t CROSS JOIN stacks st"
+                    " ON st.id = t.stack_id",
+                    args,
+                ).fetchall()
+            return [(tuple(json.loads(functions)), count) for functions, count in rows]
+        counts = {stack: n for stack, n in self._name_stack_counts(where).items() if n}
+        rows = []
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT st.functions, t.n FROM ({inner}) t CROSS JOIN stacks st"
-                " ON st.id = t.stack_id",
-                args,
-            ).fetchall()
-        return [(tuple(json.loads(functions)), count) for functions, count in rows]
+            ids = list(counts)
+            for start in range(0, len(ids), 500):
+                batch = ids[start : start + 500]
+                marks = ", ".join("?" for _ in batch)
+                rows += self._db.execute(
+                    f"SELECT id, functions FROM stacks WHERE id IN ({marks})", batch
+                ).fetchall()
+        return [(tuple(json.loads(functions)), counts[stack]) for stack, functions in rows]
 
     def spans(
         self, where: Filter | None = None, /, *, limit: int = 50, **fields: Unpack[FilterFields]
