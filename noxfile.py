@@ -20,6 +20,11 @@ TEST_DEPS = [
     "daphne>=4",
     "pyroscope-otel>=1.0",
     "structlog>=24",
+    "hypothesis>=6.100",
+    # The receiver UI: exports validated against speedscope's schema; browser tests drive
+    # Debian's chromium (scripts/install-browser.sh), never a downloaded browser.
+    "jsonschema>=4",
+    "playwright>=1.40",
 ]
 
 

@@ -11,7 +11,12 @@ What it does, all on 127.0.0.1 and in a temporary directory:
    must flush that last, partial window;
 5. prints each endpoint's top functions (profiles selected by the ``span_name`` label) and a few
    single requests' top functions (by ``span_id``), and checks every request's profile against
-   the functions the other endpoints burn in.
+   the functions the other endpoints burn in;
+6. ends by writing the flame graph of the request that used the most CPU to
+   ``span-profiles-demo/top-request.html`` (under the working directory; ``--out-dir`` moves it,
+   next to the demo's database ``profiles.db``) and printing the web UI's address. With
+   ``--serve`` the receiver and its UI stay up until Ctrl-C; without it, ``span-profiles serve
+   --db span-profiles-demo/profiles.db`` shows the same data again.
 
 Exits 1 if no profile arrived (or the server failed), 0 otherwise. ``--json`` prints the same as
 JSON. Needs ``pip install -e '.[fastapi,pyroscope,receiver]' uvicorn``; ``scripts/demo.sh`` does
@@ -38,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from span_profiles.receiver import ProfileStore, start_receiver_in_thread
+from span_profiles.receiver import ProfileStore, start_receiver_in_thread, ui, views
 
 APP_DIR = Path(__file__).resolve().parent / "fastapi"
 SERVICE = "example-fastapi"
@@ -267,6 +272,16 @@ def analyse(
     }
 
 
+def write_top_flame(db_path: Path, out: Path) -> dict[str, Any]:
+    """Write the flame graph of the request that used the most CPU to ``out``; describe it."""
+    with ProfileStore(db_path) as store:
+        top = views.overview_json(store, service=SERVICE, top=1)["top_spans"]
+        if not top:
+            return {}
+        out.write_text(views.span_html(store, top[0]["span_id"]), encoding="utf-8")
+    return {**top[0], "flame_graph": str(out.resolve())}
+
+
 def print_report(report: dict[str, Any]) -> None:
     """The report as readable text."""
     print(
@@ -300,6 +315,35 @@ def print_report(report: dict[str, Any]) -> None:
     )
     print("\nTry it yourself: `span-profiles serve` and `uvicorn app:app` in examples/fastapi;")
     print("then `span-profiles spans` and `span-profiles top --span-id <x-span-id header>`.")
+    top = report["top_cpu_request"]
+    if top:
+        print(
+            f"\nThe request that used the most CPU: span {top['span_id']} ({top['span_name']},"
+            f" {top['cpu_seconds']:.2f} CPU s, {top['samples']} samples)."
+        )
+        print(f"Its flame graph (opens offline in a browser): {top['flame_graph']}")
+    ui_state = report["ui"]
+    if ui_state["serving"]:
+        print(f"Web UI: {ui_state['url']}  (up until Ctrl-C)")
+    else:
+        print(
+            f"Web UI: {ui_state['url']}  (stopped with the demo; see it again with"
+            f" `span-profiles serve --db {ui_state['db']}`, then http://127.0.0.1:4040/,"
+            " or run the demo with --serve)"
+        )
+
+
+def serve_until_interrupted(receiver: Any) -> None:
+    """Keep the receiver (and its web UI) up until Ctrl-C or SIGTERM."""
+    sys.stdout.flush()
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,17 +354,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=12, help="concurrent clients (12)")
     parser.add_argument("--upload-interval", type=int, default=2, help="agent push period (2 s)")
     parser.add_argument("--spans", type=int, default=2, help="single requests shown per endpoint")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("span-profiles-demo"),
+        help="where the database and the flame graph go (span-profiles-demo)",
+    )
+    parser.add_argument(
+        "--serve", action="store_true", help="keep the receiver and its web UI up (Ctrl-C ends)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help="receiver and UI port (4040 with --serve, else any)"
+    )
     args = parser.parse_args(argv)
     quiet = args.json
+    port = args.port if args.port is not None else 4040 if args.serve else 0
 
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    db_path = args.out_dir / "profiles.db"
+    # A fresh database per run, so that the report counts this run's requests only.
+    for stale in (
+        db_path,
+        db_path.with_name("profiles.db-wal"),
+        db_path.with_name("profiles.db-shm"),
+    ):
+        stale.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="span-profiles-demo-") as tmp:
-        db_path = Path(tmp) / "profiles.db"
-        receiver = start_receiver_in_thread(port=0, db_path=db_path)
-        port = free_port()
-        log(f"receiver on {receiver.url}; starting uvicorn on port {port}", quiet=quiet)
-        process = start_app(port, receiver.url, args.upload_interval, Path(tmp) / "uvicorn.log")
+        receiver = start_receiver_in_thread(port=port, db_path=db_path, extra_routes=ui.routes())
+        app_port = free_port()
+        log(f"receiver on {receiver.url}; starting uvicorn on port {app_port}", quiet=quiet)
+        process = start_app(app_port, receiver.url, args.upload_interval, Path(tmp) / "uvicorn.log")
         try:
-            client = Client(f"http://127.0.0.1:{port}", timeout=30)
+            client = Client(f"http://127.0.0.1:{app_port}", timeout=30)
             wait_ready(client, process, timeout=30)
             log(
                 f"sending {args.seconds:.0f} s of traffic with {args.concurrency} clients",
@@ -330,22 +395,35 @@ def main(argv: list[str] | None = None) -> int:
             log("stopping uvicorn (SIGINT) with one request in flight", quiet=quiet)
             last, signalled_at, status = last_request_across_shutdown(client, process, 20)
         except Exception as exc:
+            receiver.stop()
             print(f"demo failed: {exc}", file=sys.stderr)
             print((Path(tmp) / "uvicorn.log").read_text(errors="replace")[-4000:], file=sys.stderr)
             return 1
+        except BaseException:
+            receiver.stop()
+            raise
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
-            receiver.stop()
         if status != 0:
             print(f"uvicorn exited with status {status}", file=sys.stderr)
         report = analyse(db_path, requests, last, signalled_at, args.spans)
+        report["top_cpu_request"] = write_top_flame(db_path, args.out_dir / "top-request.html")
+        report["ui"] = {
+            "url": receiver.url + "/",
+            "serving": args.serve,
+            "db": str(db_path.resolve()),
+        }
+        if not args.serve:
+            receiver.stop()
 
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2), flush=True)
     else:
         print_report(report)
+    if args.serve:
+        serve_until_interrupted(receiver)
     if report["samples"] == 0:
         print("no profile arrived: is pyroscope-io installed in this environment?", file=sys.stderr)
         return 1

@@ -2,7 +2,10 @@
 # The span-profiles demo on a fresh machine: a virtualenv in .venv-demo (at the repository root),
 # the package with its FastAPI, agent and receiver extras plus uvicorn, then examples/demo.py.
 # Needs python3 (3.10+) with the venv module, and network access to PyPI for the first run.
-# Usage: scripts/demo.sh [--json] [demo.py options]   (from any directory)
+# It ends by writing the flame graph of the request that used the most CPU to
+# ./span-profiles-demo/top-request.html (next to the demo's profiles.db) and printing the web UI's
+# address; --serve keeps the receiver and its UI up until Ctrl-C (on port 4040, --port N).
+# Usage: scripts/demo.sh [--serve] [--json] [demo.py options]   (from any directory)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

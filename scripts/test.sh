@@ -14,6 +14,9 @@ if command -v pyenv >/dev/null 2>&1; then
   export PATH
 fi
 
+# The receiver UI's browser tests need Debian's chromium; they fail (never skip) in CI without it.
+scripts/install-browser.sh
+
 python3 -m venv .venv-tools
 .venv-tools/bin/python -m pip install --quiet --upgrade pip
 .venv-tools/bin/python -m pip install --quiet "nox>=2024.4" "uv>=0.4"

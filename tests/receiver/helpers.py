@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,3 +63,15 @@ def series(
     )
     labels = (("__name__", "process_cpu"), ("service_name", service), *extra)
     return Series(labels=labels, profiles=(profile,))
+
+
+def read_until_closed(client: socket.socket) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    start = time.monotonic()
+    chunks = []
+    try:
+        while chunk := client.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks), time.monotonic() - start

@@ -5,12 +5,14 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from span_profiles.receiver.model import Profile, Sample, Series
 from span_profiles.receiver.store import (
+    Filter,
     FunctionStat,
     ProfileStore,
     SpanStat,
@@ -236,3 +238,133 @@ def _env_with_src() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
     return env
+
+
+def _two_name_store(db_path: Path) -> ProfileStore:
+    store = ProfileStore(db_path)
+    store.add(
+        [
+            series(
+                [
+                    sample(
+                        ["f", "main"], 2, [("span_id", A), ("span_name", "x"), ("span_name", "y")]
+                    ),
+                    sample(["g", "main"], 3, [("span_id", A), ("span_name", "y")]),
+                    sample(["h"], 4, [("span_id", B)]),
+                    sample(["k"], 5, [("span_name", "x")]),
+                ],
+                service="one",
+            )
+        ],
+        received_at=10.0,
+    )
+    store.add(
+        [series([sample(["f", "main"], 1, [("span_id", A)])], service="two")], received_at=20.0
+    )
+    return store
+
+
+def test_filter_is_the_same_as_keywords(db_path: Path) -> None:
+    """A Filter and the keyword arguments select the same samples in every query."""
+    with _two_name_store(db_path) as store:
+        for where in (
+            Filter(),
+            Filter(span_id=A),
+            Filter(span_name="y"),
+            Filter(span_id=A, span_name="x"),
+            Filter(service="one", until=15.0),
+            Filter(since=15.0),
+        ):
+            fields = {k: v for k, v in where.__dict__.items() if v is not None}
+            assert store.top(where) == store.top(**fields)
+            assert store.total_count(where) == store.total_count(**fields)
+            assert store.spans(where) == store.spans(**fields)
+            assert list(store.samples(where)) == list(store.samples(**fields))
+            # The aggregate tables agree with the samples themselves.
+            assert store.total_count(where) == sum(s.count for s in store.samples(where))
+
+
+def test_several_span_names_count_once(db_path: Path) -> None:
+    """A sample with two span_name labels counts once in totals and once under each name."""
+    with _two_name_store(db_path) as store:
+        assert store.total_count() == 2 + 3 + 4 + 5 + 1
+        assert store.total_count(span_id=A) == 6
+        assert store.total_count(span_name="x") == 2 + 5
+        assert store.total_count(span_name="y") == 2 + 3
+        assert store.top(span_name="y") == [
+            FunctionStat("g", 3, 3),
+            FunctionStat("f", 2, 2),
+            FunctionStat("main", 0, 5),
+        ]
+        assert store.spans() == [SpanStat(A, "y", 6, 20.0), SpanStat(B, None, 4, 10.0)]
+        assert store.spans(span_name="x") == [SpanStat(A, "y", 6, 20.0)]
+
+
+def test_version_1_database_is_upgraded(db_path: Path) -> None:
+    """A database of schema version 1 gets the aggregate tables filled from its samples."""
+    with _two_name_store(db_path) as store:
+        expected = (
+            store.spans(),
+            store.top(),
+            store.top(span_name="x"),
+            store.total_count(span_id=A),
+        )
+    raw = sqlite3.connect(db_path)
+    raw.executescript(
+        "DROP TABLE span_stats; DROP TABLE name_stacks; DROP TABLE name_stacks_hourly;"
+        " UPDATE meta SET value = '1' WHERE key = 'schema_version';"
+    )
+    raw.close()
+    with pytest.raises(sqlite3.DatabaseError, match="schema version '1'"):
+        ProfileStore(db_path, read_only=True)
+    with ProfileStore(db_path) as store:
+        got = (store.spans(), store.top(), store.top(span_name="x"), store.total_count(span_id=A))
+    assert got == expected
+
+
+def test_hourly_rollup_matches_the_samples(db_path: Path) -> None:
+    """Windows over whole and partial hours give the same stacks as counting the samples."""
+    with ProfileStore(db_path) as store:
+        for number in range(12):
+            when = 3600.0 * 100 + number * 1500.0
+            store.add(
+                [
+                    series(
+                        [
+                            sample([f"f{number % 3}", "main"], number + 1, [("span_name", "x")]),
+                            sample(["g", "main"], 2, [("span_name", "y")]),
+                        ],
+                        service="one" if number % 2 else "two",
+                    )
+                ],
+                received_at=when,
+            )
+        start = 3600.0 * 100
+        for since, until in [
+            (None, None),
+            (start + 1000, None),
+            (None, start + 9000),
+            (start + 1000, start + 9000),
+            (start + 1500, start + 1600),
+            (start, start + 3600),
+            (start - 10, start + 20000),
+        ]:
+            for where in (
+                Filter(since=since, until=until),
+                Filter(since=since, until=until, span_name="x"),
+                Filter(since=since, until=until, service="one"),
+            ):
+                expected: dict[tuple[str, ...], int] = {}
+                for got in store.samples(where):
+                    expected[got.functions] = expected.get(got.functions, 0) + got.count
+                assert dict(store.stack_counts(where)) == expected, where
+                assert store.total_count(where) == sum(expected.values())
+        # Retention keeps the rollup in step with what is left.
+        store.retention = replace(store.retention, max_age=3600.0 * 2, max_bytes=None)
+        store.enforce_retention(now=start + 16500 + 3600)
+        where = Filter()
+        expected = {}
+        for got in store.samples(where):
+            expected[got.functions] = expected.get(got.functions, 0) + got.count
+        assert expected
+        assert dict(store.stack_counts(where)) == expected

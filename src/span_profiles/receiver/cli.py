@@ -2,22 +2,26 @@
 
 Usage::
 
-    span-profiles serve [--host 127.0.0.1] [--port 4040] [--db PATH] [--max-body-bytes N]
+    span-profiles serve [--host 127.0.0.1 [--allow-remote]] [--port 4040] [--db PATH]
+                        [--max-body-bytes N] [--max-age T] [--max-db-bytes N] [-q]
     span-profiles top (--span-id ID | --span-name NAME) [--service S] [--since T] [--until T]
                       [--limit N] [--json] [--db PATH]
     span-profiles spans [--service S] [--since T] [--until T] [--limit N] [--json] [--db PATH]
 
 ``T`` is either an age (``90``, ``90s``, ``15m``, ``2h``, ``1d``: that long ago) or an ISO 8601
-time (``2026-05-01T12:00:00``, local time unless it carries an offset).
+time (``2026-05-01T12:00:00``, local time unless it carries an offset). ``top`` and ``spans`` open the
+database read-only, so they work on read-only storage and never wait for the receiver.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -26,12 +30,34 @@ from pathlib import Path
 
 from span_profiles import _doctor
 from span_profiles.receiver.model import check_span_id
-from span_profiles.receiver.store import FunctionStat, ProfileStore, SpanStat, default_db_path
+from span_profiles.receiver.store import (
+    Filter,
+    FunctionStat,
+    ProfileStore,
+    Retention,
+    SpanStat,
+    default_db_path,
+)
 
 __all__ = ["main"]
 
 _AGE_RE = re.compile(r"^(?P<number>\d+(?:\.\d+)?)(?P<unit>[smhd]?)$")
 _UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _age_arg(text: str) -> float | None:
+    if text.strip() in ("0", "none", "off"):
+        return None
+    match = _AGE_RE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age (90, 15m, 2h, 7d) or 'off'")
+    return float(match["number"]) * _UNIT_SECONDS[match["unit"]]
+
+
+def _bytes_arg(text: str) -> int | None:
+    if text.strip() in ("0", "none", "off"):
+        return None
+    return _positive_int(text)
 
 
 def _time_arg(text: str) -> float:
@@ -106,6 +132,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", parents=[db], help="run the receiver")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host that is not loopback; the receiver has NO authentication",
+    )
     serve.add_argument("--port", type=_port_arg, default=4040, help="port (default: 4040)")
     serve.add_argument(
         "--max-body-bytes",
@@ -113,6 +144,21 @@ def _build_parser() -> argparse.ArgumentParser:
         default=16 * 1024 * 1024,
         metavar="N",
         help="largest accepted request body (default: 16 MiB)",
+    )
+    defaults = Retention()
+    serve.add_argument(
+        "--max-age",
+        type=_age_arg,
+        default=defaults.max_age,
+        metavar="T",
+        help="delete profiles older than T (age like 7d; 'off' keeps them; default: 7d)",
+    )
+    serve.add_argument(
+        "--max-db-bytes",
+        type=_bytes_arg,
+        default=defaults.max_bytes,
+        metavar="N",
+        help="delete the oldest profiles when the database uses more (default: 1 GiB; 'off')",
     )
     serve.add_argument("-q", "--quiet", action="store_true", help="log refused requests only")
 
@@ -133,6 +179,10 @@ def _build_parser() -> argparse.ArgumentParser:
     spans.add_argument(
         "--limit", type=_positive_int, default=50, metavar="N", help="rows (default 50)"
     )
+    # flame, diff and export live in their own module (imported here: it imports this one).
+    from span_profiles.receiver import _cli_views
+
+    _cli_views.register(commands, [db])
     return parser
 
 
@@ -165,26 +215,40 @@ def _open_store(args: argparse.Namespace) -> ProfileStore | None:
             file=sys.stderr,
         )
         return None
-    return ProfileStore(path)
+    try:
+        return ProfileStore(path, read_only=True)
+    except sqlite3.Error as exc:
+        print(f"span-profiles: cannot read the database at {path}: {exc}", file=sys.stderr)
+        return None
+
+
+def _filter(args: argparse.Namespace) -> Filter:
+    return Filter(
+        service=args.service,
+        since=args.since,
+        until=args.until,
+        span_id=getattr(args, "span_id", None),
+        span_name=getattr(args, "span_name", None),
+    )
 
 
 def _top(args: argparse.Namespace) -> int:
     store = _open_store(args)
     if store is None:
         return 1
-    filters = {
-        "span_id": args.span_id,
-        "span_name": args.span_name,
-        "service": args.service,
-        "since": args.since,
-        "until": args.until,
-    }
+    where = _filter(args)
     with store:
-        stats: list[FunctionStat] = store.top(**filters, limit=args.limit)
-        total = store.total_count(**filters)
+        stats: list[FunctionStat] = store.top(where, limit=args.limit)
+        total = store.total_count(where)
     if args.json:
         document = {
-            "filter": filters,
+            "filter": {
+                "span_id": where.span_id,
+                "span_name": where.span_name,
+                "service": where.service,
+                "since": where.since,
+                "until": where.until,
+            },
             "total_count": total,
             "functions": [
                 {"name": s.name, "self_count": s.self_count, "total_count": s.total_count}
@@ -217,9 +281,7 @@ def _spans(args: argparse.Namespace) -> int:
     if store is None:
         return 1
     with store:
-        stats: list[SpanStat] = store.spans(
-            service=args.service, since=args.since, until=args.until, limit=args.limit
-        )
+        stats: list[SpanStat] = store.spans(_filter(args), limit=args.limit)
     if args.json:
         document = {
             "spans": [
@@ -243,13 +305,14 @@ def _spans(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # Imported here: the query commands must work without protobuf installed.
+    # Imported here: the query commands must work without the receiver extra installed.
     try:
+        from span_profiles.receiver import ui
         from span_profiles.receiver.server import Receiver
     except ImportError as exc:
         print(
-            f"span-profiles: the receiver needs protobuf ({exc}); "
-            "install it with: pip install 'span-profiles[receiver]'",
+            f"span-profiles: the receiver needs protobuf, starlette and uvicorn ({exc}); "
+            "install them with: pip install 'span-profiles[receiver]'",
             file=sys.stderr,
         )
         return 1
@@ -257,25 +320,45 @@ def _serve(args: argparse.Namespace) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
-    receiver = Receiver(args.host, args.port, args.db, max_body_bytes=args.max_body_bytes)
     try:
-        receiver.start()
+        receiver = Receiver(
+            args.host,
+            args.port,
+            args.db,
+            max_body_bytes=args.max_body_bytes,
+            retention=Retention(max_age=args.max_age, max_bytes=args.max_db_bytes),
+            allow_remote=args.allow_remote,
+            access_log=not args.quiet,
+            extra_routes=ui.routes(),
+        )
+    except ValueError as exc:
+        print(f"span-profiles: {exc}", file=sys.stderr)
+        return 2
+    try:
+        receiver.bind()
+    except sqlite3.Error as exc:
+        print(
+            f"span-profiles: cannot open the database at {receiver.db_path} for writing: {exc}"
+            " (top and spans can still read it; pass --db to store elsewhere)",
+            file=sys.stderr,
+        )
+        return 1
     except OSError as exc:
         print(f"span-profiles: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
+    if args.allow_remote:
+        print(
+            "span-profiles: serving without authentication to anyone who can reach it",
+            file=sys.stderr,
+        )
     print(f"span-profiles receiver on {receiver.url}, storing in {receiver.db_path}", flush=True)
-    # A process started in the background inherits SIGINT ignored, and SIGTERM (service managers,
-    # kill) would end it without closing the database: stop cleanly on both.
+    print(f"web UI on {receiver.url}/", flush=True)
+    # A process started in the background inherits SIGINT ignored. uvicorn handles SIGINT and
+    # SIGTERM while serving and raises them again afterwards: both end here, with status 0.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        # Sleep in the main thread so Ctrl-C arrives here rather than in the server thread.
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        receiver.stop()
+    with contextlib.suppress(KeyboardInterrupt):
+        receiver.serve_forever()
     return 0
 
 
@@ -290,7 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _build_parser().parse_args(argv)
     handlers = {"serve": _serve, "top": _top, "spans": _spans, "doctor": _doctor.run}
-    return handlers[args.command](args)
+    handler = getattr(args, "views_handler", None) or handlers[args.command]
+    result: int = handler(args)
+    return result
 
 
 if __name__ == "__main__":

@@ -21,10 +21,18 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from span_profiles.receiver.model import InvalidInput, Profile, Sample, Series
+from span_profiles.receiver.model import (
+    InvalidInput,
+    Limits,
+    PayloadTooLarge,
+    Profile,
+    Sample,
+    Series,
+)
 
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_BYTES",
+    "DecodeBudget",
     "PayloadTooLarge",
     "decode_pprof",
     "decode_push_request",
@@ -33,20 +41,17 @@ __all__ = [
     "gunzip",
 ]
 
-#: Bound on any decompressed payload (request body or a gzipped raw_profile): a gzip bomb must not
-#: exhaust memory.
-DEFAULT_MAX_DECOMPRESSED_BYTES = 256 * 1024 * 1024
+#: Default bound on what one request decompresses to (see :attr:`Limits.max_decompressed_bytes`).
+DEFAULT_MAX_DECOMPRESSED_BYTES = Limits().max_decompressed_bytes
 
 _GZIP_MAGIC = b"\x1f\x8b"
+
+Frame = tuple[str, str]
 
 # Without protobuf type stubs these are Any; the descriptor helpers below say so explicitly.
 _F: Any = descriptor_pb2.FieldDescriptorProto
 _OPTIONAL = _F.LABEL_OPTIONAL
 _REPEATED = _F.LABEL_REPEATED
-
-
-class PayloadTooLarge(ValueError):
-    """A decompressed payload exceeds the configured limit."""
 
 
 def _field(name: str, number: int, type_: int, label: int = _OPTIONAL, type_name: str = "") -> Any:
@@ -168,11 +173,15 @@ _ProfileMessage: Any = _CLASSES["perftools.profiles.Profile"]
 _PushRequestMessage: Any = _CLASSES["push.v1.PushRequest"]
 
 
-def gunzip(data: bytes, limit: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> bytes:
+def gunzip(data: bytes, limit: int = DEFAULT_MAX_DECOMPRESSED_BYTES, what: str = "") -> bytes:
     """Decompress gzip (or zlib) ``data``, refusing to produce more than ``limit`` bytes.
 
-    Raises :class:`PayloadTooLarge` over the limit and :class:`InvalidInput` on corrupt data.
+    Raises :class:`PayloadTooLarge` over the limit and :class:`InvalidInput` on corrupt or empty
+    data. ``what`` names the limit in the error message.
     """
+    if not data:
+        raise InvalidInput("empty gzip data")
+    too_large = PayloadTooLarge(what or f"decompressed payload exceeds {limit} bytes")
     out = bytearray()
     pending = data
     try:
@@ -182,10 +191,10 @@ def gunzip(data: bytes, limit: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> bytes:
             chunk = decompressor.decompress(pending, limit - len(out) + 1)
             out += chunk
             if len(out) > limit:
-                raise PayloadTooLarge(f"decompressed payload exceeds {limit} bytes")
+                raise too_large
             if not decompressor.eof:
                 if decompressor.unconsumed_tail:
-                    raise PayloadTooLarge(f"decompressed payload exceeds {limit} bytes")
+                    raise too_large
                 raise InvalidInput("truncated gzip data")
             # Concatenated gzip members are valid gzip.
             pending = decompressor.unused_data
@@ -194,42 +203,62 @@ def gunzip(data: bytes, limit: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> bytes:
     return bytes(out)
 
 
+class DecodeBudget:
+    """What is left of one request's :class:`Limits` while its parts are decoded.
+
+    One budget per request: the decompressed bytes of the body and of every embedded profile count
+    against :attr:`Limits.max_decompressed_bytes` together, and the frames of every distinct stack
+    against :attr:`Limits.max_frames_per_request`.
+    """
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        """Start with the full allowance of ``limits`` (the defaults when ``None``)."""
+        self.limits = limits if limits is not None else Limits()
+        self.bytes_left = self.limits.max_decompressed_bytes
+        self.frames_left = self.limits.max_frames_per_request
+
+    def gunzip(self, data: bytes, cap: int | None = None, what: str = "") -> bytes:
+        """Decompress ``data`` within the request's remaining bytes (and ``cap``, if smaller)."""
+        total = self.limits.max_decompressed_bytes
+        limit, message = self.bytes_left, f"request decompresses to more than {total} bytes"
+        if cap is not None and cap < limit:
+            limit, message = cap, what or f"decompressed payload exceeds {cap} bytes"
+        out = gunzip(data, limit, message)
+        self.bytes_left -= len(out)
+        return out
+
+    def take_frames(self, count: int) -> None:
+        """Account ``count`` more resolved frames; raises :class:`PayloadTooLarge` past the limit."""
+        self.frames_left -= count
+        if self.frames_left < 0:
+            raise PayloadTooLarge(
+                f"request resolves to more than {self.limits.max_frames_per_request} stack frames"
+            )
+
+
 def _string(table: Sequence[str], index: int, what: str) -> str:
     if not 0 <= index < len(table):
         raise InvalidInput(f"pprof: {what} string index {index} out of range ({len(table)})")
     return table[index]
 
 
-def decode_pprof(data: bytes, *, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> Profile:
-    """Decode a pprof ``Profile`` (plain or gzipped) into a :class:`Profile`.
-
-    Stacks are resolved to function names and files, leaf first; inlined frames of one location
-    are expanded in pprof order (callee first). Only string labels are kept (numeric labels are
-    dropped), in wire order, repeated keys included. Raises :class:`InvalidInput` on bad data.
-    """
-    if data[:2] == _GZIP_MAGIC:
-        data = gunzip(data, max_bytes)
-    message = _ProfileMessage()
-    try:
-        message.ParseFromString(data)
-    except DecodeError as exc:
-        raise InvalidInput(f"invalid pprof profile: {exc}") from None
-    strings: list[str] = list(message.string_table)
-    if strings and strings[0] != "":
-        raise InvalidInput("pprof: string_table[0] must be the empty string")
-    if not strings:
-        strings = [""]
-
-    functions: dict[int, tuple[str, str]] = {}
+def _frames(message: Any, strings: Sequence[str], limits: Limits) -> dict[int, tuple[Frame, ...]]:
+    """Location id -> its frames (inlined callees first), cut to the stack depth limit."""
+    symbol = limits.max_symbol_length
+    functions: dict[int, Frame] = {}
     for function in message.function:
+        if function.id == 0:
+            raise InvalidInput("pprof: function id 0 (ids start at 1)")
         functions[function.id] = (
-            _string(strings, function.name, "function name"),
-            _string(strings, function.filename, "function filename"),
+            _string(strings, function.name, "function name")[:symbol],
+            _string(strings, function.filename, "function filename")[:symbol],
         )
-    locations: dict[int, tuple[tuple[str, str], ...]] = {}
+    locations: dict[int, tuple[Frame, ...]] = {}
     for location in message.location:
-        frames: list[tuple[str, str]] = []
-        for line in location.line:
+        if location.id == 0:
+            raise InvalidInput("pprof: location id 0 (ids start at 1)")
+        frames: list[Frame] = []
+        for line in location.line[: limits.max_stack_depth]:
             frame = functions.get(line.function_id)
             if frame is None:
                 raise InvalidInput(f"pprof: unknown function id {line.function_id}")
@@ -238,30 +267,83 @@ def decode_pprof(data: bytes, *, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
             # A location without symbols: keep the address so the frame is not silently lost.
             frames.append((f"0x{location.address:x}", ""))
         locations[location.id] = tuple(frames)
+    return locations
 
+
+def _stack(
+    location_ids: Sequence[int], locations: dict[int, tuple[Frame, ...]], depth: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Function and file names of one sample, leaf first, at most ``depth`` frames.
+
+    Pyroscope truncates at ``max_profile_stacktrace_depth`` too; the leaf side is what a CPU
+    profile attributes self time to, so that side is kept.
+    """
+    names: list[str] = []
+    files: list[str] = []
+    for location_id in location_ids:
+        resolved = locations.get(location_id)
+        if resolved is None:
+            raise InvalidInput(f"pprof: unknown location id {location_id}")
+        for name, filename in resolved:
+            names.append(name)
+            files.append(filename)
+        if len(names) >= depth:
+            del names[depth:], files[depth:]
+            break
+    return tuple(names), tuple(files)
+
+
+def decode_pprof(
+    data: bytes, *, limits: Limits | None = None, budget: DecodeBudget | None = None
+) -> Profile:
+    """Decode a pprof ``Profile`` (plain or gzipped) into a :class:`Profile`.
+
+    Stacks are resolved to function names and files, leaf first; inlined frames of one location
+    are expanded in pprof order (callee first). Stacks deeper than ``limits.max_stack_depth`` and
+    names longer than ``limits.max_symbol_length`` are truncated. Only string labels are kept
+    (numeric labels are dropped), in wire order, repeated keys included. Raises
+    :class:`InvalidInput` on bad data and :class:`PayloadTooLarge` past a size limit.
+    """
+    budget = budget if budget is not None else DecodeBudget(limits)
+    limits = budget.limits
+    too_large = f"profile exceeds {limits.max_profile_bytes} bytes uncompressed"
+    if data[:2] == _GZIP_MAGIC:
+        data = budget.gunzip(data, limits.max_profile_bytes, too_large)
+    elif len(data) > limits.max_profile_bytes:
+        raise PayloadTooLarge(too_large)
+    message = _ProfileMessage()
+    try:
+        message.ParseFromString(data)
+    except DecodeError as exc:
+        raise InvalidInput(f"invalid pprof profile: {exc}") from None
+    if len(message.sample) > limits.max_samples_per_profile:
+        raise InvalidInput(
+            f"profile has {len(message.sample)} samples (limit {limits.max_samples_per_profile})"
+        )
+    strings: list[str] = list(message.string_table)
+    if strings and strings[0] != "":
+        raise InvalidInput("pprof: string_table[0] must be the empty string")
+    if not strings:
+        strings = [""]
+
+    locations = _frames(message, strings, limits)
+    # Samples that share a stack share its tuples: memory and the frame budget grow with distinct
+    # stacks, not with references to them.
+    stacks: dict[tuple[int, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
     samples: list[Sample] = []
     for sample in message.sample:
-        names: list[str] = []
-        files: list[str] = []
-        for location_id in sample.location_id:
-            resolved = locations.get(location_id)
-            if resolved is None:
-                raise InvalidInput(f"pprof: unknown location id {location_id}")
-            for name, filename in resolved:
-                names.append(name)
-                files.append(filename)
+        key = tuple(sample.location_id)
+        stack = stacks.get(key)
+        if stack is None:
+            stack = stacks[key] = _stack(key, locations, limits.max_stack_depth)
+            budget.take_frames(len(stack[0]))
         labels = tuple(
             (_string(strings, label.key, "label key"), _string(strings, label.str, "label value"))
             for label in sample.label
             if label.str != 0 or label.num == 0
         )
         samples.append(
-            Sample(
-                values=tuple(sample.value),
-                functions=tuple(names),
-                files=tuple(files),
-                labels=labels,
-            )
+            Sample(values=tuple(sample.value), functions=stack[0], files=stack[1], labels=labels)
         )
 
     sample_types = tuple(
@@ -289,12 +371,15 @@ def decode_pprof(data: bytes, *, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
 
 
 def decode_push_request(
-    body: bytes, *, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
+    body: bytes, *, limits: Limits | None = None, budget: DecodeBudget | None = None
 ) -> list[Series]:
     """Decode an uncompressed ``push.v1.PushRequest`` body, including every embedded pprof.
 
-    Raises :class:`InvalidInput` when the request or any profile in it cannot be decoded.
+    Every embedded profile draws on the same ``budget`` (one per request). Raises
+    :class:`InvalidInput` when the request or any profile in it cannot be decoded and
+    :class:`PayloadTooLarge` past a size limit.
     """
+    budget = budget if budget is not None else DecodeBudget(limits)
     request = _PushRequestMessage()
     try:
         request.ParseFromString(body)
@@ -303,9 +388,7 @@ def decode_push_request(
     result: list[Series] = []
     for series in request.series:
         labels = tuple((pair.name, pair.value) for pair in series.labels)
-        profiles = tuple(
-            decode_pprof(raw.raw_profile, max_bytes=max_bytes) for raw in series.samples
-        )
+        profiles = tuple(decode_pprof(raw.raw_profile, budget=budget) for raw in series.samples)
         result.append(Series(labels=labels, profiles=profiles))
     return result
 

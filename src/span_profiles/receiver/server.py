@@ -1,452 +1,367 @@
-"""A local HTTP receiver that accepts what a Pyroscope server accepts from Python agents.
+"""The local HTTP receiver: a Starlette app served by uvicorn, accepting what Pyroscope accepts.
 
-Endpoints:
+Endpoints (the route table is :data:`ROUTES`):
 
 ``POST /push.v1.PusherService/Push``
     The Connect unary RPC the pyroscope-io 1.x agent uses. ``content-type`` must be
     ``application/proto`` (or ``application/x-protobuf`` / ``application/protobuf``); the body may be
     gzipped (``content-encoding: gzip``) and each ``raw_profile`` may itself be gzipped. Success is
-    HTTP 200 with an empty protobuf body. Failures use the Connect error shape: a JSON body
-    ``{"code": "...", "message": "..."}`` with ``invalid_argument`` (400), ``resource_exhausted``
-    (413, body or decompressed data over the limit), ``unimplemented`` (404 unknown path, 405 wrong
-    method, 415 unsupported content type or encoding) or ``internal`` (500).
+    HTTP 200 with an empty protobuf body.
 
 ``POST /ingest?name=APP.cpu{k=v,...}&from=..&until=..&format=folded|pprof&spyName=..&sampleRate=..``
-    The legacy endpoint of 0.x agents. Choices, following Pyroscope's ingest adapter:
-
-    * ``name`` is ``APP[.TYPE][{k=v,...}]``. A known profile type suffix (``cpu``, ``itimer``,
-      ``wall``, ``alloc_objects``, ...) is split off: ``myapp.cpu`` gives ``service_name=myapp`` and
-      ``__name__=process_cpu``; a name without a known suffix is the service name as a whole and
-      ``__name__`` is ``process_cpu``. The ``{k=v}`` pairs become series labels, ``spyName`` becomes
-      ``pyroscope_spy``. A ``span_id`` or ``profile_id`` pair is moved onto every sample as the
-      ``span_id`` sample label, since 0.x agents sent one request per tag set.
-    * ``format`` defaults to ``folded``: text lines ``root;...;leaf COUNT``; each count becomes a
-      sample of value ``COUNT * period`` with ``period = 1e9 / sampleRate`` CPU nanoseconds
-      (``sampleRate`` defaults to 100). ``format=pprof`` takes a pprof body, raw (optionally
-      gzipped) or as the ``profile`` field of a ``multipart/form-data`` body. Other formats are
-      refused with 400.
+    The legacy endpoint of 0.x agents (see :mod:`span_profiles.receiver.legacy`). ``format=pprof``
+    takes a pprof body, raw (optionally gzipped) or as the ``profile`` field of a
+    ``multipart/form-data`` body.
 
 ``GET /ready``
     200 ``ready``, for scripts and tests that wait for the receiver.
 
-Every request is validated completely before anything is stored (see
-:func:`~span_profiles.receiver.model.validate_series`) and stored in one SQLite transaction, so a
-refused request stores nothing. Bodies are read up to ``max_body_bytes + 1`` bytes at most.
+Errors use the Connect error shape: HTTP status and a JSON body ``{"code": "...", "message":
+"..."}``: ``invalid_argument`` (400), ``deadline_exceeded`` (408, the body did not arrive within
+:attr:`Limits.body_timeout`), ``resource_exhausted`` (413 over a size limit, 507 disk full),
+``unimplemented`` (404 unknown path, 405 wrong method, 415 unsupported content type or encoding)
+or ``internal`` (500). Routes added through ``extra_routes`` get the same shape for their 404/405.
+
+Every request is decoded and validated completely (:func:`~span_profiles.receiver.model.validate_series`
+against :class:`~span_profiles.receiver.model.Limits`) before anything is stored, and stored in one
+SQLite transaction, so a refused request stores nothing. A reply sent before the body was read
+closes the connection.
+
+Transport: uvicorn (h11) parses HTTP, chunked bodies included, and refuses malformed requests with
+400. On top of uvicorn's keep-alive timeout, a connection that has not sent a complete request
+head within :attr:`Limits.header_timeout` is closed, so a slow or silent client holds nothing.
+The listen backlog is 2048. The receiver binds loopback only unless ``allow_remote=True``: it has
+no authentication.
 """
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
-import json
+import asyncio
+import dataclasses
+import ipaddress
 import logging
 import os
-import re
+import socket
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from urllib.parse import parse_qs, urlsplit
 
+import anyio
+import h11
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Message
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from span_profiles.receiver.legacy import legacy_series
 from span_profiles.receiver.model import (
-    LEGACY_PROFILE_ID_LABEL,
-    SERVICE_NAME_LABEL,
-    SPAN_ID_LABEL,
     InvalidInput,
-    Profile,
-    Sample,
+    Limits,
+    PayloadTooLarge,
+    ReceiverError,
     Series,
+    Unsupported,
     validate_series,
 )
-from span_profiles.receiver.proto import (
-    DEFAULT_MAX_DECOMPRESSED_BYTES,
-    PayloadTooLarge,
-    decode_pprof,
-    decode_push_request,
-    gunzip,
-)
-from span_profiles.receiver.store import ProfileStore, default_db_path
+from span_profiles.receiver.proto import DecodeBudget, decode_push_request
+from span_profiles.receiver.store import ProfileStore, Retention, default_db_path
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_PORT",
+    "INGEST_PATH",
     "PUSH_PATH",
+    "ROUTES",
     "Receiver",
-    "parse_legacy_name",
+    "create_app",
     "start_receiver_in_thread",
 ]
 
 DEFAULT_PORT = 4040
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = Limits().max_body_bytes
 PUSH_PATH = "/push.v1.PusherService/Push"
 INGEST_PATH = "/ingest"
+#: Pending connections the kernel queues before refusing: 16 agents connecting at once must fit.
+BACKLOG = 2048
 
 _PROTO_CONTENT_TYPES = frozenset(
     {"application/proto", "application/x-protobuf", "application/protobuf"}
 )
-_LEGACY_TYPES = {
-    "cpu": "process_cpu",
-    "itimer": "process_cpu",
-    "wall": "wall",
-    "alloc_objects": "memory",
-    "alloc_space": "memory",
-    "inuse_objects": "memory",
-    "inuse_space": "memory",
-    "goroutines": "goroutine",
-    "mutex_count": "mutex",
-    "mutex_duration": "mutex",
-    "block_count": "block",
-    "block_duration": "block",
-}
-_LEGACY_NAME_RE = re.compile(r"^(?P<app>[^{}]+?)(?:\{(?P<labels>[^{}]*)\})?$")
+_HTTP_CODES = {400: "invalid_argument", 404: "unimplemented", 405: "unimplemented"}
 
 logger = logging.getLogger("span_profiles.receiver")
 # A library must not print through logging's last-resort handler; `serve` configures logging.
 logger.addHandler(logging.NullHandler())
 
 
-class _RequestError(Exception):
-    def __init__(self, status: HTTPStatus, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+def _error_response(status: int, code: str, message: str, *, close: bool) -> JSONResponse:
+    # Unread body bytes would be parsed as the next request on a kept-alive connection.
+    headers = {"connection": "close"} if close else None
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
 
 
-def _invalid(message: str) -> _RequestError:
-    return _RequestError(HTTPStatus.BAD_REQUEST, "invalid_argument", message)
+def _body_pending(request: Request) -> bool:
+    if getattr(request.state, "body_read", False):
+        return False
+    headers = request.headers
+    return "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
 
 
-def parse_legacy_name(name: str) -> tuple[str, str, tuple[tuple[str, str], ...]]:
-    """Split a legacy ``/ingest`` ``name`` into ``(service_name, __name__, labels)``.
+async def _on_receiver_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ReceiverError)
+    logger.warning("%s %s refused: %s", request.method, request.url.path, exc.message)
+    return _error_response(exc.status, exc.code, exc.message, close=_body_pending(request))
 
-    ``"myapp.cpu{env=prod,region=eu}"`` gives ``("myapp", "process_cpu", (("env", "prod"),
-    ("region", "eu")))``. Raises :class:`InvalidInput` on a malformed name.
-    """
-    match = _LEGACY_NAME_RE.fullmatch(name.strip())
-    if match is None:
-        raise InvalidInput(f"invalid name {name!r}: expected APP.TYPE{{k=v,...}}")
-    app = match["app"].strip()
-    service, dot, suffix = app.rpartition(".")
-    if dot and service and suffix in _LEGACY_TYPES:
-        metric = _LEGACY_TYPES[suffix]
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    path = request.url.path
+    if exc.status_code == 404:
+        message = f"no such endpoint {path!r}"
+    elif exc.status_code == 405:
+        message = f"{request.method} not allowed for {path}; use {exc.headers.get('allow', '') if exc.headers else ''}"
     else:
-        service, metric = app, "process_cpu"
-    labels: list[tuple[str, str]] = []
-    for part in (match["labels"] or "").split(","):
-        if not part.strip():
-            continue
-        key, eq, value = part.partition("=")
-        if not eq:
-            raise InvalidInput(f"invalid label {part.strip()!r} in name: expected k=v")
-        labels.append((key.strip(), value.strip()))
-    return service, metric, tuple(labels)
-
-
-def _parse_folded(text: str, period: int) -> tuple[Sample, ...]:
-    samples: list[Sample] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        stack, _, count_text = line.rstrip().rpartition(" ")
-        try:
-            count = int(count_text)
-        except ValueError:
-            count = -1
-        if not stack or count < 0:
-            raise InvalidInput(f"folded line {number}: expected 'frame;frame;... COUNT'")
-        functions = tuple(reversed(stack.split(";")))
-        samples.append(
-            Sample(
-                values=(count * period,),
-                functions=functions,
-                files=("",) * len(functions),
-                labels=(),
-            )
-        )
-    return tuple(samples)
-
-
-def _multipart_field(body: bytes, content_type: str, field: str) -> bytes:
-    parser = email.parser.BytesParser(policy=email.policy.HTTP)
-    message = parser.parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+        message = exc.detail
+    response = _error_response(
+        exc.status_code,
+        _HTTP_CODES.get(exc.status_code, "unknown"),
+        message,
+        close=_body_pending(request),
     )
-    if not message.is_multipart():
-        raise InvalidInput("invalid multipart body")
-    for part in message.iter_parts():
-        if part.get_param("name", header="content-disposition") == field:
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                return payload
-    raise InvalidInput(f"multipart body has no {field!r} field")
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # Let a restarted receiver rebind at once instead of waiting out TIME_WAIT.
-    allow_reuse_address = True
+async def _read_body(request: Request, limits: Limits) -> bytes:
+    """The whole request body, within :attr:`Limits.max_body_bytes` and :attr:`Limits.body_timeout`."""
+    limit = limits.max_body_bytes
+    too_large = PayloadTooLarge(f"request body exceeds {limit} bytes")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise too_large
+    body = bytearray()
+    try:
+        with anyio.fail_after(limits.body_timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+    except TimeoutError:
+        raise ReceiverError(
+            f"request body not received within {limits.body_timeout} s",
+            status=408,
+            code="deadline_exceeded",
+        ) from None
+    request.state.body_read = True
+    return bytes(body)
 
-    def __init__(
-        self,
-        address: tuple[str, int],
-        store: ProfileStore,
-        max_body_bytes: int,
-        max_decompressed_bytes: int,
-    ) -> None:
-        super().__init__(address, _Handler)
-        self.store = store
-        self.max_body_bytes = max_body_bytes
-        self.max_decompressed_bytes = max_decompressed_bytes
+
+async def _decoded_body(request: Request, budget: DecodeBudget) -> bytes:
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("gzip", "identity", ""):
+        raise Unsupported(f"unsupported content-encoding {encoding!r}")
+    body = await _read_body(request, budget.limits)
+    if encoding == "gzip":
+        return await run_in_threadpool(budget.gunzip, body)
+    return body
 
 
-class _Handler(BaseHTTPRequestHandler):
-    # HTTP/1.1 keeps the agent's connection alive between uploads; every reply sets Content-Length.
-    protocol_version = "HTTP/1.1"
-    server: _Server
-    server_version = "span-profiles-receiver"
-    _body_consumed = False
-
-    def log_message(self, format: str, *args: object) -> None:
-        logger.info("%s %s", self.address_string(), format % args)
-
-    # -- plumbing --------------------------------------------------------------------------------
-
-    def _reply(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _reply_error(self, error: _RequestError) -> None:
-        logger.warning("%s %s refused: %s", self.command, self.path, error.message)
-        body = json.dumps({"code": error.code, "message": error.message}).encode()
-        self._reply(error.status, body, "application/json")
-
-    def _read_body(self) -> bytes:
-        limit = self.server.max_body_bytes
-        too_large = _RequestError(
-            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            "resource_exhausted",
-            f"request body exceeds {limit} bytes",
-        )
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            return self._read_chunked(limit, too_large)
-        length_text = self.headers.get("Content-Length")
-        if length_text is None:
-            self.close_connection = True
-            raise _RequestError(
-                HTTPStatus.LENGTH_REQUIRED, "invalid_argument", "Content-Length required"
-            )
-        try:
-            length = int(length_text)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            raise _invalid("invalid Content-Length")
-        if length > limit:
-            # The body stays unread, so the connection cannot be reused.
-            self.close_connection = True
-            raise too_large
-        body = self.rfile.read(length)
-        if len(body) != length:
-            self.close_connection = True
-            raise _invalid("request body shorter than Content-Length")
-        self._body_consumed = True
-        return body
-
-    def _read_chunked(self, limit: int, too_large: _RequestError) -> bytes:
-        body = bytearray()
-        while True:
-            size_line = self.rfile.readline(1024)
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                self.close_connection = True
-                raise _invalid("invalid chunked encoding") from None
-            if size == 0:
-                # Trailer section, ended by an empty line.
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass
-                self._body_consumed = True
-                return bytes(body)
-            if len(body) + size > limit:
-                self.close_connection = True
-                raise too_large
-            chunk = self.rfile.read(size)
-            self.rfile.readline(8)
-            if len(chunk) != size:
-                self.close_connection = True
-                raise _invalid("truncated chunked body")
-            body += chunk
-
-    def _decoded_body(self) -> bytes:
-        body = self._read_body()
-        encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding == "gzip":
-            return gunzip(body, self.server.max_decompressed_bytes)
-        if encoding in ("identity", ""):
-            return body
-        raise _RequestError(
-            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-            "unimplemented",
-            f"unsupported content-encoding {encoding!r}",
-        )
-
-    def _store(self, series: list[Series]) -> int:
-        validate_series(series)
-        try:
-            return self.server.store.add(series, received_at=time.time())
-        except Exception as exc:
-            logger.exception("storing profiles failed")
-            raise _RequestError(
-                HTTPStatus.INTERNAL_SERVER_ERROR, "internal", f"storage failed: {exc}"
+def _store(request: Request, series: list[Series]) -> int:
+    """Validate and store (runs on a worker thread: SQLite blocks)."""
+    store: ProfileStore = request.app.state.store
+    validate_series(series, request.app.state.limits)
+    try:
+        stored = store.add(series, received_at=time.time())
+    except sqlite3.Error as exc:
+        logger.error("storing profiles failed: %s", exc)
+        # sqlite_errorname exists from Python 3.11 on; the message is SQLite's own before that.
+        full = getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "is full" in str(exc)
+        if full:
+            raise ReceiverError(
+                f"storage failed: {exc}", status=507, code="resource_exhausted"
             ) from exc
+        raise ReceiverError(f"storage failed: {exc}") from exc
+    try:
+        store.enforce_retention_if_due()
+    except sqlite3.Error as exc:
+        # The upload is stored; retention runs again at the next interval.
+        logger.warning("retention failed: %s", exc)
+    return stored
 
-    # -- routes ----------------------------------------------------------------------------------
 
-    def do_GET(self) -> None:
-        """Health check at ``/ready``; every other GET is refused."""
-        if urlsplit(self.path).path == "/ready":
-            self._reply(HTTPStatus.OK, b"ready\n", "text/plain; charset=utf-8")
-            return
-        self._run(None)
+def _push_series(body: bytes, budget: DecodeBudget) -> list[Series]:
+    return decode_push_request(body, budget=budget)
 
-    def do_POST(self) -> None:
-        """Dispatch to the Connect push RPC or the legacy ingest endpoint."""
-        path = urlsplit(self.path).path
-        self._run(
-            self._push if path == PUSH_PATH else self._ingest if path == INGEST_PATH else None
-        )
 
-    def _run(self, action: Callable[[], None] | None) -> None:
-        self._body_consumed = False
-        try:
-            if action is None:
-                path = urlsplit(self.path).path
-                if path in (PUSH_PATH, INGEST_PATH):
-                    raise _RequestError(
-                        HTTPStatus.METHOD_NOT_ALLOWED, "unimplemented", f"use POST for {path}"
-                    )
-                raise _RequestError(
-                    HTTPStatus.NOT_FOUND, "unimplemented", f"no such endpoint {path!r}"
-                )
-            action()
-        except (_RequestError, PayloadTooLarge, InvalidInput) as exc:
-            if isinstance(exc, PayloadTooLarge):
-                error = _RequestError(
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "resource_exhausted", str(exc)
-                )
-            elif isinstance(exc, InvalidInput):
-                error = _invalid(str(exc))
-            else:
-                error = exc
-            if not self._body_consumed:
-                # Unread body bytes would be parsed as the next request on a kept-alive connection.
-                self.close_connection = True
-            self._reply_error(error)
-        except Exception:
-            logger.exception("unexpected error handling %s %s", self.command, self.path)
-            self.close_connection = True
-            self._reply_error(
-                _RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal", "internal error")
-            )
+async def _on_disconnect(request: Request, exc: Exception) -> Response:
+    # The client hung up mid-body: nobody to answer, nothing stored, no traceback.
+    logger.info(
+        "%s %s: client disconnected before the body ended", request.method, request.url.path
+    )
+    return Response(status_code=400, headers={"connection": "close"})
 
-    def _push(self) -> None:
-        content_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-        if content_type not in _PROTO_CONTENT_TYPES:
-            self.close_connection = True
-            raise _RequestError(
-                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                "unimplemented",
-                f"unsupported content-type {content_type!r}; use application/proto",
-            )
-        body = self._decoded_body()
-        series = decode_push_request(body, max_bytes=self.server.max_decompressed_bytes)
-        stored = self._store(series)
-        logger.debug("push: %d series, %d samples stored", len(series), stored)
-        self._reply(HTTPStatus.OK, b"", "application/proto")
 
-    def _ingest(self) -> None:
-        query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
+async def _push(request: Request) -> Response:
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type not in _PROTO_CONTENT_TYPES:
+        raise Unsupported(f"unsupported content-type {content_type!r}; use application/proto")
+    budget = DecodeBudget(request.app.state.limits)
+    body = await _decoded_body(request, budget)
+    series = await run_in_threadpool(_push_series, body, budget)
+    stored = await run_in_threadpool(_store, request, series)
+    logger.debug("push: %d series, %d samples stored", len(series), stored)
+    return Response(b"", media_type="application/proto")
 
-        def param(key: str, default: str = "") -> str:
-            values = query.get(key)
-            return values[0] if values else default
 
-        name = param("name")
-        if not name:
-            raise _invalid("missing query parameter 'name'")
-        service, metric, name_labels = parse_legacy_name(name)
-        try:
-            sample_rate = int(param("sampleRate", "100"))
-            start = int(param("from", "0") or "0")
-            end = int(param("until", "0") or "0")
-        except ValueError:
-            raise _invalid("sampleRate, from and until must be integers") from None
-        if sample_rate <= 0:
-            raise _invalid("sampleRate must be positive")
-        period = 1_000_000_000 // sample_rate
-        span_labels = tuple(
-            (SPAN_ID_LABEL, value)
-            for key, value in name_labels
-            if key in (SPAN_ID_LABEL, LEGACY_PROFILE_ID_LABEL)
-        )
-        labels = [("__name__", metric), (SERVICE_NAME_LABEL, service)]
-        labels += [
-            pair for pair in name_labels if pair[0] not in (SPAN_ID_LABEL, LEGACY_PROFILE_ID_LABEL)
-        ]
-        if param("spyName"):
-            labels.append(("pyroscope_spy", param("spyName")))
+async def _multipart_profile(request: Request, body: bytes) -> bytes:
+    """The ``profile`` field of a multipart form ``body``, parsed by Starlette (python-multipart)."""
+    sent = False
 
-        body = self._decoded_body()
-        data_format = param("format", "folded") or "folded"
-        if data_format == "folded":
-            try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _invalid("folded body is not UTF-8") from None
-            profile = Profile(
-                sample_types=(("cpu", "nanoseconds"),),
-                period_type=("cpu", "nanoseconds"),
-                period=period,
-                time_nanos=start * 1_000_000_000,
-                duration_nanos=max(end - start, 0) * 1_000_000_000,
-                samples=_parse_folded(text, period),
-            )
-        elif data_format == "pprof":
-            content_type = self.headers.get("Content-Type", "")
-            if content_type.split(";", 1)[0].strip().lower() == "multipart/form-data":
-                body = _multipart_field(body, content_type, "profile")
-            profile = decode_pprof(body, max_bytes=self.server.max_decompressed_bytes)
-        else:
-            raise _invalid(f"unsupported format {data_format!r}; use folded or pprof")
-        if span_labels:
-            profile = Profile(
-                sample_types=profile.sample_types,
-                period_type=profile.period_type,
-                period=profile.period,
-                time_nanos=profile.time_nanos,
-                duration_nanos=profile.duration_nanos,
-                samples=tuple(
-                    Sample(s.values, s.functions, s.files, s.labels + span_labels)
-                    for s in profile.samples
-                ),
-            )
-        stored = self._store([Series(labels=tuple(labels), profiles=(profile,))])
-        logger.debug("ingest: %d samples stored", stored)
-        self._reply(HTTPStatus.OK, b"", "text/plain")
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async with Request(request.scope, receive).form(max_files=4, max_fields=16) as form:
+        field = form.get("profile")
+        if isinstance(field, UploadFile):
+            return await field.read()
+        if isinstance(field, str):
+            return field.encode("utf-8")
+    raise InvalidInput("multipart body has no 'profile' field")
+
+
+async def _ingest(request: Request) -> Response:
+    # First value of each parameter, as Pyroscope's ingest handler reads them.
+    params = dict(reversed(request.query_params.multi_items()))
+    budget = DecodeBudget(request.app.state.limits)
+    payload = await _decoded_body(request, budget)
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if params.get("format") == "pprof" and media_type == "multipart/form-data":
+        payload = await _multipart_profile(request, payload)
+    series = await run_in_threadpool(legacy_series, params, payload, budget)
+    stored = await run_in_threadpool(_store, request, [series])
+    logger.debug("ingest: %d samples stored", stored)
+    return PlainTextResponse("")
+
+
+async def _ready(request: Request) -> Response:
+    return PlainTextResponse("ready\n")
+
+
+#: The receiver's routes, as data: path, endpoint, methods.
+ROUTES: tuple[Route, ...] = (
+    Route(PUSH_PATH, _push, methods=["POST"]),
+    Route(INGEST_PATH, _ingest, methods=["POST"]),
+    Route("/ready", _ready, methods=["GET"]),
+)
+
+
+def create_app(
+    store: ProfileStore,
+    *,
+    limits: Limits | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """The receiver as an ASGI app storing into ``store``.
+
+    Args:
+        store: Where accepted profiles go; the app never closes it.
+        limits: Size limits and timeouts (the defaults when ``None``).
+        extra_routes: More routes served after the receiver's own (the web UI mounts at ``/``).
+            They see the store as ``request.app.state.store``.
+    """
+    app = Starlette(
+        routes=[*ROUTES, *extra_routes],
+        exception_handlers={
+            ReceiverError: _on_receiver_error,
+            HTTPException: _on_http_error,
+            ClientDisconnect: _on_disconnect,
+        },
+    )
+    app.state.store = store
+    app.state.limits = limits if limits is not None else Limits()
+    return app
+
+
+def _protocol_class(header_timeout: float) -> type[H11Protocol]:
+    class TimedH11Protocol(H11Protocol):
+        """uvicorn's h11 protocol with a deadline for each request head.
+
+        uvicorn's keep-alive timer restarts on every byte, so a client trickling a header, or one
+        that connects and sends nothing, would hold the connection forever.
+        """
+
+        _head_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_head_deadline()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is h11.IDLE:
+                self._arm_head_deadline()
+            elif self._head_deadline is not None:
+                self._head_deadline.cancel()
+                self._head_deadline = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+            super().connection_lost(exc)
+
+        def _arm_head_deadline(self) -> None:
+            if self._head_deadline is None and not self.transport.is_closing():
+                self._head_deadline = self.loop.call_later(header_timeout, self._head_timed_out)
+
+        def _head_timed_out(self) -> None:
+            self._head_deadline = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                logger.info("closing a connection that sent no complete request head in time")
+                self.transport.close()
+
+    return TimedH11Protocol
+
+
+def _open_for_writing(path: Path, retention: Retention | None) -> ProfileStore:
+    try:
+        store = ProfileStore(path, retention=retention)
+    except OSError as exc:
+        # mkdir of the parent directory: report it as the database error it is.
+        raise sqlite3.OperationalError(str(exc)) from exc
+    try:
+        store.enforce_retention()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Receiver:
-    """The receiver: an HTTP server storing into a :class:`ProfileStore`.
+    """The receiver: uvicorn serving :func:`create_app` over a :class:`ProfileStore`.
 
     ``port=0`` picks a free port (read it from :attr:`port` or :attr:`url` after :meth:`start`).
     Use :meth:`start`/:meth:`stop` (or ``with``) to serve on a daemon thread, or
@@ -459,42 +374,107 @@ class Receiver:
         port: int = DEFAULT_PORT,
         db_path: str | os.PathLike[str] | None = None,
         *,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+        max_body_bytes: int | None = None,
+        max_decompressed_bytes: int | None = None,
+        limits: Limits | None = None,
+        retention: Retention | None = None,
+        allow_remote: bool = False,
+        extra_routes: Sequence[BaseRoute] = (),
+        access_log: bool = False,
     ) -> None:
-        """Configure the receiver; nothing is opened or bound until :meth:`start`."""
-        if max_body_bytes <= 0 or max_decompressed_bytes <= 0:
-            raise ValueError("size limits must be positive")
+        """Configure the receiver; nothing is opened or bound until :meth:`start`.
+
+        Args:
+            host: Address to bind; a non-loopback address needs ``allow_remote=True``.
+            port: Port to bind, 0 for a free one.
+            db_path: The SQLite database (default: :func:`default_db_path`).
+            max_body_bytes: Shortcut for ``limits.max_body_bytes``.
+            max_decompressed_bytes: Shortcut for ``limits.max_decompressed_bytes``.
+            limits: Size limits and timeouts.
+            retention: Max age and max size of the database (:class:`Retention` defaults).
+            allow_remote: Serve on a non-loopback address. There is no authentication.
+            extra_routes: More routes for :func:`create_app` (the web UI).
+            access_log: Log every request through the ``uvicorn.access`` logger.
+        """
+        if not allow_remote and not _is_loopback(host):
+            raise ValueError(
+                f"{host!r} is not a loopback address; the receiver has no authentication,"
+                " pass allow_remote=True (--allow-remote) to serve on it anyway"
+            )
+        limits = limits if limits is not None else Limits()
+        overrides = {
+            name: value
+            for name, value in (
+                ("max_body_bytes", max_body_bytes),
+                ("max_decompressed_bytes", max_decompressed_bytes),
+            )
+            if value is not None
+        }
+        if overrides:
+            limits = dataclasses.replace(limits, **overrides)
         self.host = host
         self.db_path = Path(db_path) if db_path is not None else default_db_path()
-        self.max_body_bytes = max_body_bytes
-        self.max_decompressed_bytes = max_decompressed_bytes
+        self.limits = limits
+        self.retention = retention
+        self.extra_routes = tuple(extra_routes)
+        self.access_log = access_log
         self._requested_port = port
-        self._server: _Server | None = None
+        self._socket: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
+        self._store: ProfileStore | None = None
         self._thread: threading.Thread | None = None
         self._close_lock = threading.Lock()
 
-    def _bind(self) -> _Server:
-        if self._server is None:
-            store = ProfileStore(self.db_path)
-            try:
-                self._server = _Server(
-                    (self.host, self._requested_port),
-                    store,
-                    self.max_body_bytes,
-                    self.max_decompressed_bytes,
-                )
-            except BaseException:
-                store.close()
-                raise
-        return self._server
+    @property
+    def max_body_bytes(self) -> int:
+        """The request body limit in bytes."""
+        return self.limits.max_body_bytes
+
+    def bind(self) -> Receiver:
+        """Open the database and bind the socket (done by :meth:`start` if not yet); returns ``self``.
+
+        Raises :class:`sqlite3.Error` when the database cannot be opened for writing (a
+        read-only file or directory included) and :class:`OSError` when the address is taken.
+        """
+        if self._server is not None:
+            return self
+        store = _open_for_writing(self.db_path, self.retention)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        try:
+            sock = socket.create_server(
+                (self.host, self._requested_port), family=family, backlog=BACKLOG
+            )
+        except BaseException:
+            store.close()
+            raise
+        app = create_app(store, limits=self.limits, extra_routes=self.extra_routes)
+        config = uvicorn.Config(
+            app,
+            http=_protocol_class(self.limits.header_timeout),
+            lifespan="off",
+            log_config=None,
+            access_log=self.access_log,
+            backlog=BACKLOG,
+            timeout_keep_alive=5,
+            # stop() must not wait on a client that keeps a response open.
+            timeout_graceful_shutdown=5,
+            server_header=False,
+        )
+        self._socket, self._store, self._server = sock, store, uvicorn.Server(config)
+        return self
+
+    def _bound(self) -> tuple[uvicorn.Server, socket.socket]:
+        self.bind()
+        if self._server is None or self._socket is None:
+            raise RuntimeError("the receiver was stopped while starting")
+        return self._server, self._socket
 
     @property
     def port(self) -> int:
         """The bound port (the ephemeral one when created with ``port=0``)."""
-        if self._server is None:
+        if self._socket is None:
             raise RuntimeError("receiver is not started")
-        port: int = self._server.server_address[1]
+        port: int = self._socket.getsockname()[1]
         return port
 
     @property
@@ -503,26 +483,42 @@ class Receiver:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self) -> Receiver:
-        """Bind and serve on a daemon thread; returns ``self``."""
+    @property
+    def store(self) -> ProfileStore:
+        """The open store (after :meth:`bind` or :meth:`start`)."""
+        if self._store is None:
+            raise RuntimeError("receiver is not started")
+        return self._store
+
+    def start(self, timeout: float = 10.0) -> Receiver:
+        """Bind and serve on a daemon thread; returns ``self`` once uvicorn is serving."""
         if self._thread is not None:
             raise RuntimeError("receiver already started")
-        server = self._bind()
-        # A short poll interval makes stop() return quickly; the idle cost is ten wake-ups a second.
+        server, sock = self._bound()
         self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.1},
+            target=server.run,
+            kwargs={"sockets": [sock]},
             name="span-profiles-receiver",
             daemon=True,
         )
         self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the receiver did not start")
+            time.sleep(0.005)
         return self
 
     def serve_forever(self) -> None:
-        """Bind (if not yet bound) and serve on the calling thread until :meth:`stop` or an interrupt."""
-        server = self._bind()
+        """Bind (if not yet bound) and serve on the calling thread until :meth:`stop` or a signal.
+
+        On the main thread uvicorn handles SIGINT and SIGTERM: it stops gracefully, then raises
+        the signal again for the previous handler.
+        """
+        server, sock = self._bound()
         try:
-            server.serve_forever()
+            server.run(sockets=[sock])
         finally:
             self._close()
 
@@ -531,7 +527,7 @@ class Receiver:
         server = self._server
         if server is None:
             return
-        server.shutdown()
+        server.should_exit = True
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -539,10 +535,12 @@ class Receiver:
 
     def _close(self) -> None:
         with self._close_lock:
-            server, self._server = self._server, None
-        if server is not None:
-            server.server_close()
-            server.store.close()
+            sock, store = self._socket, self._store
+            self._socket = self._store = self._server = None
+        if sock is not None:
+            sock.close()
+        if store is not None:
+            store.close()
 
     def __enter__(self) -> Receiver:
         if self._thread is None:
@@ -563,7 +561,11 @@ def start_receiver_in_thread(
     port: int = 0,
     db_path: str | os.PathLike[str] | None = None,
     *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_body_bytes: int | None = None,
+    limits: Limits | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Receiver:
     """Start a :class:`Receiver` on a daemon thread and return it (call ``.stop()`` when done)."""
-    return Receiver(host, port, db_path, max_body_bytes=max_body_bytes).start()
+    return Receiver(
+        host, port, db_path, max_body_bytes=max_body_bytes, limits=limits, extra_routes=extra_routes
+    ).start()

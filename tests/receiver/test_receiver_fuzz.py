@@ -1,0 +1,185 @@
+"""Fuzzing the push and ingest decoders (hypothesis, bounded budget).
+
+Every input gets a 2xx or a 4xx, never a 5xx, a hang or a crash; a refused input stores nothing.
+Inputs are random bytes and mutations of real agent uploads (truncations, flipped bytes, spliced
+garbage), gzipped or not, under random headers and legacy query strings.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("google.protobuf", reason="the receiver extra (protobuf) is not installed")
+
+import anyio
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+
+from span_profiles.receiver import Limits, ProfileStore, create_app
+from span_profiles.receiver.model import ReceiverError
+from span_profiles.receiver.proto import (
+    DecodeBudget,
+    decode_pprof,
+    decode_push_request,
+    encode_pprof,
+)
+from tests.receiver.helpers import sample, series, upload_bodies
+
+PUSH = "/push.v1.PusherService/Push"
+# Small limits so that the size paths are reached too, and every example stays fast.
+LIMITS = Limits(max_body_bytes=200_000, max_decompressed_bytes=400_000, max_profile_bytes=200_000)
+BUDGET = settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+_REAL = [gzip.decompress(path.read_bytes()) for path in upload_bodies("burn-tags")[:2]]
+_PPROF = encode_pprof(
+    series(
+        [sample(["leaf", "root"], 2, [("span_id", "0123456789abcdef"), ("span_name", "GET /")])]
+    ).profiles[0]
+)
+_FOLDED = b"main;handler;burn 12\nmain;idle 3\n"
+
+
+@st.composite
+def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
+    """A seed with random edits, or random bytes."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=2000))
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(0, 8))):
+        if not data:
+            break
+        position = draw(st.integers(0, len(data) - 1))
+        action = draw(st.sampled_from(["flip", "cut", "splice", "delete"]))
+        if action == "flip":
+            data[position] ^= draw(st.integers(1, 255))
+        elif action == "cut":
+            del data[position:]
+        elif action == "splice":
+            data[position:position] = draw(st.binary(min_size=1, max_size=64))
+        else:
+            del data[position : position + draw(st.integers(1, 64))]
+    return bytes(data)
+
+
+def _maybe_gzip(data: bytes, zipped: bool) -> bytes:
+    return gzip.compress(data, 1) if zipped else data
+
+
+class Client:
+    """Sends one request to the app in process (httpx.ASGITransport; app errors propagate)."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    def post(self, path: str, **options: Any) -> httpx.Response:
+        """POST and return the response."""
+
+        async def send() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return await client.post(path, **options)
+
+        return anyio.run(send)
+
+
+@pytest.fixture(scope="module")
+def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, Path]]:
+    """One app for the whole module (a fresh store per example would dominate the budget)."""
+    path = tmp_path_factory.mktemp("fuzz") / "profiles.db"
+    with ProfileStore(path) as store:
+        yield Client(create_app(store, limits=LIMITS)), path
+
+
+def _count(path: Path) -> tuple[int, int]:
+    with ProfileStore(path, read_only=True) as store:
+        status = store.retention_status()
+        return status.profiles, store.total_count()
+
+
+@BUDGET
+@given(
+    body=mutated(_REAL),
+    zipped=st.booleans(),
+    content_type=st.sampled_from(["application/proto", "application/x-protobuf", "text/plain"]),
+    encoding=st.sampled_from([None, "gzip", "identity", "br"]),
+)
+def test_push_never_fails_on_the_server(
+    app_client: tuple[Client, Path],
+    body: bytes,
+    zipped: bool,
+    content_type: str,
+    encoding: str | None,
+) -> None:
+    """Any push body under any headers gets 2xx or 4xx; a 4xx stores nothing."""
+    client, path = app_client
+    before = _count(path)
+    headers = {"content-type": content_type}
+    if encoding is not None:
+        headers["content-encoding"] = encoding
+    reply = client.post(PUSH, content=_maybe_gzip(body, zipped), headers=headers)
+    assert reply.status_code < 500, reply.text
+    if reply.status_code != 200:
+        assert reply.json()["code"]
+        assert _count(path) == before
+
+
+@BUDGET
+@given(
+    body=mutated([_FOLDED, _PPROF]),
+    zipped=st.booleans(),
+    name=st.sampled_from(
+        ["app.cpu", "app.cpu{env=prod,span_id=0123456789abcdef}", "x{", "a.wall{k=v}", ""]
+    )
+    | st.text(max_size=40),
+    data_format=st.sampled_from(["folded", "pprof", "", "trie"]),
+    numbers=st.lists(
+        st.sampled_from(["0", "100", "-1", "99999999999999999999", "abc", "1000000000"]),
+        min_size=3,
+        max_size=3,
+    ),
+)
+def test_ingest_never_fails_on_the_server(
+    app_client: tuple[Client, Path],
+    body: bytes,
+    zipped: bool,
+    name: str,
+    data_format: str,
+    numbers: list[str],
+) -> None:
+    """Any legacy upload gets 2xx or 4xx; a 4xx stores nothing."""
+    client, path = app_client
+    before = _count(path)
+    params = {"name": name, "format": data_format, "sampleRate": numbers[0]}
+    params |= {"from": numbers[1], "until": numbers[2]}
+    headers = {"content-encoding": "gzip"} if zipped else {}
+    reply = client.post(
+        "/ingest", params=params, content=_maybe_gzip(body, zipped), headers=headers
+    )
+    assert reply.status_code < 500, reply.text
+    if reply.status_code != 200:
+        assert _count(path) == before
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(body=mutated([*_REAL, _PPROF]))
+def test_decoders_raise_only_receiver_errors(body: bytes) -> None:
+    """The decoders either decode or raise a ReceiverError (a 4xx), whatever the bytes."""
+    for decode in (decode_push_request, decode_pprof):
+        status = 200
+        try:
+            decode(body, budget=DecodeBudget(LIMITS))
+        except ReceiverError as exc:
+            status = exc.status
+        assert 200 <= status < 500
