@@ -20,7 +20,7 @@ def test_concurrent_first_requests_all_wait_for_instrumentation(
     """Threads racing on the first request all return only once instrument() has finished."""
     span_profiles.uninstrument()
     calls: list[int] = []
-    real_instrument = _web.instrument
+    real_instrument = _web.instrument  # type: ignore[attr-defined]
 
     def slow_instrument(**kwargs: Any) -> Any:
         calls.append(threading.get_ident())
