@@ -183,3 +183,13 @@ def _e2e_only_where_marked(
             "`nox -s fast` leaves it out.",
             pytrace=False,
         )
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int) -> None:
+    """Say why a run that collected no test fails (pytest's exit 5), instead of leaving a guess."""
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        terminalreporter.write_line(
+            "no test was collected or selected: pytest exits 5, which fails the nox session and "
+            "so scripts/test.sh and CI. The suite always has tests: check the paths, -m and -k.",
+            red=True,
+        )

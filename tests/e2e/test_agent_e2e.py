@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,22 +19,12 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("google.protobuf")
 httpx = pytest.importorskip("httpx")
 
-from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread  # noqa: E402
+from span_profiles.receiver import ProfileStore, Receiver  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_ENV = ("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")
 ROUNDS = 2
 CONCURRENCY = 20
-
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    """A receiver on a free loopback port."""
-    started = start_receiver_in_thread(port=0, db_path=tmp_path / "profiles.db")
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def start_uvicorn(
