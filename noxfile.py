@@ -56,8 +56,12 @@ def core(session: nox.Session) -> None:
     _pytest(session, "tests/core")
 
 
-@nox.session
+@nox.session(python="3.12")
 def fast(session: nox.Session) -> None:
-    """Every test that starts no subprocess, server or real agent: the loop while editing."""
+    """Every test that starts no subprocess, server or real agent: the loop while editing.
+
+    Not in CI's sessions (the tests-3.x sessions run these too). Python 3.12: the first with
+    eager tasks, so the whole backend matrix runs.
+    """
     session.install("-e", f".[{EXTRAS}]", *_groups("test"))
     _pytest(session, "-m", "not e2e")
