@@ -25,6 +25,8 @@ from span_profiles.testing import RecordingSink, recording
 if TYPE_CHECKING:
     from span_profiles.receiver import Receiver
 
+pytest_plugins = ["pytester"]  # tests/test_e2e_marker.py runs pytest on the rules below
+
 
 def _eager_loop() -> asyncio.AbstractEventLoop:
     loop = asyncio.new_event_loop()

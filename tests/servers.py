@@ -62,6 +62,7 @@ def serving(
     log: Path | None = None,
     ready_path: str | None = None,
     timeout: float = 30.0,
+    pass_fds: Sequence[int] = (),
 ) -> Iterator[Server]:
     """Start ``argv`` in ``cwd`` in a new session; yield the server once it is ready.
 
@@ -76,6 +77,7 @@ def serving(
         log: the file its output goes to (default: a temporary one).
         ready_path: a path that answers 200 once the app is up.
         timeout: seconds it may take to get ready.
+        pass_fds: file descriptors it inherits, such as a listening socket for uvicorn's ``--fd``.
     """
     url = f"http://127.0.0.1:{port}"
     with ExitStack() as stack:
@@ -90,6 +92,7 @@ def serving(
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=tuple(pass_fds),
             )
         server = Server(process, url, log)
         try:
