@@ -5,7 +5,8 @@ The tools come from ``[dependency-groups]`` in ``pyproject.toml`` (``test-core``
 ``lint``), so ``pip install --group test`` (pip >= 25.1) or uv install the same set as nox does.
 
 ``nox`` runs the default sessions (what CI runs); ``nox -s fast`` runs every test that starts no
-subprocess, server or real agent (``-m "not e2e"``), in seconds.
+subprocess, server or real agent (``-m "not e2e"``), in seconds (``nox -Rs fast`` after the first
+run: it skips the install step).
 """
 
 from __future__ import annotations
