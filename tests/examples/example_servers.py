@@ -23,6 +23,7 @@ from tests.servers import ROOT, Server, free_port
 
 __all__ = [
     "EXAMPLES",
+    "ROOT",
     "Served",
     "Server",
     "agent_env",
