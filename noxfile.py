@@ -1,4 +1,13 @@
-"""Test sessions: lint + types, the suite on Python 3.10 to 3.13, and the core without extras."""
+"""Test sessions: lint + types, the suite on Python 3.10 to 3.13, the core without extras, and a
+fast loop for development.
+
+The tools come from ``[dependency-groups]`` in ``pyproject.toml`` (``test-core``, ``test``,
+``lint``), so ``pip install --group test`` (pip >= 25.1) or uv install the same set as nox does.
+
+``nox`` runs the default sessions (what CI runs); ``nox -s fast`` runs every test that starts no
+subprocess, server or real agent (``-m "not e2e"``), in seconds (``nox -Rs fast`` after the first
+run: it skips the install step).
+"""
 
 from __future__ import annotations
 
@@ -6,33 +15,29 @@ import nox
 
 nox.options.default_venv_backend = "uv|venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "core", "tests-3.10", "tests-3.11", "tests-3.13"]
+# A session whose Python is missing must fail the run, not be skipped into a green one.
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["lint", "core", "tests-3.10", "tests-3.11", "tests-3.12", "tests-3.13"]
 
+PYPROJECT = nox.project.load_toml("pyproject.toml")
 EXTRAS = "pyroscope,trio,fastapi,django,flask,receiver"
-TEST_DEPS = [
-    "pytest>=8",
-    "anyio>=4.4",
-    "httpx>=0.27",
-    "uvloop>=0.19; sys_platform != 'win32'",
-    "uvicorn>=0.30",
-    "hypercorn>=0.16",
-    "gunicorn>=22",
-    "daphne>=4",
-    "pyroscope-otel>=1.0",
-    "structlog>=24",
-    "hypothesis>=6.100",
-    # The receiver UI: exports validated against speedscope's schema; browser tests drive
-    # Debian's chromium (scripts/install-browser.sh), never a downloaded browser.
-    "jsonschema>=4",
-    "playwright>=1.40",
-]
+
+
+def _groups(*names: str) -> list[str]:
+    """The requirements of the named dependency groups of ``pyproject.toml``."""
+    return [req for name in names for req in nox.project.dependency_groups(PYPROJECT, name)]
+
+
+def _pytest(session: nox.Session, *args: str) -> None:
+    """pytest with ``args`` and the session's own arguments (exit 5, no test collected, fails)."""
+    session.run("python", "-m", "pytest", *args, *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format check) and mypy --strict on src."""
-    # Pinned: a new ruff or mypy release must not turn a green main red on its own.
-    session.install("ruff==0.17.6", "mypy==2.4.1", "-e", f".[{EXTRAS}]")
+    """ruff (lint + format check) and mypy --strict on src and tests."""
+    # mypy reads the tests too, so it needs everything they import.
+    session.install("-e", f".[{EXTRAS}]", *_groups("test", "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "--strict")
@@ -41,23 +46,23 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=["3.10", "3.11", "3.12", "3.13"])
 def tests(session: nox.Session) -> None:
     """The whole suite, with every extra and the real servers and agent."""
-    session.install("-e", f".[{EXTRAS}]", *TEST_DEPS)
-    session.run("python", "-m", "pytest", *session.posargs)
+    session.install("-e", f".[{EXTRAS}]", *_groups("test"))
+    _pytest(session)
 
 
 @nox.session(python="3.11")
 def core(session: nox.Session) -> None:
-    """The core with no extra installed: it imports, instruments and labels asyncio tasks."""
-    session.install("-e", ".", "pytest>=8")
-    session.run(
-        "python",
-        "-m",
-        "pytest",
-        "-p",
-        "no:anyio",
-        "tests/core/test_import_without_extras.py",
-        "tests/core/test_settings.py",
-        "tests/core/test_sinks.py",
-        "tests/core/test_processor.py",
-        *session.posargs,
-    )
+    """The core with no extra installed: every test in tests/core/ (that folder needs none)."""
+    session.install("-e", ".", *_groups("test-core"))
+    _pytest(session, "tests/core")
+
+
+@nox.session(python="3.12")
+def fast(session: nox.Session) -> None:
+    """Every test that starts no subprocess, server or real agent: the loop while editing.
+
+    Not in CI's sessions (the tests-3.x sessions run these too). Python 3.12: the first with
+    eager tasks, so the whole backend matrix runs.
+    """
+    session.install("-e", f".[{EXTRAS}]", *_groups("test"))
+    _pytest(session, "-m", "not e2e")

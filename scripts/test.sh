@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Runs every check on a fresh machine: sets up nox in .venv-tools, then the nox sessions
-# (lint + mypy, the core without extras, the suite on Python 3.10, 3.11 and 3.13).
-# Extra arguments go to nox, e.g. `scripts/test.sh -s tests-3.12`.
+# Runs every check on a fresh machine: sets up nox in .venv-tools, then the default nox sessions:
+# lint (ruff + mypy --strict on src and tests), core (tests/core/ without any extra), and the whole
+# suite on Python 3.10, 3.11, 3.12 and 3.13. Extra arguments go to nox, e.g.
+# `scripts/test.sh -s fast` (the tests not marked e2e, in seconds) or `scripts/test.sh -s tests-3.12`.
+#
+# Exit status: 0 only if every selected session passed. A session whose Python is missing fails
+# (noxfile: error_on_missing_interpreters), and so does a pytest run that collects no test (pytest's
+# exit 5): the suite always has tests, so none collected means a broken selection, never a pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +24,14 @@ scripts/install-browser.sh
 
 python3 -m venv .venv-tools
 .venv-tools/bin/python -m pip install --quiet --upgrade pip
-.venv-tools/bin/python -m pip install --quiet "nox>=2024.4" "uv>=0.4"
-PATH="$PWD/.venv-tools/bin:$PATH" exec .venv-tools/bin/nox "$@"
+# nox 2025.02.09 added nox.project.dependency_groups, which the noxfile reads pyproject.toml with.
+.venv-tools/bin/python -m pip install --quiet "nox>=2025.2.9" "uv>=0.4"
+
+status=0
+PATH="$PWD/.venv-tools/bin:$PATH" .venv-tools/bin/nox "$@" || status=$?
+if [ "$status" -eq 0 ]; then
+  echo "scripts/test.sh: every nox session passed"
+else
+  echo "scripts/test.sh: FAILED: nox exited with status $status (see the sessions above)" >&2
+fi
+exit "$status"

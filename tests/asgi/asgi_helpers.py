@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
-from span_profiles.testing import RecordingSink
+from tests.checkpoints import Checkpoints, Seen
+
+__all__ = ["Probe", "Seen", "hex_id", "only_span", "server_spans"]
 
 
 def hex_id(span: Any) -> str:
@@ -18,36 +18,8 @@ def hex_id(span: Any) -> str:
     return format(context.span_id, "016x")
 
 
-@dataclass
-class Seen:
-    """What a probe saw at one checkpoint."""
-
-    where: str
-    labels: dict[str, str]
-    thread: int
-
-
-@dataclass
-class Probe:
-    """Records the calling thread's labels at checkpoints inside handlers."""
-
-    sink: RecordingSink
-    seen: list[Seen] = field(default_factory=list)
-
-    def __call__(self, where: str) -> None:
-        try:
-            labels: Any = self.sink.current()
-        except AssertionError as exc:
-            labels = {"error": str(exc)}
-        self.seen.append(Seen(where, labels, threading.get_ident()))
-
-    def assert_all(self, span: ReadableSpan, name: str, *, count: int | None = None) -> None:
-        """Every checkpoint showed exactly ``span``'s labels with span_name ``name``."""
-        expected = {"span_id": hex_id(span), "span_name": name}
-        wrong = [s for s in self.seen if s.labels != expected]
-        assert not wrong, f"expected {expected} everywhere, wrong at {wrong}"
-        if count is not None:
-            assert len(self.seen) == count, self.seen
+Probe = Checkpoints
+"""Records the calling thread's labels at checkpoints inside handlers (tests/checkpoints.py)."""
 
 
 def server_spans(exporter: Any) -> list[ReadableSpan]:

@@ -82,7 +82,7 @@ def make_app(probe: Probe, *, middleware: list[Middleware] | None = None) -> Sta
     return Starlette(routes=routes, middleware=middleware or [])
 
 
-def client(app: Any, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
+def client(app: Any, *, raise_app_exceptions: bool = True) -> Any:
     """An httpx client calling ``app`` in the test's own event loop."""
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
@@ -297,7 +297,7 @@ async def test_websocket_connection_gets_a_span(instrumented: Any) -> None:
         await anyio.sleep_forever()
         raise AssertionError  # pragma: no cover
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Any) -> None:
         sent.append(message)
 
     scope = {
@@ -345,7 +345,7 @@ async def test_lifespan_passes_through_and_instruments() -> None:
     async def receive() -> dict[str, Any]:
         return messages.pop(0)
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Any) -> None:
         sent.append(message["type"])
 
     try:

@@ -65,7 +65,7 @@ def test_scope_all_and_trace_id_options() -> None:
                     "span_id": _hex(child),
                     "trace_id": format(child.get_span_context().trace_id, "032x"),
                 }
-                assert child.attributes[PROFILE_ID_ATTRIBUTE] == _hex(child)
+                assert child.attributes[PROFILE_ID_ATTRIBUTE] == _hex(child)  # type: ignore[attr-defined]
             assert sink.current()["span_id"] == _hex(root)
         assert sink.current() == {}
     finally:

@@ -6,11 +6,11 @@ import asyncio
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,60 +20,41 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("google.protobuf")
 httpx = pytest.importorskip("httpx")
 
-from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread  # noqa: E402
+from span_profiles.receiver import ProfileStore, Receiver  # noqa: E402
+from tests.servers import ROOT, Server, serving  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 AGENT_ENV = ("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")
 ROUNDS = 2
 CONCURRENCY = 20
 
 
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    """A receiver on a free loopback port."""
-    started = start_receiver_in_thread(port=0, db_path=tmp_path / "profiles.db")
-    try:
-        yield started
-    finally:
-        started.stop()
+@contextmanager
+def uvicorn_serving(receiver: Receiver, log: Path, middleware: str) -> Iterator[Server]:
+    """uvicorn on a socket bound here (``--fd``, so no other process can take the port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        port = sock.getsockname()[1]
+        # The shared conftest switches the agent off for tests; this server opts in.
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV)},
+            "E2E_RECEIVER_URL": receiver.url,
+            "E2E_MIDDLEWARE": middleware,
+            "PYTHONPATH": str(ROOT),
+        }
+        argv = [
+            *(sys.executable, "-m", "uvicorn", "tests.e2e.apps.starlette_app:app"),
+            *("--fd", str(sock.fileno()), "--no-access-log", "--log-level", "warning"),
+        ]
+        with serving(argv, port=port, env=env, log=log, pass_fds=[sock.fileno()]) as server:
+            sock.close()  # uvicorn has its own copy
+            yield server
 
 
-def start_uvicorn(
-    receiver: Receiver, log: Path, middleware: str
-) -> tuple[subprocess.Popen[bytes], int]:
-    """uvicorn on a socket bound here (``--fd``), in its own process group."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    # The shared conftest switches the agent off for tests; this server opts in.
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV)},
-        "E2E_RECEIVER_URL": receiver.url,
-        "E2E_MIDDLEWARE": middleware,
-        "PYTHONPATH": str(ROOT),
-    }
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "tests.e2e.apps.starlette_app:app"),
-                *("--fd", str(sock.fileno()), "--no-access-log", "--log-level", "warning"),
-            ],
-            cwd=ROOT,
-            env=env,
-            pass_fds=(sock.fileno(),),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,
-        )
-    sock.close()
-    return process, port
-
-
-async def drive(port: int) -> list[tuple[str, str]]:
+async def drive(url: str) -> list[tuple[str, str]]:
     """Wait for the server, then ROUNDS x CONCURRENCY requests, half alpha, half beta, at once."""
     results: list[tuple[str, str]] = []
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=20) as client:
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -102,16 +83,9 @@ def test_each_request_profile_holds_only_its_own_work(
     receiver: Receiver, tmp_path: Path, middleware: str
 ) -> None:
     """Every request's span profile holds its endpoint's function; the other's only at skew level."""
-    log = tmp_path / "uvicorn.stderr"
-    process, port = start_uvicorn(receiver, log, middleware)
-    try:
-        requests = asyncio.run(asyncio.wait_for(drive(port), 45))
-        process.send_signal(signal.SIGINT)  # clean exit: atexit flushes the agent's last window
-        assert process.wait(15) == 0, log.read_text()
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+    with uvicorn_serving(receiver, tmp_path / "uvicorn.log", middleware) as server:
+        requests = asyncio.run(asyncio.wait_for(drive(server.url), 45))
+        server.stop(signal.SIGINT)  # clean exit: atexit flushes the agent's last window
     assert len(requests) == ROUNDS * CONCURRENCY
     assert len({span_id for _, span_id in requests}) == len(requests)
     own = {"alpha": "burn_alpha", "beta": "burn_beta"}

@@ -1,40 +1,43 @@
 """Run an example app under a real server with the real agent, then check each request's profile.
 
-The idea follows ``tests/asgi/server_helpers.py`` (subprocess in its own session, loopback, free
-port, always killed), with what these tests need on top: a log file, a graceful stop whose exit
-status is checked (the agent flushes its last window at interpreter exit), and assertions on the
+The servers come from ``tests/servers.py`` (subprocess in its own session, loopback, free port,
+always killed, a graceful stop whose exit status is checked: the agent flushes its last window at
+interpreter exit); this adds the agent's environment, warm-up, traffic, and assertions on the
 receiver's database.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from span_profiles.receiver.store import ProfileStore
+from tests import servers
+from tests.servers import ROOT, Server, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+__all__ = [
+    "EXAMPLES",
+    "ROOT",
+    "Served",
+    "Server",
+    "agent_env",
+    "assert_own_profiles",
+    "free_port",
+    "get_concurrently",
+    "interleaved",
+    "serving",
+    "warm_up",
+]
+
 EXAMPLES = ROOT / "examples"
 UPLOAD_INTERVAL = "1"
 """Seconds; the agent's smallest interval, so that most windows arrive while the test runs."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def agent_env(receiver_url: str, **extra: str) -> dict[str, str]:
@@ -49,73 +52,13 @@ def agent_env(receiver_url: str, **extra: str) -> dict[str, str]:
     }
 
 
-class Server:
-    """A server process started by :func:`serving`."""
-
-    def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-        self.process = process
-        self.url = url
-        self.log = log
-
-    def output(self) -> str:
-        """What the server wrote so far (stdout and stderr), for failure messages."""
-        return self.log.read_text(errors="replace")[-6000:]
-
-    def stop(self, sig: signal.Signals, *, timeout: float = 20.0) -> None:
-        """Ask the server to shut down gracefully and check that it exits with status 0."""
-        self.process.send_signal(sig)
-        try:
-            status = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"server ignored {sig.name} for {timeout}s:\n{self.output()}")
-        assert status == 0, f"server exited with {status}:\n{self.output()}"
-
-
 @contextmanager
 def serving(
-    argv: Sequence[str],
-    *,
-    cwd: Path,
-    port: int,
-    env: Mapping[str, str],
-    log: Path,
-    ready_path: str = "/health",
-    timeout: float = 30.0,
+    argv: Sequence[str], *, cwd: Path, port: int, env: Mapping[str, str], log: Path
 ) -> Iterator[Server]:
-    """Start ``argv`` in ``cwd`` in a new session; yield once ``ready_path`` answers 200.
-
-    The whole process group (gunicorn's workers too) is killed on the way out, whatever happens.
-    """
-    import httpx
-
-    url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(process, url, log)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{server.output()}")
-            with suppress(httpx.TransportError):
-                if httpx.get(url + ready_path, timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready within {timeout}s:\n{server.output()}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+    """An example app under ``argv`` (see :func:`tests.servers.serving`), once ``/health`` is 200."""
+    with servers.serving(argv, cwd=cwd, port=port, env=env, log=log, ready_path="/health") as app:
+        yield app
 
 
 def warm_up(url: str, workers: int, *, timeout: float = 15.0) -> None:

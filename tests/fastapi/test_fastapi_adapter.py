@@ -70,7 +70,7 @@ def make_app(probe: Probe, instrumented: Any) -> FastAPI:
     return app
 
 
-def client(app: Any) -> httpx.AsyncClient:
+def client(app: Any) -> Any:
     """An httpx client calling ``app`` in the test's own event loop."""
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
 

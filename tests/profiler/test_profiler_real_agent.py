@@ -18,6 +18,8 @@ pytest.importorskip("google.protobuf")
 
 from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread
 
+pytestmark = pytest.mark.e2e
+
 AGENT_ENV = ("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")
 
 PRELUDE = """

@@ -176,6 +176,7 @@ def test_invalid_arguments_exit_2(
     assert option in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_serve_reports_busy_port(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """serve on a port already in use exits 1 with a message instead of a traceback."""
     pytest.importorskip("google.protobuf", reason="the receiver extra (protobuf) is not installed")
@@ -187,6 +188,7 @@ def test_serve_reports_busy_port(db_path: Path, capsys: pytest.CaptureFixture[st
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
 def test_serve_subprocess_stores_and_stops_on_interrupt(db_path: Path) -> None:
     """`serve --port 0` prints its URL, stores a real upload, and exits 0 on Ctrl-C."""

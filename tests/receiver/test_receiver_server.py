@@ -18,6 +18,8 @@ from span_profiles.receiver.model import Series
 from span_profiles.receiver.proto import encode_pprof, encode_push_request
 from tests.receiver.helpers import PERIOD, sample, series, upload_bodies
 
+pytestmark = pytest.mark.e2e
+
 PUSH = "/push.v1.PusherService/Push"
 PROTO = {"content-type": "application/proto"}
 GZIP_PROTO = {"content-type": "application/proto", "content-encoding": "gzip"}

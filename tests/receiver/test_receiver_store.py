@@ -221,6 +221,7 @@ def test_default_db_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     assert default_db_path() == tmp_path / "home" / ".local/share/span-profiles/profiles.db"
 
 
+@pytest.mark.e2e
 def test_query_api_does_not_import_protobuf() -> None:
     """Importing the store and the package's query API leaves protobuf unimported."""
     code = (

@@ -173,7 +173,7 @@ def test_file_wrapper_is_returned_unwrapped_and_close_ends_the_span(instrumented
         return environ["wsgi.file_wrapper"](b"file")
 
     wrapped = SpanProfilesWSGIMiddleware(app, tracer_provider=instrumented.provider)
-    result = wrapped(environ(**{"wsgi.file_wrapper": FileWrapper}), StartResponse())
+    result = wrapped({**environ(), "wsgi.file_wrapper": FileWrapper}, StartResponse())
     assert isinstance(result, FileWrapper)
     assert instrumented.exporter.get_finished_spans() == ()
     result.close()
@@ -217,7 +217,7 @@ def test_otel_middleware_outside_is_adopted(instrumented: Any) -> None:
     app = OpenTelemetryMiddleware(ours, tracer_provider=instrumented.provider)
     result = app(environ("/items/123"), StartResponse())
     list(result)
-    result.close()  # type: ignore[attr-defined]
+    result.close()
     span = only_span(instrumented.exporter)
     assert span.name == "GET"
     probe.assert_all(span, "GET", count=4)
