@@ -7,9 +7,10 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
+from span_profiles.testing import RecordingSink
 from tests.checkpoints import Checkpoints, Seen
 
-__all__ = ["Probe", "Seen", "hex_id", "only_span", "server_spans"]
+__all__ = ["Probe", "Seen", "hex_id", "only_span", "server_spans", "span_names_applied"]
 
 
 def hex_id(span: Any) -> str:

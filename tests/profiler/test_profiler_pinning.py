@@ -183,5 +183,5 @@ def test_pin_setting_sources(
         options["pin_cpu"] = "off"
     else:
         monkeypatch.setenv("SPAN_PROFILES_PIN_CPU", "off")
-    assert start_profiler(tracer_provider=PROVIDER, **options)  # type: ignore[arg-type]
+    assert start_profiler(tracer_provider=PROVIDER, **options)
     assert fake_agent.thread_affinity == set(two_cpus)

@@ -186,7 +186,7 @@ def test_profiler_off_starts_nothing(
     """profiler='off' (argument or env), or enabled=False with 'auto', returns False unconfigured."""
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    assert not start_profiler(tracer_provider=provider("svc"), **options)  # type: ignore[arg-type]
+    assert not start_profiler(tracer_provider=provider("svc"), **options)
     assert fake_agent.configure_calls == []
     assert not profiler_running()
 
