@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -230,26 +230,31 @@ def check_names(settings: Settings, environ: Mapping[str, str]) -> Check:
 
 
 def check_receiver_db(path: Path | None) -> Check | None:
-    """Retention of the local receiver's database, when one exists (``None`` otherwise)."""
+    """Retention of the local receiver's database (the defaults ``serve`` applies), if one exists."""
     from span_profiles.receiver.store import ProfileStore, default_db_path
 
     db = path or default_db_path()
     if not db.exists():
         return None
     try:
-        with ProfileStore(db) as store:
-            status: Callable[[], Any] | None = getattr(store, "retention_status", None)
-            if status is None:
-                return Check(
-                    "receiver-db",
-                    "warning",
-                    f"{db}: this receiver version keeps profiles forever (no retention)",
-                    "delete old databases by hand, or upgrade span-profiles",
-                )
-            found = status()
+        with ProfileStore(db, read_only=True) as store:
+            status = store.retention_status()
     except Exception as exc:
         return Check("receiver-db", "problem", f"{db} cannot be read: {exc!r}", "check the file")
-    return Check("receiver-db", "ok", f"{db}: retention {found}")
+    held = f"{status.used_bytes / 2**20:.1f} MiB in use by {status.profiles} profiles"
+    if status.max_age is None and status.max_bytes is None:
+        return Check(
+            "receiver-db",
+            "warning",
+            f"{db}: no retention limit, {held}",
+            "serve with --max-age and --max-db-bytes",
+        )
+    limits = []
+    if status.max_age is not None:
+        limits.append(f"max age {status.max_age / 86400:g} d")
+    if status.max_bytes is not None:
+        limits.append(f"max size {status.max_bytes / 2**30:g} GiB")
+    return Check("receiver-db", "ok", f"{db}: retention {', '.join(limits)}; {held}")
 
 
 def checks(settings: Settings, environ: Mapping[str, str], db: Path | None = None) -> list[Check]:
