@@ -27,13 +27,21 @@ class LazyStart:
     calls cost one ``os.getpid()`` and a comparison.
     """
 
-    __slots__ = ("_locks", "_sink", "_started_in", "_tracer_provider", "settings")
+    __slots__ = (
+        "_agent_started_in",
+        "_locks",
+        "_sink",
+        "_started_in",
+        "_tracer_provider",
+        "settings",
+    )
 
     def __init__(self, tracer_provider: Any | None, sink: Any | None, settings: Settings) -> None:
         self._tracer_provider = tracer_provider
         self._sink = sink
         self.settings = settings
         self._started_in: int | None = None
+        self._agent_started_in: int | None = None
         # One lock per process: a lock held by another thread at fork time stays held in the child.
         self._locks: dict[int, threading.Lock] = {}
 
@@ -63,10 +71,25 @@ class LazyStart:
         from span_profiles import _profiler
 
         try:
-            _profiler.start_profiler(settings=settings, tracer_provider=self._tracer_provider)
+            if _profiler.start_profiler(settings=settings, tracer_provider=self._tracer_provider):
+                self._agent_started_in = os.getpid()
             if on_loop:
                 # The agent may have started before the loop (gunicorn post_worker_init, app
                 # import): this thread runs the loop, so it joins the agent's CPU.
                 _profiler.pin_current_thread()
         except Exception as exc:
             guard.fail("starting the profiler", exc)
+
+    def stop(self) -> None:
+        """Stop the agent if this start-up started it in this process, flushing its last window.
+
+        For servers that end the process by re-raising the signal they handled (uvicorn does, and
+        so gunicorn's ``UvicornWorker``): ``atexit`` never runs there, so the ASGI lifespan's
+        shutdown is the last moment to upload. Bounded by ``shutdown_timeout``.
+        """
+        if self._agent_started_in != os.getpid():
+            return
+        self._agent_started_in = None
+        from span_profiles import _profiler
+
+        _profiler.stop_profiler()

@@ -209,6 +209,7 @@ class SpanProfilesMiddleware:
             if kind == "lifespan" and core.enabled:
                 # Per-loop hooks install on the loop that runs the app: the lifespan's.
                 core.ensure_started(on_loop=True)
+                send = _stopping_at_shutdown(core, send)
             await self.app(scope, receive, send)
             return
         method = _http_method(scope)
@@ -232,6 +233,16 @@ class SpanProfilesMiddleware:
             send = _sending(exchange, send)
         with request.activated(end=True):
             await self.app(_RoutedScope(scope, request), receive, send)
+
+
+def _stopping_at_shutdown(core: AdapterCore, send: Send) -> Send:
+    async def send_flushing_first(message: Message) -> None:
+        # Before the reply: the server may end the process as soon as it has it.
+        if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            core.ensure_started.stop()
+        await send(message)
+
+    return send_flushing_first
 
 
 def _sending(exchange: Any, send: Send) -> Send:
