@@ -157,6 +157,25 @@ def test_spans_most_recent_first_with_names(db_path: Path) -> None:
         assert [s.span_id for s in store.spans(since=150.0)] == [C, B]
 
 
+def test_a_renamed_span_is_listed_once_under_its_last_name(db_path: Path) -> None:
+    """A span whose early samples carry a bare method is listed once, under its newest name.
+
+    The newest upload's name wins even when the older name has more samples.
+    """
+    with ProfileStore(db_path) as store:
+        store.add(
+            [series([sample(["open_session"], 9, [("span_id", A), ("span_name", "GET")])])],
+            received_at=100.0,
+        )
+        store.add(
+            [series([sample(["view"], 2, [("span_id", A), ("span_name", "GET /items/{id}")])])],
+            received_at=110.0,
+        )
+        assert store.spans() == [
+            SpanStat(span_id=A, span_name="GET /items/{id}", sample_count=11, last_seen=110.0)
+        ]
+
+
 def test_span_without_name(db_path: Path) -> None:
     """A span id never seen next to a span_name has span_name None."""
     with ProfileStore(db_path) as store:

@@ -1021,18 +1021,24 @@ class ProfileStore:
                 [*last_seen, *params],
             ).fetchall()
         totals: Counter[str] = Counter()
-        names: dict[str, Counter[str]] = {}
+        names: dict[str, dict[str, tuple[float, int]]] = {}
         for span_id, span_name, count, first_count, seen in rows:
             totals[span_id] += first_count
             # With a span_name filter the walk saw only that name's profiles.
             last_seen[span_id] = max(last_seen[span_id], seen)
             if span_name:
-                names.setdefault(span_id, Counter())[span_name] += count
+                # A span renamed while it ran (a bare method, then its route) is listed once,
+                # under its last name: the one of its newest upload, then the most samples.
+                known = names.setdefault(span_id, {})
+                was_seen, was_count = known.get(span_name, (seen, 0))
+                known[span_name] = (max(was_seen, seen), was_count + count)
         result: list[SpanStat] = []
         for span_id, seen in last_seen.items():
-            counter = names.get(span_id)
+            named = names.get(span_id)
             span_name = (
-                min(counter.items(), key=lambda item: (-item[1], item[0]))[0] if counter else None
+                min(named.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))[0]
+                if named
+                else None
             )
             result.append(
                 SpanStat(
