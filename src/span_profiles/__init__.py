@@ -16,6 +16,8 @@ from span_profiles._instrument import SpanProfilesProcessor as SpanProfilesProce
 from span_profiles._instrument import instrument as instrument
 from span_profiles._instrument import is_instrumented as is_instrumented
 from span_profiles._instrument import uninstrument as uninstrument
+from span_profiles._placement import Placement as Placement
+from span_profiles._placement import current_placement as current_placement
 from span_profiles._profiler import pin_current_thread as pin_current_thread
 from span_profiles._profiler import profiler_running as profiler_running
 from span_profiles._profiler import start_profiler as start_profiler
@@ -27,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PROFILE_ID_ATTRIBUTE",
+    "Placement",
     "Labels",
     "NullSink",
     "PyroscopeSink",
@@ -36,6 +39,7 @@ __all__ = [
     "SpanProfilesProcessor",
     "ThreadLabelSink",
     "__version__",
+    "current_placement",
     "instrument",
     "is_instrumented",
     "pin_current_thread",
