@@ -29,9 +29,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PROFILE_ID_ATTRIBUTE",
-    "Placement",
     "Labels",
     "NullSink",
+    "Placement",
     "PyroscopeSink",
     "Settings",
     "SettingsError",
