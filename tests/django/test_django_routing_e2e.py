@@ -29,7 +29,7 @@ from tests.web.routing_e2e import routing_receiver as routing_receiver
 if TYPE_CHECKING:
     from span_profiles.receiver.server import Receiver
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
 
 APP = "tests.django.django_routing_app"
 

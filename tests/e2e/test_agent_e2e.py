@@ -78,6 +78,7 @@ async def drive(url: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.e2e
+@pytest.mark.sampled
 @pytest.mark.parametrize("middleware", ["auto", "otel"])
 def test_each_request_profile_holds_only_its_own_work(
     receiver: Receiver, tmp_path: Path, middleware: str

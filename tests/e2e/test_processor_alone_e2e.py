@@ -23,7 +23,7 @@ pytest.importorskip("google.protobuf")
 
 from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
 
 AGENT_ENV = ("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")
 

@@ -17,7 +17,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("google.protobuf")
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
 
 DEMO = EXAMPLES / "demo.py"
 ENDPOINTS = ["GET /checkout", "GET /search", "GET /report", "GET /items/{item_id}"]

@@ -28,7 +28,7 @@ pytest.importorskip("pyroscope")
 pytest.importorskip("django")
 pytest.importorskip("httpx")
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
 
 APP_DIR = EXAMPLES / "django"
 OWN = {"/checkout": "burn_checkout", "/search": "burn_search"}

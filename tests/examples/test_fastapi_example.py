@@ -26,7 +26,7 @@ pytest.importorskip("pyroscope")
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
 
 APP_DIR = EXAMPLES / "fastapi"
 OWN = {"/checkout": "burn_checkout", "/search": "burn_search"}

@@ -28,7 +28,7 @@ pytest.importorskip("flask")
 pytest.importorskip("gunicorn")
 pytest.importorskip("httpx")
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
 
 APP_DIR = EXAMPLES / "flask"
 
