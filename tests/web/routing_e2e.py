@@ -64,6 +64,8 @@ def assert_routed_samples_named(
                     for f in sample.functions
                 ):
                     early += sample.count
-    assert total >= 5 * len(served), f"only {total} samples for {len(served)} requests"
+    # Each request burns 50 ms of wall time (5 samples at 100 Hz); on a loaded machine part of it
+    # is spent off-CPU, which `oncpu` sampling rightly leaves out. Two per request proves sampling.
+    assert total >= 2 * len(served), f"only {total} samples for {len(served)} requests"
     assert early > 0, f"no {before_routing} sample under any request span: {names}"
     return names
