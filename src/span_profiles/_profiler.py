@@ -34,7 +34,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,34 @@ __all__ = [
 logger = logging.getLogger("span_profiles")
 
 
+class _Flusher:
+    """A daemon thread, started with the agent, that runs one call when asked and reports the end.
+
+    Started at agent start, not at exit: from Python 3.12 no thread may start during interpreter
+    shutdown ("can't create new thread at interpreter shutdown"), and the exit flush must run on
+    a thread of its own so that the exit can stop waiting after ``shutdown_timeout``.
+    """
+
+    def __init__(self) -> None:
+        self._go = threading.Event()
+        self._done = threading.Event()
+        self._call: Callable[[], Any] = lambda: None
+        threading.Thread(target=self._run, name="span-profiles-flush", daemon=True).start()
+
+    def _run(self) -> None:
+        self._go.wait()
+        try:
+            self._call()
+        finally:
+            self._done.set()
+
+    def run(self, call: Callable[[], Any], timeout: float) -> bool:
+        """Run ``call`` on the thread; whether it finished within ``timeout`` seconds."""
+        self._call = call
+        self._go.set()
+        return self._done.wait(timeout)
+
+
 @dataclass(frozen=True)
 class _Agent:
     """The agent started in this process."""
@@ -64,6 +92,8 @@ class _Agent:
     agent_tids: frozenset[int]
     started: float
     """``time.monotonic()`` at start: bounds what an exit flush can drop."""
+    flusher: _Flusher
+    """Runs the exit flush (``pyroscope.shutdown()``) with a bound."""
 
 
 _lock = threading.RLock()
@@ -254,6 +284,7 @@ def start_profiler(
             application_name=name,
             agent_tids=agent_tids,
             started=time.monotonic(),
+            flusher=_Flusher(),
         )
         try:
             # The caller is (or, with "on", will be) the event-loop thread: it keeps the pin.
@@ -322,18 +353,9 @@ def stop_profiler() -> bool:
 
 def _flush(agent_module: Any, agent: _Agent) -> None:
     timeout = agent.settings.shutdown_timeout
-    finished = threading.Event()
-
-    def shutdown() -> None:
-        try:
-            agent_module.shutdown()
-        finally:
-            finished.set()
-
     # A daemon thread: the interpreter may exit while the agent still waits on the network.
     begun = time.monotonic()
-    threading.Thread(target=shutdown, name="span-profiles-flush", daemon=True).start()
-    if finished.wait(timeout):
+    if agent.flusher.run(agent_module.shutdown, timeout):
         logger.debug("span-profiles: profiler stopped, flush took %.2f s", time.monotonic() - begun)
         return
     logger.warning(

@@ -88,6 +88,7 @@ def test_exit_uploads_the_partial_window(receiver: Receiver) -> None:
     assert counts(receiver)["exit-test", "burn_before_exit"] >= 20
 
 
+@pytest.mark.sampled
 def test_fork_child_starts_its_own_agent(receiver: Receiver) -> None:
     """After fork the child is not running; its own start works; the parent keeps profiling."""
     done = run(
