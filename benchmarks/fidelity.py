@@ -121,6 +121,7 @@ def server_env(receiver: Receiver, config: Config, service: str) -> dict[str, st
         "OTEL_SERVICE_NAME": service,
         "SP_BENCH_LABELS": config.labels,
         "SPAN_PROFILES_PIN_CPU": config.pin,
+        "SPAN_PROFILES_WAIT_FOR_SAMPLER": os.environ.get("SPAN_PROFILES_WAIT_FOR_SAMPLER", "true"),
     }
 
 
@@ -197,9 +198,13 @@ def classify(store: ProfileStore, service: str, spans: dict[int, str]) -> dict[i
 
 
 def run_fidelity(
-    receiver: Receiver, config: Config, seconds: float, workdir: Path
+    receiver: Receiver,
+    config: Config,
+    seconds: float,
+    workdir: Path,
+    routes: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """All cases against one server; returns one row per case."""
+    """The cases (those on ``routes`` when given) against one server; one row per case."""
     service = f"fidelity-{config.key}-{int(time.time())}"
     spans: dict[int, str] = {}
     loads: dict[int, Any] = {}
@@ -208,6 +213,8 @@ def run_fidelity(
     try:
         server.start(log)
         for index, case in enumerate(CASES):
+            if routes and case.route not in routes:
+                continue
             load = run_load(
                 server.port,
                 case.path,
@@ -227,6 +234,8 @@ def run_fidelity(
         counts = classify(store, service, spans)
     rows = []
     for index, case in enumerate(CASES):
+        if index not in loads:
+            continue
         counter = counts.get(index + 1, Counter())
         total = sum(counter.values())
         row = {
@@ -367,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="run only these parts (repeatable)",
     )
+    parser.add_argument(
+        "--case",
+        choices=sorted({c.route for c in CASES}),
+        action="append",
+        help="run only the fidelity cases on these routes (repeatable)",
+    )
     args = parser.parse_args(argv)
     case_seconds = args.case_seconds or (2.5 if args.quick else 6.0)
     throughput_seconds = args.throughput_seconds or (3.0 if args.quick else 6.0)
@@ -380,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     meta = {
-        "command": "python benchmarks/fidelity.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(
+            ["python benchmarks/fidelity.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "python": platform.python_version(),
         "cpus": len(os.sched_getaffinity(0))
@@ -405,7 +422,9 @@ def main(argv: list[str] | None = None) -> int:
                 if only and config.key not in only:
                     continue
                 print(f"fidelity: {config.title} ...", file=sys.stderr, flush=True)
-                rows += run_fidelity(receiver, config, case_seconds, workdir)
+                rows += run_fidelity(
+                    receiver, config, case_seconds, workdir, frozenset(args.case or ())
+                )
             if not only or "throughput" in only:
                 print("throughput ...", file=sys.stderr, flush=True)
                 rates = run_throughput(receiver, throughput_seconds, repeats, workdir)

@@ -2,7 +2,9 @@
 
 ``HARM_MODE=span-profiles`` wraps it in :class:`span_profiles.asgi.SpanProfilesMiddleware` with
 the default settings (labels, the real agent started lazily inside the loop, ``pin_cpu=auto``);
-``HARM_MODE=none`` is the same app without span-profiles, the baseline.
+``HARM_MODE=agent`` is what a user runs before adding span-profiles: OpenTelemetry's ASGI
+middleware on the same provider and the pyroscope-io agent configured as its README does it;
+``HARM_MODE=none`` is the app with neither.
 
 Routes: ``/hash`` runs PBKDF2 (releases the GIL) in ``anyio.to_thread``; ``/cpu`` burns
 ``CPU_MS`` of pure Python on the loop; ``/threads`` starts one worker thread of every kind from
@@ -105,18 +107,27 @@ def build() -> Any:
         Route("/{rest:path}", ok),
     ]
     app: Any = Starlette(routes=routes)
-    if MODE == "span-profiles":
+    if MODE in ("span-profiles", "agent"):
         from opentelemetry import trace
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
 
-        from span_profiles.asgi import SpanProfilesMiddleware
-
         provider = TracerProvider(resource=Resource.create({"service.name": "harm"}))
         trace.set_tracer_provider(provider)
+    if MODE == "span-profiles":
+        from span_profiles.asgi import SpanProfilesMiddleware
+
         app = SpanProfilesMiddleware(app, tracer_provider=provider)
+    elif MODE == "agent":
+        import pyroscope
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        pyroscope.configure(
+            application_name="harm", server_address=os.environ["PYROSCOPE_SERVER_ADDRESS"]
+        )
+        app = OpenTelemetryMiddleware(app, tracer_provider=provider)
     elif MODE != "none":
-        raise SystemExit(f"HARM_MODE must be span-profiles or none, not {MODE!r}")
+        raise SystemExit(f"HARM_MODE must be span-profiles, agent or none, not {MODE!r}")
     return app
 
 

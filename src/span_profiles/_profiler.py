@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from span_profiles import _placement
-from span_profiles._core import guard
+from span_profiles._core import guard, sampler_gate
 from span_profiles._placement import in_event_loop as in_event_loop
 from span_profiles._placement import pin_current_thread as pin_current_thread
 from span_profiles._settings import Settings
@@ -189,6 +189,7 @@ def _after_fork_in_child() -> None:
     global _lock
     # Another thread of the parent may have held the lock at the fork: it would stay held.
     _lock = threading.RLock()
+    sampler_gate.unwatch()  # the agent's threads did not survive the fork
 
 
 def _at_exit() -> None:
@@ -286,6 +287,8 @@ def start_profiler(
             started=time.monotonic(),
             flusher=_Flusher(),
         )
+        if resolved.wait_for_sampler:
+            sampler_gate.watch(before)
         try:
             # The caller is (or, with "on", will be) the event-loop thread: it keeps the pin.
             _placement.activate(agent_tids, caller_is_loop=in_loop or resolved.pin_cpu == "on")
@@ -338,6 +341,7 @@ def stop_profiler() -> bool:
         if agent is None:
             return False
         _agent = None
+        sampler_gate.unwatch()
         try:
             _placement.release()
         except Exception as exc:

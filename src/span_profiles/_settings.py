@@ -142,6 +142,8 @@ class Settings:
     """Start the pyroscope-io agent: ``auto`` starts it when pyroscope-io is installed."""
     pin_cpu: Toggle = _setting("auto", _toggle, "SPAN_PROFILES_PIN_CPU")
     """Put the agent's sampler and the event-loop thread on one CPU (Linux; see README)."""
+    wait_for_sampler: bool = _setting(True, _bool, "SPAN_PROFILES_WAIT_FOR_SAMPLER")
+    """Worker threads switch labels only while the agent's sampler is not reading (Linux)."""
     shutdown_timeout: float = _setting(3.0, _positive_float, "SPAN_PROFILES_SHUTDOWN_TIMEOUT")
     """Seconds the exit flush may take; what is still queued then is dropped (and logged)."""
     application_name: str | None = _setting(None, _optional_text, "PYROSCOPE_APPLICATION_NAME")

@@ -20,7 +20,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from span_profiles._core import engine, guard
+from span_profiles._core import engine, guard, sampler_gate
 from span_profiles._core.engine import HotPath
 from span_profiles._core.patching import Patches
 from span_profiles._hooks import no_undo
@@ -29,11 +29,14 @@ _MARK = "__span_profiles_job__"
 
 
 def _run_in_context(otel_ctx: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    # attach() and detach() switch labels already (the OTel hook): the waits go before them.
+    sampler_gate.wait()
     token = otel_context.attach(otel_ctx)
     try:
         engine.refresh_from(otel_ctx)
         return fn(*args, **kwargs)
     finally:
+        sampler_gate.wait()
         otel_context.detach(token)
         # Back to the worker's own context: none for a pool thread, the caller's for asgiref's
         # CurrentThreadExecutor, which runs jobs on the thread blocked in async_to_sync.
@@ -50,12 +53,14 @@ class LabelledJob:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
+            sampler_gate.wait()
             engine.refresh()
         except Exception as exc:
             guard.fail("the thread hook", exc)
         try:
             return self.__wrapped__(*args, **kwargs)
         finally:
+            sampler_gate.wait()
             engine.clear()
 
 
