@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,6 +20,37 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root."""
+
+
+AGENT_ENV = ("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")
+"""Prefixes of the variables that configure the agent, span-profiles and OTel."""
+
+
+def agent_env(**extra: str) -> dict[str, str]:
+    """This environment without the suite's agent switches, plus ``extra``.
+
+    The shared conftest switches the agent off for tests (``SPAN_PROFILES_PROFILER=off``); a child
+    that runs the real agent starts from this and configures it itself.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV)}
+    env.update(extra)
+    return env
+
+
+def run_agent_script(
+    script: str, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter with :func:`agent_env`; fail on a non-zero exit."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=agent_env(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def free_port() -> int:

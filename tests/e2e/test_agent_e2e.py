@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import sys
@@ -21,9 +20,8 @@ pytest.importorskip("google.protobuf")
 httpx = pytest.importorskip("httpx")
 
 from span_profiles.receiver import ProfileStore, Receiver  # noqa: E402
-from tests.servers import ROOT, Server, serving  # noqa: E402
+from tests.servers import ROOT, Server, agent_env, serving  # noqa: E402
 
-AGENT_ENV = ("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")
 ROUNDS = 2
 CONCURRENCY = 20
 
@@ -36,12 +34,9 @@ def uvicorn_serving(receiver: Receiver, log: Path, middleware: str) -> Iterator[
         sock.listen(64)
         port = sock.getsockname()[1]
         # The shared conftest switches the agent off for tests; this server opts in.
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV)},
-            "E2E_RECEIVER_URL": receiver.url,
-            "E2E_MIDDLEWARE": middleware,
-            "PYTHONPATH": str(ROOT),
-        }
+        env = agent_env(
+            E2E_RECEIVER_URL=receiver.url, E2E_MIDDLEWARE=middleware, PYTHONPATH=str(ROOT)
+        )
         argv = [
             *(sys.executable, "-m", "uvicorn", "tests.e2e.apps.starlette_app:app"),
             *("--fd", str(sock.fileno()), "--no-access-log", "--log-level", "warning"),

@@ -8,9 +8,6 @@ its work to a worker thread; the local receiver stores what the agent uploads.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from collections import Counter
 from collections.abc import Iterator
@@ -22,10 +19,9 @@ pytest.importorskip("pyroscope")
 pytest.importorskip("google.protobuf")
 
 from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread
+from tests.servers import run_agent_script
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
-
-AGENT_ENV = ("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")
 
 # As in pyroscope-otel's README ("Pyroscope Configuration", then "Manual Instrumentation"), with
 # our processor in place of PyroscopeSpanProcessor.
@@ -99,16 +95,8 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
 
 def test_the_processor_alone_labels_asyncio_and_worker_thread_samples(receiver: Receiver) -> None:
     """Each root's samples carry its span_id (and span_name), also from a worker thread."""
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, receiver.url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        # The shared conftest switches the agent off for tests; this script configures it itself.
-        env={k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV)},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    # The script configures the agent itself, as pyroscope-otel's README does.
+    done = run_agent_script(SCRIPT, receiver.url)
     ids = json.loads(done.stdout.splitlines()[-1])
     burns = {
         "alpha": "burn_alpha",

@@ -9,8 +9,6 @@ gate (``span_profiles._core.sampler_gate``) holds each switch until no sample is
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
 from collections import Counter
@@ -21,14 +19,13 @@ pytest.importorskip("pyroscope")
 pytest.importorskip("google.protobuf")
 
 from span_profiles.receiver import ProfileStore, Receiver
+from tests.servers import run_agent_script
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.sampled,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the gate is Linux only"),
 ]
-
-AGENT_ENV = ("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")
 
 SCRIPT = textwrap.dedent(
     """
@@ -85,15 +82,7 @@ SCRIPT = textwrap.dedent(
 
 def test_back_to_back_worker_jobs_keep_their_own_labels(receiver: Receiver) -> None:
     """≥ 95 % of each job's samples carry its own span_id (the measured rate is 99.8-100 %)."""
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, receiver.url, "5"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env={k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV)},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_agent_script(SCRIPT, receiver.url, "5", timeout=90)
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["watched"] == 2, "the sampler's threads were not found"
     ids = {int(j): span_id for j, span_id in result["ids"].items()}

@@ -3,7 +3,6 @@ servers): what is dropped is said in one line, and a SIGTERM'd worker exits on i
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -12,15 +11,13 @@ import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.servers import ROOT, agent_env
+
 pytest.importorskip("pyroscope")
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[2]
-AGENT_ENV = ("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")
 
 
 @pytest.fixture
@@ -33,9 +30,7 @@ def dead_receiver() -> Iterator[str]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV)}
-    env.update(PYTHONPATH=str(ROOT), **extra)
-    return env
+    return agent_env(PYTHONPATH=str(ROOT), **extra)
 
 
 def test_script_exit_is_bounded_and_says_what_was_dropped(dead_receiver: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from collections import Counter
 from collections.abc import Iterator
@@ -17,10 +16,10 @@ pytest.importorskip("pyroscope")
 pytest.importorskip("google.protobuf")
 
 from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread
+from tests.servers import run_agent_script
 
 pytestmark = pytest.mark.e2e
 
-AGENT_ENV = ("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")
 
 PRELUDE = """
 import json, logging, os, sys, threading, time
@@ -50,15 +49,8 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
 def run(receiver: Receiver, body: str) -> subprocess.CompletedProcess[str]:
     """Run ``PRELUDE + body`` in a fresh interpreter pointed at the receiver; fail on errors."""
     script = PRELUDE + textwrap.dedent(body)
-    done = subprocess.run(
-        [sys.executable, "-c", script, receiver.url],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        # The shared conftest switches the agent off for tests; these scripts opt in.
-        env={k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV)},
-    )
-    assert done.returncode == 0, done.stderr
+    # The shared conftest switches the agent off for tests; these scripts opt in.
+    done = run_agent_script(script, receiver.url, timeout=30)
     return done
 
 
