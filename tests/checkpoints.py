@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from span_profiles.testing import RecordingSink, labels_of
 
-__all__ = ["Checkpoints", "Seen", "labels_of"]
+__all__ = ["Checkpoints", "GateCalls", "Seen", "labels_of"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +72,27 @@ class Checkpoints:
         assert not wrong, f"expected {expected} everywhere, wrong at {wrong}"
         if count is not None:
             assert len(self.seen) == count, self.seen
+
+
+class GateCalls:
+    """Stands in for ``sampler_gate.wait``: records, per call, the thread and the sink's history
+    length, so a test can check that each label switch came right after a wait."""
+
+    def __init__(self, sink: RecordingSink) -> None:
+        self.sink = sink
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self) -> None:
+        self.calls.append((threading.get_ident(), len(self.sink.history)))
+
+    def threads(self) -> set[int]:
+        """The threads that waited."""
+        return {thread_id for thread_id, _ in self.calls}
+
+    def unguarded_switches(self, thread_id: int) -> list[int]:
+        """History indexes on ``thread_id`` where a switch (a run of adds, or of removes) began
+        without a wait right before it; ``[]`` when every switch waited."""
+        events = [(i, e.op) for i, e in enumerate(self.sink.history) if e.thread_id == thread_id]
+        starts = [i for n, (i, op) in enumerate(events) if n == 0 or events[n - 1][1] != op]
+        waited = {at for tid, at in self.calls if tid == thread_id}
+        return [start for start in starts if start not in waited]

@@ -123,7 +123,10 @@ def build() -> Any:
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
         pyroscope.configure(
-            application_name="harm", server_address=os.environ["PYROSCOPE_SERVER_ADDRESS"]
+            application_name="harm",
+            server_address=os.environ["PYROSCOPE_SERVER_ADDRESS"],
+            # The one agent option harm.py varies (``PYROSCOPE_GIL_ONLY``), as span-profiles reads it.
+            gil_only=os.environ.get("PYROSCOPE_GIL_ONLY", "true").lower() != "false",
         )
         app = OpenTelemetryMiddleware(app, tracer_provider=provider)
     elif MODE != "none":

@@ -220,6 +220,7 @@ class AdapterCore:
         )
         if request is None:
             return None
+        request.threaded = not on_loop
         if not request.owned:
             # The outer instrumentation owns the span: it records the status, the exception
             # and the metrics, and sends traceresponse.

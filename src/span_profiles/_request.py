@@ -30,6 +30,7 @@ from opentelemetry.util.http import sanitize_method
 from opentelemetry.util.types import AttributeValue
 
 from span_profiles import _instrument
+from span_profiles._core import sampler_gate
 
 __all__ = [
     "HTTP_ROUTE",
@@ -71,7 +72,17 @@ class RequestSpan:
     carries the guard that makes nested span-profiles middlewares pass through.
     """
 
-    __slots__ = ("_ended", "context", "exchange", "fixed_name", "method", "owned", "route", "span")
+    __slots__ = (
+        "_ended",
+        "context",
+        "exchange",
+        "fixed_name",
+        "method",
+        "owned",
+        "route",
+        "span",
+        "threaded",
+    )
 
     def __init__(
         self, span: trace.Span, *, owned: bool, method: str, parent: Any, route: str | None = None
@@ -85,6 +96,9 @@ class RequestSpan:
         self._ended = False
         self.fixed_name = False
         """The user named the span (OTel's ``default_span_details``): routing keeps the name."""
+        self.threaded = False
+        """The request runs on a server's worker thread (WSGI, Django's sync chain), not on an
+        event loop: its label switches wait for the sampler (:mod:`span_profiles._core.sampler_gate`)."""
         self.exchange: Any = None
         """The request's OTel features (:mod:`span_profiles._otel_http`) when this adapter owns
         the span: told of an exception, and finished (its metrics recorded) when the span ends."""
@@ -172,6 +186,11 @@ class Activation:
         self._keep = True
 
     def __enter__(self) -> Activation:
+        if self._end and self._request.threaded:
+            # The request starts (or ends, in a closer) on a worker thread beside the sampler:
+            # attach() switches labels. Body chunks in between are not held: a chunk's skew can
+            # leave a sample unlabelled, never give it another request's labels.
+            sampler_gate.wait()
         self._token = otel_context.attach(self._request.context)
         return self
 
@@ -186,6 +205,8 @@ class Activation:
         if exc is not None and not isinstance(exc, _NORMAL_ENDS):
             failed = True
             request.record_exception(exc)
+        if self._end and request.threaded:
+            sampler_gate.wait()
         otel_context.detach(self._token)
         if self._end and (failed or not self._keep):
             request.end()

@@ -25,8 +25,10 @@ from starlette.routing import Mount, Route  # noqa: E402
 
 import span_profiles  # noqa: E402
 from span_profiles import PROFILE_ID_ATTRIBUTE, SettingsError  # noqa: E402
+from span_profiles._core import sampler_gate  # noqa: E402
 from span_profiles.asgi import SpanProfilesMiddleware  # noqa: E402
 from tests.asgi.asgi_helpers import Probe, hex_id, only_span, server_spans  # noqa: E402
+from tests.checkpoints import GateCalls  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
@@ -118,6 +120,23 @@ async def test_sync_endpoint_is_labelled_in_its_worker_thread(instrumented: Any)
     probe.assert_all(span, "GET /sync/{item_id}", count=1)
     assert int(response.text) != threading.get_ident()
     assert instrumented.sink.current(int(response.text)) == {}
+
+
+async def test_only_worker_threads_wait_for_the_sampler(
+    instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop thread sits next to the sampler and never waits; the sync endpoint's thread does,
+    before each of its label switches."""
+    gate = GateCalls(instrumented.sink)
+    monkeypatch.setattr(sampler_gate, "wait", gate)
+    async with client(
+        make_app(Probe(instrumented.sink), middleware=with_ours(instrumented))
+    ) as http:
+        await http.get("/items/42")
+        response = await http.get("/sync/7")
+    worker = int(response.text)
+    assert gate.threads() == {worker}
+    assert gate.unguarded_switches(worker) == []
 
 
 async def test_background_task_runs_inside_the_request_span(instrumented: Any) -> None:

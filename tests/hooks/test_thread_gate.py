@@ -10,6 +10,7 @@ import anyio.to_thread
 import pytest
 
 from span_profiles._core import sampler_gate
+from tests.checkpoints import GateCalls
 
 
 @pytest.mark.anyio
@@ -17,13 +18,8 @@ async def test_worker_thread_jobs_wait_before_each_label_switch(
     instrumented: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Executor and ``to_thread`` jobs call the gate right before their labels go on and off."""
-    sink = instrumented.sink
-    seen: list[tuple[int, int]] = []
-
-    def wait() -> None:
-        seen.append((threading.get_ident(), len(sink.history)))
-
-    monkeypatch.setattr(sampler_gate, "wait", wait)
+    gate = GateCalls(instrumented.sink)
+    monkeypatch.setattr(sampler_gate, "wait", gate)
     tracer = instrumented.tracer
 
     def job() -> int:
@@ -34,14 +30,9 @@ async def test_worker_thread_jobs_wait_before_each_label_switch(
             executor_thread = pool.submit(job).result()
         with tracer.start_as_current_span("to_thread"):
             worker = await anyio.to_thread.run_sync(job)
-    switches: dict[int, list[tuple[int, str]]] = {}
-    for index, event in enumerate(sink.history):
-        if event.thread_id in (executor_thread, worker):
-            switches.setdefault(event.thread_id, []).append((index, event.op))
-    assert set(switches) == {executor_thread, worker}
-    for thread_id, events in switches.items():
-        waits = {at for tid, at in seen if tid == thread_id}
-        # Labels go on (adds) and off (removes); each switch starts right after a wait.
-        starts = [index for n, (index, op) in enumerate(events) if n == 0 or events[n - 1][1] != op]
-        assert [op for _, op in events if _ in starts] == ["add", "remove"], events
-        assert all(start in waits for start in starts), (thread_id, starts, waits)
+    for thread_id in (executor_thread, worker):
+        ops = [e.op for e in instrumented.sink.history if e.thread_id == thread_id]
+        assert "add" in ops, ops
+        assert "remove" in ops, ops
+        assert gate.unguarded_switches(thread_id) == []
+    assert threading.get_ident() not in gate.threads()  # the test's own (loop) thread never waits

@@ -14,8 +14,10 @@ from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.trace import SpanKind, StatusCode
 
 from span_profiles import PROFILE_ID_ATTRIBUTE, SettingsError
+from span_profiles._core import sampler_gate
 from span_profiles.wsgi import SpanProfilesWSGIMiddleware
 from tests.asgi.asgi_helpers import Probe, hex_id, only_span
+from tests.checkpoints import GateCalls
 
 
 def environ(path: str = "/", method: str = "GET", **extra: Any) -> dict[str, Any]:
@@ -236,3 +238,27 @@ def test_invalid_setting_fails_at_construction() -> None:
     """A bad option raises SettingsError naming it."""
     with pytest.raises(SettingsError, match="trace_id"):
         SpanProfilesWSGIMiddleware(streaming_app(Probe(None)), trace_id="maybe")  # type: ignore[arg-type]
+
+
+def test_a_request_thread_waits_for_the_sampler_where_the_request_starts_and_ends(
+    instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WSGI runs on the server's worker threads: the request's first labels go on, and its last
+    go off, only after a gate wait; body chunks in between switch without one."""
+    gate = GateCalls(instrumented.sink)
+    monkeypatch.setattr(sampler_gate, "wait", gate)
+    wrapped = SpanProfilesWSGIMiddleware(
+        streaming_app(Probe(instrumented.sink)), tracer_provider=instrumented.provider
+    )
+    body = wrapped(environ("/stream"), StartResponse())
+    assert b"".join(body) == b"xxx"
+    body.close()  # type: ignore[attr-defined]
+    history = instrumented.sink.history
+    first_add = next(i for i, e in enumerate(history) if e.op == "add")
+    last_remove_run = max(
+        i for i, e in enumerate(history) if e.op == "remove" and history[i - 1].op == "add"
+    )
+    waited = {at for _, at in gate.calls}
+    assert first_add in waited
+    assert last_remove_run in waited
+    assert len(gate.calls) == 4  # the app call and the close, each on the way in and out
