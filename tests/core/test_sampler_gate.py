@@ -90,14 +90,31 @@ def test_a_sample_handed_over_before_the_first_look_is_waited_for(
 
 
 @pytest.mark.usefixtures("gate")
-def test_the_wait_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A sampler that never stops (or a wrong thread) delays a switch by MAX_WAIT_NS at most."""
+def test_the_wait_is_bounded_and_yields_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sampler that never stops (or a wrong thread) delays a switch by MAX_WAIT_NS at most,
+    and the waiting thread yields its CPU (the agent's threads may need it) on every round."""
     counter = iter(range(10**9))
     monkeypatch.setattr(sampler_gate, "_clock", lambda clock: next(counter))
-    now = iter(range(0, 10**12, 100_000))
+    step = 100_000
+    now = iter(range(0, 10**12, step))
     monkeypatch.setattr(sampler_gate, "_now", lambda: next(now))
+    yields: list[None] = []
+    monkeypatch.setattr(sampler_gate, "_yield", lambda: yields.append(None) or 0)
     sampler_gate.wait()
-    assert 8 <= next(now) // 100_000 <= 13
+    looks = next(now) // step  # times the clock was looked at: 0, 1 step, ... up to the bound
+    assert looks == sampler_gate.MAX_WAIT_NS // step + 1
+    assert len(yields) == looks - 1  # every round but the one that reached the bound
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+def test_the_yield_keeps_the_gil() -> None:
+    """The yield is libc's sched_yield through ctypes.PyDLL: called with the GIL held."""
+    import ctypes
+
+    function = sampler_gate._gil_holding_yield()
+    assert function() == 0
+    flags = getattr(function, "_flags_", 0)
+    assert flags & getattr(ctypes, "_FUNCFLAG_PYTHONAPI")  # noqa: B009 (private, untyped)
 
 
 def test_no_watched_threads_means_no_reads(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,8 @@ A's last sample B's labels (or none). The event-loop thread avoids this by shari
 threads; worker threads keep every CPU, so they wait instead: right before a job's labels go on
 or off, :func:`wait` holds the switch while the sampler or the labelling thread runs, and while a
 sample the sampler handed over has not been labelled yet (the sampler's clock moved since the
-last switch and the labeller's did not), for at most :data:`MAX_WAIT_NS`.
+last switch and the labeller's did not), for at most :data:`MAX_WAIT_NS`, yielding its CPU
+meanwhile (the GIL kept).
 
 "Running" is read from the threads' CPU clocks (``clock_gettime`` on the Linux per-thread clock
 of a native thread id): a thread on a CPU shows a clock that advances between two reads. The
@@ -27,7 +28,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from span_profiles._core import guard
 
@@ -35,8 +36,10 @@ logger = logging.getLogger("span_profiles")
 
 __all__ = ["MAX_WAIT_NS", "clock_of", "unwatch", "wait", "watch", "watched"]
 
-MAX_WAIT_NS = 1_000_000
-"""Longest wait for one switch: longer than a sampler cycle of a deep stack (about 250 µs)."""
+MAX_WAIT_NS = 5_000_000
+"""Longest wait for one switch. A sample takes 0.1-0.3 ms, but the labelling thread shares the
+event loop's CPU and may wait a scheduler slice for it; with a 1 ms bound 0.3-0.8 % of
+thread-pool samples on the stdlib loop still lost their labels, with 5 ms none did."""
 
 _SETTLE_S = 0.1
 """How long after ``configure()`` the agent's threads are first looked at."""
@@ -66,6 +69,14 @@ _clock = time.clock_gettime_ns
 _now = time.perf_counter_ns
 
 
+def _no_yield() -> int:
+    return 0
+
+
+_yield: Callable[[], int] = _no_yield
+"""``sched_yield()`` called with the GIL held (set by :func:`watch`)."""
+
+
 def clock_of(tid: int) -> int:
     """The Linux CPU-time clock id of native thread ``tid`` (``MAKE_THREAD_CPUCLOCK``)."""
     return ((~tid) << 3) | 6
@@ -81,11 +92,12 @@ def watch(before: Iterable[int]) -> None:
     sample period: the sampler and the thread that applies labels run in every period, the others
     only at uploads.
     """
-    global _clocks, _generation
+    global _clocks, _generation, _yield
     if not sys.platform.startswith("linux"):
         return
     _clocks = ()
     _generation += 1
+    _yield = _gil_holding_yield()
     search = threading.Thread(
         target=_find,
         args=(frozenset(before), _generation),
@@ -105,6 +117,21 @@ def unwatch() -> None:
 def watched() -> tuple[int, ...]:
     """The clock ids :func:`wait` checks now."""
     return _clocks
+
+
+def _gil_holding_yield() -> Callable[[], int]:
+    # A waiting worker may sit on the very CPU the agent's threads are pinned to, keeping them
+    # from finishing the sample it waits for: it yields that CPU. os.sched_yield() would release
+    # the GIL, and winning it back can take a switch interval (5 ms); a PyDLL call keeps it.
+    try:
+        import ctypes
+
+        function = ctypes.PyDLL(None).sched_yield
+    except (OSError, AttributeError):
+        return _no_yield
+    function.argtypes = []
+    function.restype = ctypes.c_int
+    return function
 
 
 def _candidates(before: frozenset[int]) -> list[int]:
@@ -186,6 +213,7 @@ def wait() -> None:
                 deadline = now_ns + MAX_WAIT_NS
             elif now_ns >= deadline:
                 break
+            _yield()
         settled[:] = now
     except Exception as exc:
         guard.fail("waiting for the sampler before a worker-thread label switch", exc, unwatch)
