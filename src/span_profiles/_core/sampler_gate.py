@@ -65,12 +65,18 @@ followed by the labelling thread."""
 _generation = 0
 """Bumped by :func:`watch` and :func:`unwatch`: a search that started earlier keeps quiet."""
 
-_clock = time.clock_gettime_ns
-_now = time.perf_counter_ns
+
+def _no_clock(clock: int) -> int:
+    return 0
 
 
 def _no_yield() -> int:
     return 0
+
+
+# Windows has no clock_gettime; the gate only ever watches on Linux.
+_clock: Callable[[int], int] = getattr(time, "clock_gettime_ns", _no_clock)
+_now = time.perf_counter_ns
 
 
 _yield: Callable[[], int] = _no_yield
