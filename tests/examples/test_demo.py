@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,8 +49,12 @@ def test_demo_text_report_shows_each_endpoint_and_single_spans(tmp_path: Path) -
     for function in ("burn_checkout", "burn_pricing", "burn_search", "render_report"):
         assert function in out, out
     assert out.count("  span ") >= 6, out  # two single requests per CPU endpoint
-    assert "Own code only: " in out, out
-    assert "mixed:" not in out, out
+    found = re.search(r"Own code only: (\d+) of (\d+) profiled requests", out)
+    assert found is not None, out
+    own_only, checked = int(found[1]), int(found[2])
+    # A sample the sampler reads while preempted between stack and labels can land on the next
+    # request (the ≤ 1 % the e2e tests allow); a labelling bug mixes many spans.
+    assert own_only >= checked - 1, out
 
 
 def test_demo_json_report_checks_out(tmp_path: Path) -> None:
@@ -62,15 +68,24 @@ def test_demo_json_report_checks_out(tmp_path: Path) -> None:
         "GET /search": "burn_search",
         "GET /report": "render_report",
     }
+
+    def foreign(name: str, top: list[dict[str, Any]]) -> int:
+        """Samples of another endpoint's function in a top list of ``name``."""
+        others = set(own.values()) - {own[name]}
+        return sum(f["self"] for f in top if f["function"] in others)
+
     for endpoint, function in own.items():
-        top = [f["function"] for f in report["endpoints"][endpoint]["top"]]
-        assert function in top, (endpoint, top)
-        others = set(own.values()) - {function}
-        assert not others & set(top), (endpoint, top)
-    for span in report["spans"]:
+        entry = report["endpoints"][endpoint]
+        assert function in [f["function"] for f in entry["top"]], (endpoint, entry)
+        # The ≤ 1 % skew the e2e tests allow (at least 2 samples); a labelling bug gives tens of %.
+        assert foreign(endpoint, entry["top"]) <= max(2, 0.01 * entry["samples"]), entry
+    spans = report["spans"]
+    for span in spans:
         assert own[span["span_name"]] in [f["function"] for f in span["top"]], span
+    elsewhere = sum(foreign(span["span_name"], span["top"]) for span in spans)
+    assert elsewhere <= max(2, 0.01 * sum(span["samples"] for span in spans)), spans
     check = report["own_code_check"]
     assert check["spans_checked"] > 10, check
-    assert check["own_only"] == check["spans_checked"], check
+    assert check["own_only"] >= check["spans_checked"] - 1, check
     # The request in flight at SIGINT: its samples came with the agent's shutdown upload.
     assert report["last_window"]["samples_after_sigint"] > 0, report["last_window"]
