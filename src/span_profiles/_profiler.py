@@ -288,7 +288,7 @@ def start_profiler(
             flusher=_Flusher(),
         )
         if resolved.wait_for_sampler:
-            sampler_gate.watch(before)
+            sampler_gate.watch(lambda: _placement.native_threads() - before)
         try:
             # The caller is (or, with "on", will be) the event-loop thread: it keeps the pin.
             _placement.activate(agent_tids, caller_is_loop=in_loop or resolved.pin_cpu == "on")

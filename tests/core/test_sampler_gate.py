@@ -158,7 +158,6 @@ def test_the_search_keeps_the_two_threads_that_run_every_period(
         return used[tid]
 
     monkeypatch.setattr(sampler_gate, "_clock", clock)
-    monkeypatch.setattr(sampler_gate, "_candidates", lambda before: [201, 202, 203, 204])
     monkeypatch.setattr(sampler_gate, "_ROUND_S", 0)
-    busy = sampler_gate._busy_threads(frozenset())
+    busy = sampler_gate._busy_threads(lambda: [201, 202, 203, 204])
     assert busy == [sampler_gate.clock_of(203), sampler_gate.clock_of(202)]

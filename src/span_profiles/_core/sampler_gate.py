@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import threading
 import time
@@ -88,15 +87,16 @@ def clock_of(tid: int) -> int:
     return ((~tid) << 3) | 6
 
 
-def watch(before: Iterable[int]) -> None:
-    """Find the agent's sampling threads (among native threads not in ``before``) and watch them.
+def watch(agent_threads: Callable[[], Iterable[int]]) -> None:
+    """Find the agent's sampling threads among ``agent_threads()`` and watch them.
 
-    ``before`` holds the native thread ids that existed just before ``configure()``. py-spy starts
-    its sampling thread some time after ``configure()`` returns, and the agent has more threads
-    than the two that take part in a sample (an HTTP client, idle helpers), so a daemon thread
-    waits :data:`_SETTLE_S`, then keeps those that ran in most of :data:`_ROUNDS` rounds of one
-    sample period: the sampler and the thread that applies labels run in every period, the others
-    only at uploads.
+    ``agent_threads`` lists the native threads the agent may own (``_profiler`` passes the native
+    threads that appeared since just before ``configure()``). py-spy starts its sampling thread
+    some time after ``configure()`` returns, and the agent has more threads than the two that
+    take part in a sample (an HTTP client, idle helpers), so a daemon thread waits
+    :data:`_SETTLE_S`, then keeps those that ran in most of :data:`_ROUNDS` rounds of one sample
+    period: the sampler and the thread that applies labels run in every period, the others only
+    at uploads.
     """
     global _clocks, _generation, _yield
     if not sys.platform.startswith("linux"):
@@ -106,7 +106,7 @@ def watch(before: Iterable[int]) -> None:
     _yield = _gil_holding_yield()
     search = threading.Thread(
         target=_find,
-        args=(frozenset(before), _generation),
+        args=(agent_threads, _generation),
         name="span-profiles-sampler-watch",
         daemon=True,
     )
@@ -140,21 +140,12 @@ def _gil_holding_yield() -> Callable[[], int]:
     return function
 
 
-def _candidates(before: frozenset[int]) -> list[int]:
-    python = {thread.native_id for thread in threading.enumerate()}
-    try:
-        tasks = [int(name) for name in os.listdir("/proc/self/task")]
-    except OSError:
-        return []
-    return [tid for tid in tasks if tid not in python and tid not in before]
-
-
-def _find(before: frozenset[int], generation: int) -> None:
+def _find(agent_threads: Callable[[], Iterable[int]], generation: int) -> None:
     global _clocks
     try:
         time.sleep(_SETTLE_S)
         for _ in range(_ATTEMPTS):
-            busy = _busy_threads(before)
+            busy = _busy_threads(agent_threads)
             if generation != _generation:
                 return
             if len(busy) == _BUSY_THREADS:
@@ -170,10 +161,10 @@ def _find(before: frozenset[int], generation: int) -> None:
         guard.fail("finding the profiler's sampling threads", exc, unwatch)
 
 
-def _busy_threads(before: frozenset[int]) -> list[int]:
+def _busy_threads(agent_threads: Callable[[], Iterable[int]]) -> list[int]:
     """Clocks of the threads that ran in most rounds, the one that used most CPU first."""
     last: dict[int, int] = {}
-    for tid in _candidates(before):
+    for tid in agent_threads():
         clock = clock_of(tid)
         with contextlib.suppress(OSError):  # the thread exited since the listing
             last[clock] = _clock(clock)
