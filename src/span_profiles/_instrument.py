@@ -35,9 +35,9 @@ __all__ = ["SpanProfilesProcessor", "instrument", "is_instrumented", "uninstrume
 def _hooks() -> tuple[Hook, ...]:
     """The runtime hooks, in install order; ``trio`` is added once trio is imported (checked at
     install and whenever a local root starts), so trio is never imported by us."""
-    from span_profiles._hooks import asyncio, otel, threads
+    from span_profiles._hooks import asyncio, otel, threads, transports
 
-    return (otel, asyncio, threads)
+    return (otel, asyncio, transports, threads)
 
 
 class SpanProfilesProcessor(LabelProcessor):

@@ -30,7 +30,7 @@ from opentelemetry.util.http import sanitize_method
 from opentelemetry.util.types import AttributeValue
 
 from span_profiles import _instrument
-from span_profiles._core import sampler_gate
+from span_profiles._core import engine, sampler_gate
 
 __all__ = [
     "HTTP_ROUTE",
@@ -74,6 +74,7 @@ class RequestSpan:
 
     __slots__ = (
         "_ended",
+        "_held",
         "context",
         "exchange",
         "fixed_name",
@@ -105,6 +106,12 @@ class RequestSpan:
         self.context = otel_context.set_value(
             _REQUEST_KEY, self, trace.set_span_in_context(span, parent)
         )
+        # The request's labels last until end(), even if an adopted span's owner ends the span
+        # first (FastAPI's telemetry ends it at the last body message, before the teardown of
+        # yield dependencies and the background tasks).
+        self._held = engine.holders.get(span)
+        if self._held is not None:
+            engine.hold(self._held)
 
     def activated(self, *, end: bool = False) -> Activation:
         """A context manager: the request's context is current inside it.
@@ -149,15 +156,21 @@ class RequestSpan:
             self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__qualname__}: {exc}"))
 
     def end(self) -> None:
-        """End the span once, if this adapter started it (an adopted span is its owner's to end).
+        """The request is over: end the span once, if this adapter started it (an adopted span
+        is its owner's to end), and let its labels go.
 
         The request's metrics are recorded first, with the route template known by then.
         """
-        if self.owned and not self._ended:
-            self._ended = True
+        if self._ended:
+            return
+        self._ended = True
+        if self.owned:
             if self.exchange is not None:
                 self.exchange.finish(self.route)
             self.span.end()
+        held, self._held = self._held, None
+        if held is not None:
+            engine.release(held)
 
     def closing(self, close: Callable[[], object] | None) -> Callable[[], None]:
         """A replacement for a response's ``close``: runs ``close`` in the request's context, then

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from span_profiles._adapter import resolve_options
+from span_profiles._core import engine
+from span_profiles._core.processor import ServerRoot, expected_server_root
 from span_profiles._core.sinks import Sink
 from span_profiles.asgi import Scope, SpanProfilesMiddleware
 from span_profiles.asgi import _template as _route_template
@@ -67,16 +69,83 @@ def instrument_app(
         return app
     # Resolved now, because Starlette builds the middleware stack only on the first request.
     settings, other = resolve_options(options)
+    find_route = route_finder(app)
     app.add_middleware(
         SpanProfilesMiddleware,
         tracer_provider=tracer_provider,
         sink=sink,
         settings=settings,
-        find_route=route_finder(app),
+        find_route=find_route,
         excluded_urls_env="FASTAPI",
         **other,
     )
+    if settings.enabled:
+        _name_native_telemetry(app, find_route)
     return app
+
+
+def _name_native_telemetry(app: Starlette, find_route: Callable[[Scope], str | None]) -> None:
+    # FastAPI >= 0.160 traces by itself, outside the user middleware: its SERVER span starts
+    # named by the method alone, and it ends the span at the last body message. Ours adopts
+    # that span; this wrapper, around FastAPI's per-request telemetry call, names it at birth
+    # and keeps its labels until FastAPI's call returns. Private FastAPI API: when the shape
+    # is not the one this was written against, nothing is wrapped (the middleware still
+    # adopts and renames the span at routing).
+    native = getattr(app, "_native_telemetry", None)
+    if native is None or isinstance(native, _NamedNativeTelemetry):
+        return
+    if not (callable(native) and callable(getattr(native, "enabled", None))):
+        return
+    app._native_telemetry = _NamedNativeTelemetry(native, find_route)  # type: ignore[attr-defined]
+
+
+class _NamedNativeTelemetry:
+    """FastAPI's ``NativeTelemetry`` with the request's route template known before it starts
+    its span (see :class:`span_profiles._core.processor.ServerRoot`)."""
+
+    __slots__ = ("_find_route", "_inner", "_known_methods")
+
+    def __init__(self, inner: Any, find_route: Callable[[Scope], str | None]) -> None:
+        self._inner = inner
+        self._find_route = find_route
+        # FastAPI's span name: the method if it knows it, "HTTP" otherwise, "WS" for websockets.
+        self._known_methods: frozenset[str] = frozenset(
+            getattr(inner, "_known_methods", None) or ()
+        )
+
+    def enabled(self) -> bool:
+        """FastAPI's own answer."""
+        return bool(self._inner.enabled())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def __call__(self, *, scope: Scope, **kwargs: Any) -> None:
+        expected = self._expected(scope)
+        if expected is None:
+            await self._inner(scope=scope, **kwargs)
+            return
+        token = expected_server_root.set(expected)
+        try:
+            await self._inner(scope=scope, **kwargs)
+        finally:
+            expected_server_root.reset(token)
+            if expected.holder is not None:
+                engine.release(expected.holder)
+
+    def _expected(self, scope: Scope) -> ServerRoot | None:
+        try:
+            route = self._find_route(scope)
+        except Exception:  # the middleware's own lookup logs it and stops using it
+            return None
+        if route is None:
+            return None
+        if scope["type"] == "websocket":
+            method = "WS"
+        else:
+            raw = scope.get("method", "")
+            method = raw if raw in self._known_methods else "HTTP"
+        return ServerRoot(f"{method} {route}", route=route, request=scope)
 
 
 def route_finder(app: Starlette | Router) -> Callable[[Scope], str | None]:
@@ -93,6 +162,10 @@ def route_finder(app: Starlette | Router) -> Callable[[Scope], str | None]:
     flattened = _Flattened(router)
 
     def find(scope: Scope) -> str | None:
+        # Found already for this request by the wrapper around FastAPI's telemetry.
+        expected = expected_server_root.get()
+        if expected is not None and expected.request is scope:
+            return expected.route
         return _match(flattened.candidates(), scope, "")
 
     return find

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import contextvars
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,9 @@ from span_profiles.testing import RecordingSink
 
 SRC = Path(span_profiles.__file__).parent
 
-Runner = Callable[[Any], None]
-"""Runs one kernel copy for a task/callback whose context holds this OTel context (or none)."""
+Runner = Callable[[Any, Callable[[], None]], None]
+"""Runs one kernel copy for a task/callback whose context holds this OTel context (or none);
+the second argument is the step's own body, called where the task's code would run."""
 
 
 def marked_kernels() -> list[tuple[str, str]]:
@@ -82,13 +84,13 @@ def _handle_run(var: contextvars.ContextVar[Any]) -> Runner:
     assert hasattr(patched, "__wrapped__"), "Handle._run is not patched"
 
     class FakeHandle:
-        _callback = staticmethod(lambda: None)
         _args = ()
 
-        def __init__(self, ctx: contextvars.Context) -> None:
+        def __init__(self, ctx: contextvars.Context, body: Callable[[], None]) -> None:
             self._context = ctx
+            self._callback = body
 
-    return lambda otel_ctx: patched(FakeHandle(_task_context(var, otel_ctx)))
+    return lambda otel_ctx, body: patched(FakeHandle(_task_context(var, otel_ctx), body))
 
 
 def _step_coroutine(var: contextvars.ContextVar[Any]) -> Runner:
@@ -98,12 +100,18 @@ def _step_coroutine(var: contextvars.ContextVar[Any]) -> Runner:
     wrap = asyncio_hook._step_coroutine_class(engine.installed, var)
 
     class Once:
+        def __init__(self, body: Callable[[], None]) -> None:
+            self.body = body
+
         def send(self, value: Any) -> Any:
+            self.body()
             return value
 
-    def run(otel_ctx: Any) -> None:
-        step = wrap(Once())  # type: ignore[arg-type]
+    def run(otel_ctx: Any, body: Callable[[], None]) -> None:
+        step = wrap(Once(body))  # type: ignore[arg-type]
         _task_context(var, otel_ctx).run(step.__next__)
+        # After the step the loop's own work follows: no labels are left behind.
+        assert engine.shown.get(threading.get_ident(), engine.EMPTY) == engine.EMPTY
 
     return run
 
@@ -119,9 +127,11 @@ def _trio_step(var: contextvars.ContextVar[Any]) -> Runner:
         def __init__(self, ctx: contextvars.Context) -> None:
             self.context = ctx
 
-    return lambda otel_ctx: instrument.before_task_step(
-        FakeTask(_task_context(var, otel_ctx))  # type: ignore[arg-type]
-    )
+    def run(otel_ctx: Any, body: Callable[[], None]) -> None:
+        instrument.before_task_step(FakeTask(_task_context(var, otel_ctx)))  # type: ignore[arg-type]
+        body()
+
+    return run
 
 
 RUNNERS: dict[tuple[str, str], Callable[[contextvars.ContextVar[Any]], Runner]] = {
@@ -179,12 +189,21 @@ def test_each_copy_behaves_like_refresh_from(
     run = RUNNERS[kernel](var)
     checked = 0
     for name, before, otel_ctx in _oracle_cases(tracer):
-        outcomes = []
-        for kernel_or_reference in (run, engine.refresh_from):
+        outcomes: list[tuple[Any, list[tuple[str, str, str]]]] = []
+
+        def body(outcomes: list[Any] = outcomes) -> None:
+            # What the step's own code sees: the labels and the agent calls made to show them.
+            outcomes.append((sink.applied(), [(e.op, e.key, e.value) for e in sink.history]))
+
+        def reference(otel_ctx: Any, body: Callable[[], None]) -> None:
+            engine.refresh_from(otel_ctx)
+            body()
+
+        for kernel_or_reference in (run, reference):
             engine.apply(before)
             sink.reset()
-            kernel_or_reference(otel_ctx)
-            outcomes.append((sink.applied(), [(e.op, e.key, e.value) for e in sink.history]))
+            kernel_or_reference(otel_ctx, body)
+        assert len(outcomes) == 2, name
         assert outcomes[0] == outcomes[1], name
         checked += 1
     engine.clear()

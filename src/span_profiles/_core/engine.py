@@ -48,11 +48,14 @@ __all__ = [
     "apply",
     "apply_cell",
     "clear",
+    "hold",
     "holders",
     "refresh",
     "refresh_from",
+    "release",
     "set_sink",
     "shown",
+    "span_ended",
 ]
 
 _get_ident = threading.get_ident
@@ -71,7 +74,7 @@ class Holder:
     root empties the labels of the whole chain at once.
     """
 
-    __slots__ = ("labels", "make", "parent", "profile_id", "span")
+    __slots__ = ("_ended", "_holds", "labels", "make", "parent", "profile_id", "span")
 
     def __init__(
         self, span: Any, make: Callable[[Any], Labels], parent: Holder | None = None
@@ -81,15 +84,41 @@ class Holder:
         self.parent = parent
         self.labels: Labels = make(span)
         self.profile_id: str = dict(self.labels).get("span_id", "")
+        self._holds = 0
+        self._ended = False
 
     def renamed(self) -> None:
-        """Rebuild the labels after the span's name changed (no-op once ended)."""
+        """Rebuild the labels after the span's name changed (no-op once its labels are gone)."""
         if self.labels:
             self.labels = self.make(self.span)
 
-    def end(self) -> None:
-        """The span ended: from now on it gives no labels."""
+    def hold(self) -> None:
+        """Keep the labels after the span ends, until :meth:`release`: a request's window.
+
+        An adopted span's owner may end it before the request is over (FastAPI's telemetry ends
+        its span at the last body message, before ``yield`` dependencies are torn down); the work
+        that follows is still that request's.
+        """
+        self._holds += 1
+
+    def release(self) -> bool:
+        """Undo one :meth:`hold`; whether the labels went away now (the span had ended)."""
+        self._holds -= 1
+        if self._holds <= 0 and self._ended and self.labels:
+            self.labels = EMPTY
+            return True
+        return False
+
+    def end(self) -> bool:
+        """The span ended: no labels from now on, or from the last :meth:`release`.
+
+        Whether the labels went away now.
+        """
+        self._ended = True
+        if self._holds > 0 or not self.labels:
+            return False
         self.labels = EMPTY
+        return True
 
 
 # -- process-wide state: the table, the sink behind its cell, the installation ----------------
@@ -216,6 +245,36 @@ def refresh_from(otel_ctx: Any) -> None:
     labels = EMPTY if holder is None else holder.labels
     if shown.get(_get_ident(), EMPTY) is not labels:
         apply(labels)
+
+
+def span_ended(holder: Holder) -> None:
+    """The holder's own span ended: its labels go now, or at the last :func:`release`."""
+    _drop_if_gone(holder, holder.end)
+
+
+def hold(holder: Holder) -> None:
+    """Keep ``holder``'s labels (and its span in the table) past its span's end, until
+    :func:`release`: the whole window of a request whose span an outer owner may end early."""
+    holder.hold()
+
+
+def release(holder: Holder) -> None:
+    """Undo one :func:`hold`; if the span already ended, its labels go now."""
+    _drop_if_gone(holder, holder.release)
+
+
+def _drop_if_gone(holder: Holder, step: Callable[[], bool]) -> None:
+    shown = shows(holder.labels)
+    if not step():
+        return
+    holders.pop(holder.span, None)
+    if shown:
+        if installed is not None:
+            refresh()
+        else:
+            # Standalone (no hooks): the starting thread goes back to the parent's labels.
+            parent = holder.parent
+            apply(parent.labels if parent is not None else EMPTY)
 
 
 def refresh() -> None:

@@ -6,16 +6,18 @@ above the core: installing the runtime hooks on first use and choosing the defau
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, Literal
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind
 
 from span_profiles._core import engine, guard
 from span_profiles._core.sinks import Labels
 
-__all__ = ["PROFILE_ID_ATTRIBUTE", "LabelProcessor", "Scope"]
+__all__ = ["PROFILE_ID_ATTRIBUTE", "LabelProcessor", "Scope", "ServerRoot", "expected_server_root"]
 
 PROFILE_ID_ATTRIBUTE = "pyroscope.profile.id"
 """The span attribute Grafana looks for to offer "Profiles for this span"."""
@@ -23,6 +25,34 @@ PROFILE_ID_ATTRIBUTE = "pyroscope.profile.id"
 Scope = Literal["root", "all"]
 
 _SCOPES = ("root", "all")
+
+
+class ServerRoot:
+    """The SERVER span another instrumentation is about to start for a request, as a request
+    adapter running outside it knows it: the name it will end up with, and the holder to keep.
+
+    FastAPI's built-in telemetry starts its span named by the method alone and renames it only
+    after routing; an adapter that found the route first sets :data:`expected_server_root`, and
+    the processor names that span at birth and holds its labels for the adapter (which calls
+    :func:`span_profiles._core.engine.release` when the request is over).
+    """
+
+    __slots__ = ("holder", "name", "request", "route")
+
+    def __init__(self, name: str, *, route: str | None = None, request: Any = None) -> None:
+        self.name = name
+        self.route = route
+        """The route template in ``name``, for the adapter's own lookup."""
+        self.request = request
+        """The request this is about (the adapter's scope), so nested lookups can reuse it."""
+        self.holder: engine.Holder | None = None
+        """The holder of the span, once it started (held until the adapter releases it)."""
+
+
+expected_server_root: ContextVar[ServerRoot | None] = ContextVar(
+    "span_profiles_expected_server_root", default=None
+)
+"""Set by a request adapter around an instrumentation that starts the request's SERVER span."""
 
 
 class LabelProcessor(SpanProcessor):
@@ -77,7 +107,18 @@ class LabelProcessor(SpanProcessor):
         if parent is not None and not parent.is_remote:
             parent_holder = engine.holders.get(trace.get_current_span(parent_context))
         if parent_holder is None or self.scope == "all":
+            expected = expected_server_root.get() if parent_holder is None else None
+            if expected is not None and (
+                expected.holder is not None or span.kind is not SpanKind.SERVER
+            ):
+                expected = None
+            if expected is not None and span.name != expected.name:
+                # Named before any label exists: no sample sees the bare method.
+                span.update_name(expected.name)
             holder = engine.Holder(span, self.make_labels, parent_holder)
+            if expected is not None:
+                expected.holder = holder
+                engine.hold(holder)
             span.set_attribute(PROFILE_ID_ATTRIBUTE, holder.profile_id)
             root = parent_holder is None
         else:
@@ -109,17 +150,14 @@ class LabelProcessor(SpanProcessor):
             guard.fail("the span processor", exc, self._disable)
 
     def _end(self, span: Any) -> None:
-        holder = engine.holders.pop(span, None)
-        if holder is None or holder.span is not span:
+        holder = engine.holders.get(span)
+        if holder is None:
             return
-        shown = engine.shows(holder.labels)
-        holder.end()
-        if shown:
-            if engine.installed is not None:
-                engine.refresh()
-            else:
-                parent = holder.parent
-                engine.apply(parent.labels if parent is not None else engine.EMPTY)
+        if holder.span is not span:
+            # A child sharing its root's labels: nothing changes for them.
+            engine.holders.pop(span, None)
+            return
+        engine.span_ended(holder)
 
     def _disable(self) -> None:
         self._enabled = False

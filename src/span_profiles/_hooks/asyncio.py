@@ -64,8 +64,8 @@ def _make_handle_run(
                     engine.sink_failed(exc)
         except Exception as exc:
             guard.fail("the asyncio step hook", exc, off)
-        # The stdlib body, inlined rather than called: one Python frame less on every callback
-        # of every loop. Only for the versions whose body this copies (see _report_error).
+        # The stdlib body (CPython 3.10-3.15), inlined rather than called: one Python frame less
+        # on every callback of every loop. Only for the versions whose body this copies.
         try:
             self._context.run(self._callback, *self._args)
         except (SystemExit, KeyboardInterrupt):
@@ -76,7 +76,7 @@ def _make_handle_run(
         # not stay reachable from it (that would be a cycle when the callback keeps the error).
         self = None
 
-    if sys.version_info >= (3, 14):  # pragma: no cover - an unknown stdlib body: call it
+    if sys.version_info >= (3, 16):  # pragma: no cover - an unknown stdlib body: call it
 
         def _run_calling_original(self: Any) -> None:
             try:
@@ -91,8 +91,30 @@ def _make_handle_run(
     return _run
 
 
+def _make_run_once(original: Callable[[Any], None], hot: HotPath) -> Callable[[Any], None]:
+    def _run_once(
+        self: Any,
+        _applied: Callable[[int, Labels], Labels] = hot.applied,
+        _ident: Callable[[], int] = threading.get_ident,
+        _sink_apply: list[Callable[[Labels], None]] = hot.apply,
+        _empty: Labels = EMPTY,
+    ) -> None:
+        # A new loop iteration: polling, timers and turning I/O events into callbacks serve no
+        # request. Clearing here, not after every callback, keeps consecutive callbacks of one
+        # request free of agent calls; each callback shows its own labels as it starts.
+        if _applied(_ident(), _empty) is not _empty:
+            try:
+                _sink_apply[0](_empty)
+            except Exception as exc:
+                engine.sink_failed(exc)
+        original(self)
+
+    _run_once.__wrapped__ = original  # type: ignore[attr-defined]
+    return _run_once
+
+
 def _report_error(handle: Any, exc: BaseException) -> None:
-    """``Handle._run``'s error path as in CPython 3.10-3.13 (3.13 added ``debug=``)."""
+    """``Handle._run``'s error path as in CPython 3.10-3.15 (3.13 added ``debug=``)."""
     if sys.version_info >= (3, 13):
         source = asyncio.format_helpers._format_callback_source(
             handle._callback, handle._args, debug=handle._loop.get_debug()
@@ -127,17 +149,26 @@ class StepCoroutine(Coroutine[Any, Any, Any]):
         if value is None:
             return self.__next__()
         _refresh()
-        return self._coro.send(value)
+        try:
+            return self._coro.send(value)
+        finally:
+            _step_over()
 
     def __next__(self) -> Any:
         """``send(None)``: a task's step. C tasks call this slot, when there is one, not ``send``."""
         _refresh()
-        return self._coro.send(None)
+        try:
+            return self._coro.send(None)
+        finally:
+            _step_over()
 
     def throw(self, *args: Any) -> Any:
         """Refresh the labels, then throw into the coroutine."""
         _refresh()
-        return self._coro.throw(*args)
+        try:
+            return self._coro.throw(*args)
+        finally:
+            _step_over()
 
     def close(self) -> None:
         """Close the wrapped coroutine."""
@@ -177,7 +208,16 @@ def _step_coroutine_class(hot: HotPath, var: ContextVar[Any]) -> type[StepCorout
                     engine.sink_failed(exc)
         except Exception as exc:
             guard.fail("the asyncio task hook", exc)
-        return self._coro.send(None)
+        try:
+            return self._coro.send(None)
+        finally:
+            # The step is over. What uvloop runs next until another step (its native protocol
+            # callbacks, its own work, the server's parsing) serves no request unless it says so.
+            if _applied(_ident(), _empty) is not _empty:
+                try:
+                    _sink_apply[0](_empty)
+                except Exception as exc:
+                    engine.sink_failed(exc)
 
     __next__.__doc__ = StepCoroutine.__next__.__doc__
     return type("StepCoroutine", (StepCoroutine,), {"__slots__": (), "__next__": __next__})
@@ -186,6 +226,13 @@ def _step_coroutine_class(hot: HotPath, var: ContextVar[Any]) -> type[StepCorout
 def _refresh() -> None:
     try:
         engine.refresh()
+    except Exception as exc:
+        guard.fail("the asyncio task hook", exc)
+
+
+def _step_over() -> None:
+    try:
+        engine.clear()
     except Exception as exc:
         guard.fail("the asyncio task hook", exc)
 
@@ -261,7 +308,9 @@ def install(hot: HotPath) -> Callable[[], None]:
         off = functools.partial(patches.undo, handle)
         patches.set(handle, "_run", _make_handle_run(handle._run, hot, var, off))
 
-    base = asyncio.base_events.BaseEventLoop
+    base: Any = asyncio.base_events.BaseEventLoop
+    if not hasattr(base._run_once, "__wrapped__"):
+        patches.set(base, "_run_once", _make_run_once(base._run_once, hot))
     original_create_task = base.create_task
 
     def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:

@@ -1,4 +1,5 @@
-"""trio: an ``Instrument`` whose ``before_task_step`` shows the labels of the task's context.
+"""trio: an ``Instrument`` whose ``before_task_step`` shows the labels of the task's context,
+and whose ``before_io_wait`` clears them for the scheduler's own work between batches.
 
 Instruments belong to one ``trio.run``; :meth:`LabelInstrument.add_to_current_run` adds ours to
 the run it is called from, at most once (its own ``RunVar`` remembers), at install and whenever a local
@@ -32,6 +33,7 @@ class LabelInstrument(trio.abc.Instrument):
         # trio looks the hook up on the instance, so a closure over the hot path replaces the
         # method: the per-step path does local lookups only.
         self.before_task_step = self._make_step(hot, var)  # type: ignore[method-assign,assignment]
+        self.before_io_wait = self._make_io_wait(hot)  # type: ignore[method-assign,assignment]
 
     def _make_step(
         self, hot: HotPath, var: ContextVar[Any]
@@ -63,8 +65,29 @@ class LabelInstrument(trio.abc.Instrument):
 
         return before_task_step
 
+    def _make_io_wait(self, hot: HotPath) -> Callable[[float], None]:
+        def before_io_wait(
+            timeout: float,
+            _applied: Callable[[int, Labels], Labels] = hot.applied,
+            _ident: Callable[[], int] = threading.get_ident,
+            _sink_apply: list[Callable[[Labels], None]] = hot.apply,
+            _empty: Labels = EMPTY,
+        ) -> None:
+            # A scheduler batch is done: polling and processing I/O serve no request. Once per
+            # batch, not per step, so consecutive steps of one request make no agent call.
+            if self.active and _applied(_ident(), _empty) is not _empty:
+                try:
+                    _sink_apply[0](_empty)
+                except Exception as exc:
+                    engine.sink_failed(exc)
+
+        return before_io_wait
+
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         """Refresh the labels from ``task.context`` (replaced per instance in ``__init__``)."""
+
+    def before_io_wait(self, timeout: float) -> None:
+        """Clear the labels before trio polls for I/O (replaced per instance in ``__init__``)."""
 
     def _off(self) -> None:
         self.active = False
