@@ -259,6 +259,37 @@ async def test_otel_middleware_outside_is_adopted(instrumented: Any) -> None:
     probe.assert_all(spans[0], ITEM, count=3)
 
 
+async def test_an_adopted_span_ended_early_still_labels_the_rest_of_the_request(
+    instrumented: Any,
+) -> None:
+    """An outer owner that ends its span at the last body message (as FastAPI's telemetry
+    does): the background work after it still carries the request's labels, and only after
+    the request returns are they gone."""
+    probe = Probe(instrumented.sink)
+    inner = SpanProfilesMiddleware(make_app(probe), tracer_provider=instrumented.provider)
+    tracer = instrumented.provider.get_tracer("early-ender")
+
+    async def ends_early(scope: Any, receive: Any, send: Any) -> None:
+        span = tracer.start_span("GET", kind=SpanKind.SERVER)
+
+        async def sending(message: Any) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                span.end()
+
+        with trace.use_span(span, end_on_exit=False):
+            await inner(scope, receive, sending)
+        probe("after the app returned")
+
+    async with client(ends_early) as http:
+        await http.get("/background")
+    span = only_span(instrumented.exporter)
+    labelled, after = probe.seen
+    assert labelled.where == "background task"
+    assert labelled.labels == {"span_id": hex_id(span), "span_name": "GET /background"}
+    assert after.labels == {}
+
+
 async def test_concurrent_requests_keep_their_own_labels(instrumented: Any) -> None:
     """Twenty interleaved requests each see only their own span at every checkpoint."""
     seen: dict[str, list[dict[str, str]]] = {}

@@ -118,3 +118,61 @@ def test_same_attribute_as_pyroscope_otel() -> None:
     """The attribute key matches pyroscope-otel's, so it is a drop-in replacement."""
     otel = pytest.importorskip("pyroscope.otel")
     assert otel.PROFILE_ID_SPAN_ATTRIBUTE_KEY == PROFILE_ID_ATTRIBUTE
+
+
+def test_a_held_span_keeps_its_labels_until_released(instrumented: Any) -> None:
+    """A request window holds its span's labels past the span's end, until released."""
+    from span_profiles._core import engine
+
+    span = instrumented.tracer.start_span("GET /items/{id}")
+    holder = engine.holders[span]
+    engine.hold(holder)
+    with trace.use_span(span, end_on_exit=False):
+        span.end()
+        assert instrumented.sink.current() == {"span_id": _hex(span), "span_name": span.name}
+        engine.release(holder)
+        # Released after the end: gone at once, from the thread that showed them too.
+        assert instrumented.sink.current() == {}
+    assert span not in engine.holders
+
+
+def test_a_release_before_the_end_changes_nothing(instrumented: Any) -> None:
+    """Holds nest; released before the span ends, the labels last until the end."""
+    from span_profiles._core import engine
+
+    with instrumented.tracer.start_as_current_span("job") as span:
+        holder = engine.holders[span]
+        engine.hold(holder)
+        engine.hold(holder)
+        engine.release(holder)
+        engine.release(holder)
+        assert instrumented.sink.current()["span_id"] == _hex(span)
+    assert instrumented.sink.current() == {}
+    assert span not in engine.holders
+
+
+def test_an_expected_server_root_is_named_at_birth_and_held(instrumented: Any) -> None:
+    """A SERVER root started where an adapter expects one gets the adapter's name before any
+    label exists, and its labels stay until the adapter releases them."""
+    from span_profiles._core import engine
+    from span_profiles._core.processor import ServerRoot, expected_server_root
+
+    expected = ServerRoot("GET /items/{id}")
+    token = expected_server_root.set(expected)
+    try:
+        internal = instrumented.tracer.start_span("not a server span")
+        span = instrumented.tracer.start_span("GET", kind=trace.SpanKind.SERVER)
+        second = instrumented.tracer.start_span("GET", kind=trace.SpanKind.SERVER)
+    finally:
+        expected_server_root.reset(token)
+    assert internal.name == "not a server span"
+    assert span.name == "GET /items/{id}"
+    assert second.name == "GET"  # only the first server root is the expected one
+    assert expected.holder is engine.holders[span]
+    assert dict(expected.holder.labels)["span_name"] == "GET /items/{id}"
+    span.end()
+    assert expected.holder.labels  # held
+    engine.release(expected.holder)
+    assert not expected.holder.labels
+    internal.end()
+    second.end()

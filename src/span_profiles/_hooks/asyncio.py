@@ -1,19 +1,23 @@
-"""asyncio: labels re-applied at the start of every task step, on every loop.
+"""asyncio: each task step shows its task's labels, and the loop's own work shows none.
 
 Two mechanisms, because loops differ in what they let us see:
 
 * stdlib loops run every callback, and so every task step (C tasks included, and tasks created
   before ``instrument()``), through the pure-Python ``asyncio.events.Handle._run``. One patch
-  there covers every such loop in every thread. The loop's own callbacks (transport reads,
-  protocol parsing) run in the loop's base context, so they clear the labels as a side effect.
+  there covers every such loop in every thread: each callback shows the labels of the context
+  it runs in. ``BaseEventLoop._run_once`` clears them when an iteration starts, so polling,
+  timers and turning I/O events into callbacks carry no span; consecutive callbacks of one
+  request within an iteration make no agent call.
 * loops with native handles (uvloop) get a chained task factory that wraps each new task's
-  coroutine in :class:`StepCoroutine`, whose ``send``/``throw`` refresh the labels. uvloop loops
-  created after ``instrument()`` get it at construction (``uvloop.Loop.__init__`` is patched);
-  a loop already running gets it when ``instrument()`` or a local root span runs on it, and tasks
-  it created before that are not covered.
+  coroutine in :class:`StepCoroutine`, whose ``send``/``throw`` show the labels for the step and
+  clear them when it returns: uvloop runs its own work and its protocol callbacks natively, with
+  no Python hook between steps. uvloop loops created after ``instrument()`` get it at
+  construction (``uvloop.Loop.__init__`` is patched); a loop already running gets it when
+  ``instrument()`` or a local root span runs on it, and tasks it created before that are not
+  covered.
 
-Labels stay applied after a step until the next callback re-evaluates them (no clear per step):
-that halves the agent calls, and unchanged labels between steps cost no call at all.
+Which request the loop's I/O callbacks (a driver decoding rows) work for is
+:mod:`span_profiles._hooks.transports`'s job.
 """
 
 from __future__ import annotations
