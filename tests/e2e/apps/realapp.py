@@ -11,9 +11,14 @@ response): ``GET /items`` (50 rows), ``GET /items/{id}``, ``POST /items``, ``PUT
 and ``GET /items/export`` (``many_rows``, 5,000 rows).
 
 **Stack ownership.** A frame of this file whose function is named ``<endpoint>`` or
-``<endpoint>_<something>`` (:func:`owner_of`) is that endpoint's work: its handler, its helpers,
-its session dependency (a per-endpoint copy of :func:`_session`, so the session's teardown is
-attributable too) and its row decoder. asyncpg decodes rows inside its protocol's
+``<endpoint>_<something>`` (:func:`owner_of`) is that endpoint's work: its handler and helpers;
+its route (:class:`OwnedRoute` runs FastAPI's dependency solving, endpoint call and serialization
+inside ``<endpoint>_route``); its session dependency (``<endpoint>_session``, so the session's
+teardown after the response is attributable); its session classes (SQLAlchemy runs the sync
+``Session`` in a greenlet whose stack starts at the ``Session`` method, and closes an
+``AsyncSession`` in a task of its own: :func:`session_classes` names those entry points); and its
+row decoder. The cheap endpoints burn a few hundred microseconds in helpers so that a short run
+gets enough of their samples to judge. asyncpg decodes rows inside its protocol's
 ``data_received``, a Cython callback the event loop runs outside any task, which py-spy cannot see.
 So every endpoint's query returns a payload column of its own PostgreSQL composite type
 (``<endpoint>_payload``, one ``text`` field holding JSON); the codec set on every pooled connection
@@ -99,7 +104,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def owner_of(function: str, file: str) -> str | None:
     """The endpoint whose work a frame is (``function`` as the agent names it), or ``None``."""
-    if not file.endswith(("/realapp.py", "\\realapp.py")):
+    if not file.replace("\\", "/").endswith("/e2e/apps/realapp.py"):
         return None
     name = function.rsplit(".", 1)[-1]
     for endpoint in ENDPOINTS:
