@@ -239,10 +239,16 @@ def run_fidelity(
     try:
         server.start(log)
         assert server.process is not None
-        tids = _thread_roles(log.read_text())
+        started = _thread_roles(log.read_text())
         for index, case in enumerate(CASES):
             if (routes and case.route not in routes) or (names and case.name not in names):
                 continue
+            # py-spy's sampling thread starts after configure(), so it is not among the agent
+            # threads the app found at start; it inherits their pin, which finds it.
+            tids = dict(started)
+            if "loop" in tids and server.pinned_cpu() is not None:
+                pinned = busy.pinned_threads(server.process.pid, server.pinned_cpu() or 0)
+                tids["agent"] = sorted(set(pinned) - set(tids["loop"]))
             threads = sorted({tid for role in tids.values() for tid in role})
             before = (busy.thread_stats(server.process.pid, threads), busy.snapshot())
             tracer = None

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PostgresServer", "PostgresUnavailable", "find_bindir", "private_cluster"]
+__all__ = ["PostgresServer", "PostgresUnavailable", "find_bindir", "private_cluster", "run_as"]
 
 INSTALL_HINT = "install it with scripts/install-postgres.sh (Debian's postgresql package)"
 
@@ -68,12 +68,12 @@ class PostgresServer:
         return f"postgresql+{driver}://{self.user}@{self.host}:{self.port}/{self.database}"
 
 
-def find_bindir() -> Path:
+def find_bindir(debian_root: Path = Path("/usr/lib/postgresql")) -> Path:
     """The directory holding ``initdb`` and ``pg_ctl``; raises :class:`PostgresUnavailable`."""
     given = os.environ.get("SPAN_PROFILES_PG_BINDIR")
     candidates = [Path(given)] if given else []
     debian = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
+        debian_root.glob("*/bin"),
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
     )
     candidates += reversed(debian)
@@ -89,7 +89,7 @@ def find_bindir() -> Path:
     )
 
 
-def _run_as() -> str | None:
+def run_as() -> str | None:
     """The OS user to run the server as: ``None`` for the current one unless that is root."""
     if os.geteuid() != 0:
         return None
@@ -164,7 +164,7 @@ def private_cluster(
             message carries their output and the server log's tail).
     """
     bindir = find_bindir()
-    user = _run_as()
+    user = run_as()
     superuser = user or _current_user()
     top = Path(tempfile.mkdtemp(prefix="span-profiles-pg-"))
     data, log = top / "data", top / "server.log"

@@ -209,6 +209,16 @@ def thread_stats(pid: int, tids: list[int]) -> dict[int, dict[str, int]]:
     return result
 
 
+def pinned_threads(pid: int, cpu: int) -> list[int]:
+    """The threads of ``pid`` allowed on ``cpu`` only."""
+    result = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        for line in _read(f"/proc/{pid}/task/{tid}/status").splitlines():
+            if line.startswith("Cpus_allowed_list:") and line.split(":", 1)[1].strip() == str(cpu):
+                result.append(int(tid))
+    return sorted(result)
+
+
 def thread_deltas(
     before: dict[int, dict[str, int]], after: dict[int, dict[str, int]]
 ) -> dict[int, dict[str, int]]:

@@ -7,10 +7,13 @@ profile must hold its endpoint's work, the driver's row decoding included, and n
 endpoints; no sample may carry a bare-method ``span_name``.
 
 Bounds are looser than the benchmark's goals (``benchmarks/realapp.py``: 1 % foreign, 95 % / 90 %
-held) so that a loaded machine stays green, yet far tighter than what a missing feature gives:
-driver callbacks on the wrong request put 10-60 % foreign samples into the cheap endpoints'
-profiles on uvloop; on the stdlib loop they carry no span, so ``many_rows`` holds 35-50 % of its
-CPU; FastAPI's telemetry leaves session teardown unlabelled and names early samples by the method.
+held) so that a loaded machine stays green: there a preempted sampler mislabels 1-3 % of samples
+(``benchmarks/fidelity.py --busy``). They are far tighter than what a missing feature gives, as
+measured on main before the fixes (``benchmarks/README.md``): on uvloop the row decoders run
+under another request's labels, so the CRUD endpoints' profiles are 14-44 % foreign and
+``many_rows`` holds 50-62 % of its CPU; on the stdlib loop the decoders carry no span, so
+``many_rows`` holds 44-58 %; FastAPI's telemetry puts ``GET``/``POST`` on 1-3 % of all samples and
+leaves the session teardown unlabelled.
 
 PostgreSQL comes from Debian's ``postgresql`` package (``scripts/install-postgres.sh``, run by
 ``scripts/test.sh``). If the private cluster cannot start, these tests fail saying why: they never
@@ -62,7 +65,7 @@ def _telemetry(mode: str) -> str:
 def test_each_endpoint_profile_holds_its_own_cpu_and_nothing_else(
     database_url: str, receiver: Receiver, tmp_path: Path, loop: str, telemetry: str
 ) -> None:
-    """≤ 3 % foreign per profile, ≥ 90 % (many_rows) / 85 % held, no bare-method span_name."""
+    """≤ 5 % foreign per profile, ≥ 90 % (many_rows) / 85 % held, no bare-method span_name."""
     config = harness.Config(loop, "spans", _telemetry(telemetry))
     result = harness.run(
         config, database_url, receiver, seconds=SECONDS, clients=CLIENTS, workdir=tmp_path
@@ -85,7 +88,7 @@ def test_each_endpoint_profile_holds_its_own_cpu_and_nothing_else(
     assert judgement.driver_total >= 20, judgement.kinds
     checks = harness.goals(
         judgement,
-        foreign=0.03,
+        foreign=0.05,
         foreign_min_profile=30,
         many_rows_held=0.90,
         held=0.85,
