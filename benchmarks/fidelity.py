@@ -32,8 +32,12 @@ run-queue wait per time slice, involuntary switches and CPUs (``/proc/<pid>/task
 ``--trace`` (root, ``perf``, tracefs mounted at ``/sys/kernel/tracing``) also records the pinned
 CPU's context switches and wake-ups and counts, per sampling period, whether the loop thread ran
 while the agent's sampler was preempted in the middle of reading its stack (see
-``benchmarks/README.md``, "Fidelity on a busy machine"). Writes ``fidelity-busy.md`` / ``.json``
-(``fidelity-busy-quick.*`` with ``--quick``); no throughput runs.
+``benchmarks/README.md``, "Fidelity on a busy machine"). ``--priority`` (repeatable, each one a
+configuration, interleaved) changes the scheduling of the measured server's pinned threads:
+``agent-nice`` (the agent's threads at nice -10), ``agent-fifo`` (``SCHED_FIFO`` 1), ``loop-nice``
+(the loop thread at nice +5), ``default``. Writes ``fidelity-busy.md`` / ``.json``
+(``fidelity-busy-priority.*`` with ``--priority``, ``-quick`` with ``--quick``); no throughput
+runs.
 
 Throughput: requests/s with the agent running and no labels, with span-profiles labels, and with
 labels but ``pin_cpu="off"``, at 5 µs slices (200 per request) and 2 ms slices (10 per request),
@@ -227,6 +231,7 @@ def run_fidelity(
     names: frozenset[str] = frozenset(),
     label: str = "",
     trace: bool = False,
+    priority: str = "default",
 ) -> list[dict[str, Any]]:
     """The cases (those on ``routes`` and named in ``names`` when given) against one server;
     one row per case, with what the kernel says about the server's scheduling meanwhile."""
@@ -249,6 +254,7 @@ def run_fidelity(
             if "loop" in tids and server.pinned_cpu() is not None:
                 pinned = busy.pinned_threads(server.process.pid, server.pinned_cpu() or 0)
                 tids["agent"] = sorted(set(pinned) - set(tids["loop"]))
+                busy.set_priority(priority, tids["agent"], tids["loop"])
             threads = sorted({tid for role in tids.values() for tid in role})
             before = (busy.thread_stats(server.process.pid, threads), busy.snapshot())
             tracer = None
@@ -291,6 +297,7 @@ def run_fidelity(
         row = {
             "config": config.key,
             "label": label,
+            "priority": priority,
             "case": case.name,
             "requests": len(loads[index].requests),
             "errors": loads[index].errors,
@@ -335,8 +342,10 @@ def run_busy(
     names: frozenset[str],
     cpu: int,
     trace: bool = False,
+    priorities: tuple[str, ...] = ("default",),
 ) -> list[dict[str, Any]]:
-    """Each configuration alone and beside :class:`BusyMix`, interleaved, ``repeats`` times."""
+    """Each configuration (and scheduling priority) alone and beside :class:`BusyMix`,
+    interleaved, ``repeats`` times."""
     rows: list[dict[str, Any]] = []
     for repeat in range(repeats):
         order = ("alone", "busy") if repeat % 2 == 0 else ("busy", "alone")
@@ -344,16 +353,26 @@ def run_busy(
             mix = busy.BusyMix(workdir, pinned_cpu=cpu) if label == "busy" else None
             with mix if mix is not None else contextlib.nullcontext():
                 for config in configs:
-                    print(
-                        f"busy mode, repeat {repeat + 1}/{repeats}: {config.title}, {label} ...",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    for row in run_fidelity(
-                        receiver, config, seconds, workdir, routes, names, f"-{label}", trace
-                    ):
-                        row["repeat"] = repeat + 1
-                        rows.append(row)
+                    for priority in priorities:
+                        print(
+                            f"busy mode, repeat {repeat + 1}/{repeats}: {config.title}, "
+                            f"{label}, priority {priority} ...",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        for row in run_fidelity(
+                            receiver,
+                            config,
+                            seconds,
+                            workdir,
+                            routes,
+                            names,
+                            f"-{label}",
+                            trace,
+                            priority,
+                        ):
+                            row["repeat"] = repeat + 1
+                            rows.append(row)
     return rows
 
 
@@ -460,6 +479,11 @@ def render(
     return "\n".join(lines)
 
 
+def _busy_config(row: dict[str, Any]) -> str:
+    priority = row.get("priority", "default")
+    return str(row["config"]) + ("" if priority == "default" else f", {priority}")
+
+
 def render_busy(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The Markdown report of ``--busy``: exactness alone and beside the mix, and scheduling."""
     lines = [
@@ -493,7 +517,7 @@ def render_busy(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             )
 
         lines.append(
-            f"| {r['config']} | {r['case']} | {r['repeat']} | {r['label'].lstrip('-')} "
+            f"| {_busy_config(r)} | {r['case']} | {r['repeat']} | {r['label'].lstrip('-')} "
             f"| {r['samples']} | {pct(r['exact'])} | {pct(r['wrong'])} | {pct(r['multi'])} "
             f"| {pct(r['unlabelled'])} | {machine.get('load1', 0):.1f} "
             f"| {100 * machine.get('cpu_pressure', 0):.0f} % | {machine.get('ctxt_per_s', 0)} "
@@ -514,7 +538,8 @@ def render_busy(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         for r in traced:
             t = r["sched"]["trace"]
             lines.append(
-                f"| {r['config']} | {r['repeat']} | {r['label'].lstrip('-')} | {pct(r['exact'])} "
+                f"| {_busy_config(r)} | {r['repeat']} | {r['label'].lstrip('-')} "
+                f"| {pct(r['exact'])} "
                 f"| {round(r['wrong'] * r['samples'])} | {t.get('periods', 0)} "
                 f"| {t.get('stack reads preempted', 0)} | {t.get('loop ran during a stack read', 0)} "
                 f"| {t.get('loop ran between hand-off and label read', 0)} "
@@ -523,7 +548,7 @@ def render_busy(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines += ["", "Medians of exact per configuration and mix:", ""]
     groups: dict[tuple[str, str, str], list[float]] = {}
     for r in rows:
-        groups.setdefault((r["config"], r["case"], r["label"]), []).append(r["exact"])
+        groups.setdefault((_busy_config(r), r["case"], r["label"]), []).append(r["exact"])
     for (config, case, label), values in groups.items():
         runs = ", ".join(pct(v) for v in values)
         lines.append(
@@ -559,6 +584,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--busy-cpu", type=int, default=0, help="the CPU the mix's pair of apps is pinned to"
+    )
+    parser.add_argument(
+        "--priority",
+        choices=busy.PRIORITIES,
+        action="append",
+        help="with --busy: scheduling of the measured server's pinned threads (repeatable: each "
+        "is a configuration, interleaved); see benchmarks/_workload/busy.py",
     )
     parser.add_argument(
         "--trace",
@@ -616,6 +648,7 @@ def main(argv: list[str] | None = None) -> int:
                     names=frozenset() if args.case else frozenset(BUSY_CASES),
                     cpu=args.busy_cpu,
                     trace=args.trace,
+                    priorities=tuple(args.priority or ["default"]),
                 )
             for config in [] if args.busy else FIDELITY_CONFIGS:
                 if only and config.key not in only:
@@ -633,7 +666,8 @@ def main(argv: list[str] | None = None) -> int:
     report = render_busy(rows, meta) if args.busy else render(rows, rates, meta)
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = ("fidelity-busy" if args.busy else "fidelity") + ("-quick" if args.quick else "")
+    stem = "fidelity-busy" if args.busy else "fidelity"
+    stem += ("-priority" if args.busy and args.priority else "") + ("-quick" if args.quick else "")
     (RESULTS / f"{stem}.md").write_text(report + f"\nTotal run time: {meta['seconds']} s.\n")
     (RESULTS / f"{stem}.json").write_text(
         json.dumps({"meta": meta, "fidelity": rows, "throughput": rates}, indent=2) + "\n"

@@ -209,6 +209,24 @@ def thread_stats(pid: int, tids: list[int]) -> dict[int, dict[str, int]]:
     return result
 
 
+PRIORITIES = ("default", "agent-nice", "agent-fifo", "loop-nice")
+"""Scheduling of a measured server's pinned threads (``fidelity.py --busy --priority``): as
+started; the agent's threads at nice -10; the agent's threads ``SCHED_FIFO`` priority 1; the loop
+thread at nice +5. All but ``loop-nice`` need ``CAP_SYS_NICE`` (root)."""
+
+
+def set_priority(priority: str, agent: list[int], loop: list[int]) -> None:
+    """Apply one of :data:`PRIORITIES` to the agent's threads and the loop thread (by tid)."""
+    for tid in agent if priority.startswith("agent-") else loop if priority == "loop-nice" else []:
+        with contextlib.suppress(ProcessLookupError):
+            if priority == "agent-nice":
+                os.setpriority(os.PRIO_PROCESS, tid, -10)
+            elif priority == "agent-fifo":
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(1))
+            elif priority == "loop-nice":
+                os.setpriority(os.PRIO_PROCESS, tid, 5)
+
+
 def pinned_threads(pid: int, cpu: int) -> list[int]:
     """The threads of ``pid`` allowed on ``cpu`` only."""
     result = []
