@@ -20,6 +20,25 @@ Configurations: span-profiles with the default settings (uvicorn's default loop,
 installed; ``pin_cpu="auto"``), the same on the stdlib asyncio loop, the same with
 ``pin_cpu="off"``, and pyroscope-otel's ``PyroscopeSpanProcessor`` as the baseline.
 
+Busy machine (``--busy``, issue 15 point 4): the fidelity case ``slices 100 µs`` (``--case`` picks
+others) for the default and stdlib-loop configurations (``--only`` picks others), each run alone and
+beside the mix that broke the e2e tests on a busy machine, interleaved, ``--repeats`` times (3; 1
+with ``--quick``): another span-profiles app soaked by 32 clients, a pair of span-profiles apps
+and their clients pinned to CPU ``--busy-cpu`` (0) with ``taskset``, their receivers, and a slow
+HTTP server polled by 16 connections (``benchmarks/_workload/busy.py``). Goal beside the mix:
+>= 99 % exact. Each row also says what the kernel saw meanwhile: load, CPU pressure, context
+switches and interrupts per second, and for the server's agent threads and loop thread their
+run-queue wait per time slice, involuntary switches and CPUs (``/proc/<pid>/task/<tid>/``).
+``--trace`` (root, ``perf``, tracefs mounted at ``/sys/kernel/tracing``) also records the pinned
+CPU's context switches and wake-ups and counts, per sampling period, whether the loop thread ran
+while the agent's sampler was preempted in the middle of reading its stack (see
+``benchmarks/README.md``, "Fidelity on a busy machine"). ``--priority`` (repeatable, each one a
+configuration, interleaved) changes the scheduling of the measured server's pinned threads:
+``agent-nice`` (the agent's threads at nice -10), ``agent-fifo`` (``SCHED_FIFO`` 1), ``loop-nice``
+(the loop thread at nice +5), ``default``. Writes ``fidelity-busy.md`` / ``.json``
+(``fidelity-busy-priority.*`` with ``--priority``, ``-quick`` with ``--quick``); no throughput
+runs.
+
 Throughput: requests/s with the agent running and no labels, with span-profiles labels, and with
 labels but ``pin_cpu="off"``, at 5 µs slices (200 per request) and 2 ms slices (10 per request),
 repeated in alternating order; the median is reported.
@@ -28,9 +47,11 @@ repeated in alternating order; the median is reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -44,6 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._workload import busy  # noqa: E402
 from benchmarks._workload.harness import Server, run_load  # noqa: E402
 
 from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread  # noqa: E402
@@ -81,6 +103,9 @@ CASES = [
 ]
 if sys.version_info < (3, 11):
     CASES = [case for case in CASES if case.route != "taskgroup"]
+
+BUSY_CASES = ("slices 100 µs",)
+"""The case ``--busy`` runs unless ``--case`` says otherwise (issue 15 measured it)."""
 
 
 @dataclass(frozen=True)
@@ -203,18 +228,40 @@ def run_fidelity(
     seconds: float,
     workdir: Path,
     routes: frozenset[str] = frozenset(),
+    names: frozenset[str] = frozenset(),
+    label: str = "",
+    trace: bool = False,
+    priority: str = "default",
 ) -> list[dict[str, Any]]:
-    """The cases (those on ``routes`` when given) against one server; one row per case."""
-    service = f"fidelity-{config.key}-{int(time.time())}"
+    """The cases (those on ``routes`` and named in ``names`` when given) against one server;
+    one row per case, with what the kernel says about the server's scheduling meanwhile."""
+    service = f"fidelity-{config.key}-{time.time_ns()}"
     spans: dict[int, str] = {}
     loads: dict[int, Any] = {}
-    log = workdir / f"{config.key}.stderr"
+    sched: dict[int, dict[str, Any]] = {}
+    log = workdir / f"{config.key}{label}.stderr"
     server = Server(server_env(receiver, config, service), loop=config.loop)
     try:
         server.start(log)
+        assert server.process is not None
+        started = _thread_roles(log.read_text())
         for index, case in enumerate(CASES):
-            if routes and case.route not in routes:
+            if (routes and case.route not in routes) or (names and case.name not in names):
                 continue
+            # py-spy's sampling thread starts after configure(), so it is not among the agent
+            # threads the app found at start; it inherits their pin, which finds it.
+            tids = dict(started)
+            if "loop" in tids and server.pinned_cpu() is not None:
+                pinned = busy.pinned_threads(server.process.pid, server.pinned_cpu() or 0)
+                tids["agent"] = sorted(set(pinned) - set(tids["loop"]))
+                busy.set_priority(priority, tids["agent"], tids["loop"])
+            threads = sorted({tid for role in tids.values() for tid in role})
+            before = (busy.thread_stats(server.process.pid, threads), busy.snapshot())
+            tracer = None
+            cpu = server.pinned_cpu()
+            if trace and cpu is not None:
+                out = workdir / f"{config.key}{label}-{index}.perf"
+                tracer = busy.SchedTrace(cpu, max(seconds - 1.0, 1.0), out).start()
             load = run_load(
                 server.port,
                 case.path,
@@ -222,6 +269,14 @@ def run_fidelity(
                 first_rid=(index + 1) * 1_000_000 + 1,
                 avoid_cpu=server.pinned_cpu(),
             )
+            after = (busy.thread_stats(server.process.pid, threads), busy.snapshot())
+            sched[index] = {
+                "threads": busy.summarize(busy.thread_deltas(before[0], after[0]), tids),
+                "machine": busy.machine_deltas(before[1], after[1]),
+            }
+            if tracer is not None:
+                process_tids = {int(t) for t in os.listdir(f"/proc/{server.process.pid}/task")}
+                sched[index]["trace"] = tracer.read(tids["loop"][0], process_tids)
             loads[index] = load
             spans.update({rid: span_id for rid, _, span_id in load.requests})
         code = server.stop()
@@ -229,6 +284,7 @@ def run_fidelity(
         server.kill()
     if code != 0:
         raise RuntimeError(f"uvicorn exited with {code}: {log.read_text()[-2000:]}")
+    at_exit = re.search(r"at exit cpu=(\S+) moves=(\d+)", log.read_text())
     time.sleep(0.5)  # the last upload is acknowledged before uvicorn exits; be generous
     with ProfileStore(receiver.db_path) as store:
         counts = classify(store, service, spans)
@@ -240,6 +296,8 @@ def run_fidelity(
         total = sum(counter.values())
         row = {
             "config": config.key,
+            "label": label,
+            "priority": priority,
             "case": case.name,
             "requests": len(loads[index].requests),
             "errors": loads[index].errors,
@@ -251,12 +309,70 @@ def run_fidelity(
         row["loop_samples"] = loop["labelled"] + loop["unlabelled"]
         row["loop_labelled"] = loop["labelled"]
         row["goal"] = case.goal
+        row["sched"] = sched.get(index, {})
+        row["placement_moves"] = int(at_exit.group(2)) if at_exit else None
         row["meets_goal"] = bool(
             total
             and row["exact"] >= case.goal
             and (not case.no_unlabelled or counter["unlabelled"] == 0)
         )
         rows.append(row)
+    return rows
+
+
+def _thread_roles(log: str) -> dict[str, list[int]]:
+    """The loop thread and the agent's threads, from the app's start-up line."""
+    match = re.search(r"loop_tid=(\d+) agent_tids=([\d,]*)", log)
+    if match is None:
+        return {}
+    return {
+        "loop": [int(match.group(1))],
+        "agent": [int(tid) for tid in match.group(2).split(",") if tid],
+    }
+
+
+def run_busy(
+    receiver: Receiver,
+    configs: list[Config],
+    seconds: float,
+    repeats: int,
+    workdir: Path,
+    *,
+    routes: frozenset[str],
+    names: frozenset[str],
+    cpu: int,
+    trace: bool = False,
+    priorities: tuple[str, ...] = ("default",),
+) -> list[dict[str, Any]]:
+    """Each configuration (and scheduling priority) alone and beside :class:`BusyMix`,
+    interleaved, ``repeats`` times."""
+    rows: list[dict[str, Any]] = []
+    for repeat in range(repeats):
+        order = ("alone", "busy") if repeat % 2 == 0 else ("busy", "alone")
+        for label in order:
+            mix = busy.BusyMix(workdir, pinned_cpu=cpu) if label == "busy" else None
+            with mix if mix is not None else contextlib.nullcontext():
+                for config in configs:
+                    for priority in priorities:
+                        print(
+                            f"busy mode, repeat {repeat + 1}/{repeats}: {config.title}, "
+                            f"{label}, priority {priority} ...",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        for row in run_fidelity(
+                            receiver,
+                            config,
+                            seconds,
+                            workdir,
+                            routes,
+                            names,
+                            f"-{label}",
+                            trace,
+                            priority,
+                        ):
+                            row["repeat"] = repeat + 1
+                            rows.append(row)
     return rows
 
 
@@ -363,6 +479,85 @@ def render(
     return "\n".join(lines)
 
 
+def _busy_config(row: dict[str, Any]) -> str:
+    priority = row.get("priority", "default")
+    return str(row["config"]) + ("" if priority == "default" else f", {priority}")
+
+
+def render_busy(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The Markdown report of ``--busy``: exactness alone and beside the mix, and scheduling."""
+    lines = [
+        "# Fidelity on a busy machine",
+        "",
+        f"`{meta['command']}` — {meta['date']}, Python {meta['python']}, {meta['cpus']} CPUs, "
+        f"{meta['platform']}; pyroscope-io {meta['pyroscope_io']}, uvicorn {meta['uvicorn']}; "
+        f"20 concurrent requests, {meta['case_seconds']} s per case, agent at 100 Hz. "
+        "*busy*: beside the mix of issue 15 (a 32-client soak of another span-profiles app, a "
+        f"pair of span-profiles apps and their clients pinned to CPU {meta['busy_cpu']}, their "
+        "receivers, a slow HTTP server polled by 16 connections); *alone*: the same without it "
+        "(the machine's other tenants stay). Goal beside the mix: >= 99 % exact.",
+        "",
+        "| configuration | case | run | mix | samples | exact | wrong | multi | unlabelled "
+        "| load (1 min) | CPU pressure | ctx switches/s | interrupts/s "
+        "| agent: wait per slice, involuntary sw. | loop: wait per slice, involuntary sw. "
+        "| moves |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for r in rows:
+        machine = r["sched"].get("machine", {})
+        threads = r["sched"].get("threads", {})
+
+        def role(name: str, threads: dict[str, Any] = threads) -> str:
+            stats = threads.get(name)
+            if not stats:
+                return "?"
+            return (
+                f"{stats['wait_per_slice_us']:.0f} µs / {stats['slices']} slices, "
+                f"{stats.get('involuntary', 0)} (CPUs {stats['cpus']})"
+            )
+
+        lines.append(
+            f"| {_busy_config(r)} | {r['case']} | {r['repeat']} | {r['label'].lstrip('-')} "
+            f"| {r['samples']} | {pct(r['exact'])} | {pct(r['wrong'])} | {pct(r['multi'])} "
+            f"| {pct(r['unlabelled'])} | {machine.get('load1', 0):.1f} "
+            f"| {100 * machine.get('cpu_pressure', 0):.0f} % | {machine.get('ctxt_per_s', 0)} "
+            f"| {machine.get('intr_per_s', 0)} | {role('agent')} | {role('loop')} "
+            f"| {r['placement_moves']} |"
+        )
+    traced = [r for r in rows if r["sched"].get("trace")]
+    if traced:
+        lines += [
+            "",
+            "Scheduler trace of the pinned CPU (`--trace`; per sampling period of the agent: "
+            "its sampler reads the loop's stack, then wakes the labeller, which reads the labels):",
+            "",
+            "| configuration | run | mix | exact | wrong | periods | stack reads preempted "
+            "| loop ran during a stack read | loop ran before the label read | preempted by |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in traced:
+            t = r["sched"]["trace"]
+            lines.append(
+                f"| {_busy_config(r)} | {r['repeat']} | {r['label'].lstrip('-')} "
+                f"| {pct(r['exact'])} "
+                f"| {round(r['wrong'] * r['samples'])} | {t.get('periods', 0)} "
+                f"| {t.get('stack reads preempted', 0)} | {t.get('loop ran during a stack read', 0)} "
+                f"| {t.get('loop ran between hand-off and label read', 0)} "
+                f"| {t.get('preempted_by', t.get('error', ''))} |"
+            )
+    lines += ["", "Medians of exact per configuration and mix:", ""]
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for r in rows:
+        groups.setdefault((_busy_config(r), r["case"], r["label"]), []).append(r["exact"])
+    for (config, case, label), values in groups.items():
+        runs = ", ".join(pct(v) for v in values)
+        lines.append(
+            f"- {config}, {case}, {label.lstrip('-')}: {pct(statistics.median(values))} "
+            f"(runs {runs})"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the results."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -382,11 +577,33 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="run only the fidelity cases on these routes (repeatable)",
     )
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="fidelity beside the busy-machine mix of issue 15 (and alone, interleaved)",
+    )
+    parser.add_argument(
+        "--busy-cpu", type=int, default=0, help="the CPU the mix's pair of apps is pinned to"
+    )
+    parser.add_argument(
+        "--priority",
+        choices=busy.PRIORITIES,
+        action="append",
+        help="with --busy: scheduling of the measured server's pinned threads (repeatable: each "
+        "is a configuration, interleaved); see benchmarks/_workload/busy.py",
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="with --busy: record the pinned CPU's scheduling with perf (root, tracefs)",
+    )
     args = parser.parse_args(argv)
     case_seconds = args.case_seconds or (2.5 if args.quick else 6.0)
     throughput_seconds = args.throughput_seconds or (3.0 if args.quick else 6.0)
     repeats = args.repeats or (1 if args.quick else 3)
     only = set(args.only or [])
+    if args.busy:
+        repeats = args.repeats or (1 if args.quick else 3)
 
     from importlib.metadata import version
 
@@ -410,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         "case_seconds": case_seconds,
         "throughput_seconds": throughput_seconds,
         "repeats": repeats,
+        "busy_cpu": args.busy_cpu,
     }
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
@@ -418,23 +636,38 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         receiver = start_receiver_in_thread(port=0, db_path=workdir / "profiles.db")
         try:
-            for config in FIDELITY_CONFIGS:
+            if args.busy:
+                configs = [c for c in FIDELITY_CONFIGS if c.key in (only or {"default", "asyncio"})]
+                rows = run_busy(
+                    receiver,
+                    configs,
+                    case_seconds,
+                    repeats,
+                    workdir,
+                    routes=frozenset(args.case or ()),
+                    names=frozenset() if args.case else frozenset(BUSY_CASES),
+                    cpu=args.busy_cpu,
+                    trace=args.trace,
+                    priorities=tuple(args.priority or ["default"]),
+                )
+            for config in [] if args.busy else FIDELITY_CONFIGS:
                 if only and config.key not in only:
                     continue
                 print(f"fidelity: {config.title} ...", file=sys.stderr, flush=True)
                 rows += run_fidelity(
                     receiver, config, case_seconds, workdir, frozenset(args.case or ())
                 )
-            if not only or "throughput" in only:
+            if not args.busy and (not only or "throughput" in only):
                 print("throughput ...", file=sys.stderr, flush=True)
                 rates = run_throughput(receiver, throughput_seconds, repeats, workdir)
         finally:
             receiver.stop()
     meta["seconds"] = round(time.monotonic() - started, 1)
-    report = render(rows, rates, meta)
+    report = render_busy(rows, meta) if args.busy else render(rows, rates, meta)
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "fidelity-quick" if args.quick else "fidelity"
+    stem = "fidelity-busy" if args.busy else "fidelity"
+    stem += ("-priority" if args.busy and args.priority else "") + ("-quick" if args.quick else "")
     (RESULTS / f"{stem}.md").write_text(report + f"\nTotal run time: {meta['seconds']} s.\n")
     (RESULTS / f"{stem}.json").write_text(
         json.dumps({"meta": meta, "fidelity": rows, "throughput": rates}, indent=2) + "\n"

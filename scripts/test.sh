@@ -21,6 +21,8 @@ fi
 
 # The receiver UI's browser tests need Debian's chromium; they fail (never skip) in CI without it.
 scripts/install-browser.sh
+# The real-app e2e test runs a private PostgreSQL cluster; it fails (never skips) in CI without it.
+scripts/install-postgres.sh
 
 python3 -m venv .venv-tools
 .venv-tools/bin/python -m pip install --quiet --upgrade pip

@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import os
 import sys
+import threading
 import time
 import types
 from collections.abc import AsyncIterator, Callable
@@ -194,11 +195,20 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         f"span-profiles bench: labels={os.environ.get('SP_BENCH_LABELS', 'ours')} "
         f"pinned={pinned} cpu={_profiler.pinned_cpu()} "
         f"agent_threads={len(_profiler.agent_thread_ids())} "
-        f"loop={type(asyncio.get_running_loop()).__module__}",
+        f"loop={type(asyncio.get_running_loop()).__module__} "
+        f"loop_tid={threading.get_native_id()} "
+        f"agent_tids={','.join(map(str, sorted(_profiler.agent_thread_ids())))}",
         file=sys.stderr,
         flush=True,
     )
     yield
+    placement = span_profiles.current_placement()
+    print(
+        f"span-profiles bench: at exit cpu={placement.cpu} moves={placement.moves} "
+        f"reason={placement.reason!r}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 app = build()
