@@ -287,8 +287,11 @@ def start_profiler(
             started=time.monotonic(),
             flusher=_Flusher(),
         )
-        if resolved.wait_for_sampler:
-            sampler_gate.watch(lambda: _placement.native_threads() - before)
+        sampler_gate.watch(
+            lambda: _placement.native_threads() - before,
+            gate=resolved.wait_for_sampler,
+            found=_placement.sampling_threads_found,
+        )
         try:
             # The caller is (or, with "on", will be) the event-loop thread: it keeps the pin.
             _placement.activate(agent_tids, caller_is_loop=in_loop or resolved.pin_cpu == "on")

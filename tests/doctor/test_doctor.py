@@ -142,3 +142,24 @@ def test_names_without_any_name_warns() -> None:
     check = _doctor.check_names(Settings(), {})
     assert check.status == "warning"
     assert "OTEL_SERVICE_NAME" in check.fix
+
+
+def test_pinning_says_whether_the_samplers_priority_can_be_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Allowed (root here): ok, naming the scheduling; refused: a warning with what to grant."""
+    from span_profiles import _placement
+
+    if not _placement.supported() or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("pinning needs Linux and two CPUs")
+    allowed = _doctor.check_pinning(Settings.resolve({}))
+    expected = _placement.sampler_priority_allowed()
+    assert (allowed.status, expected is not None) in (("ok", True), ("warning", False))
+    if os.geteuid() == 0:
+        assert "SCHED_FIFO 1" in allowed.detail
+    monkeypatch.setattr(_placement, "sampler_priority_allowed", lambda: None)
+    refused = _doctor.check_pinning(Settings.resolve({}))
+    assert refused.status == "warning"
+    assert "CAP_SYS_NICE" in refused.detail
+    assert refused.fix is not None
+    assert "SYS_NICE" in refused.fix

@@ -32,6 +32,7 @@ class FakeSystem:
         self.contention: dict[int, float] = {cpu: 0.0 for cpu in ALL}
         """What a probe on each CPU measures (wait per run time)."""
         self.probed: list[int] = []
+        self.priorities: dict[int, str] = {}
 
     def _tid(self, tid: int) -> int:
         return self.caller if tid == 0 else tid
@@ -68,6 +69,17 @@ class FakeSystem:
 
     def now(self) -> float:
         return self.clock
+
+    priority_allowed: str | None = "SCHED_FIFO 1"
+    """What raise_priority grants (``None``: refused, as without CAP_SYS_NICE)."""
+
+    def raise_priority(self, tid: int) -> str | None:
+        if self.priority_allowed is not None:
+            self.priorities[tid] = self.priority_allowed
+        return self.priority_allowed
+
+    def reset_priority(self, tid: int) -> None:
+        self.priorities.pop(tid, None)
 
     def start_native(self, tid: int) -> None:
         """A native thread created by the caller: it inherits the caller's mask."""
@@ -334,3 +346,39 @@ def test_single_cpu_and_off_pin_nothing(fake: FakeSystem) -> None:
     fake.masks[LOOP] = ALL
     assert _placement.agent_cpu("off", None) is None
     assert _placement.current_placement().reason == "pin_cpu='off'"
+
+
+def test_sampling_threads_next_to_the_pinned_loop_get_the_first_claim_on_their_cpu(
+    fake: FakeSystem,
+) -> None:
+    """Found after the pin: raised at once; the pin released: back to the default."""
+    start_agent(fake)
+    _placement.sampling_threads_found((SAMPLER, LATE_SAMPLER))
+    assert fake.priorities == {SAMPLER: "SCHED_FIFO 1", LATE_SAMPLER: "SCHED_FIFO 1"}
+    assert _placement.current_placement().sampler_priority == "SCHED_FIFO 1"
+    _placement.release()
+    assert fake.priorities == {}
+    assert _placement.current_placement().sampler_priority is None
+
+
+def test_sampling_threads_found_before_the_loop_is_pinned_wait_for_it(fake: FakeSystem) -> None:
+    """No loop next to them yet: nothing raised until a loop thread joins their CPU."""
+    start_agent(fake, in_loop=False)
+    _placement.sampling_threads_found((SAMPLER,))
+    assert fake.priorities == {}
+    assert _placement.pin_current_thread()
+    assert fake.priorities == {SAMPLER: "SCHED_FIFO 1"}
+
+
+def test_a_refused_priority_is_said_once_and_changes_nothing(
+    fake: FakeSystem, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without CAP_SYS_NICE: one INFO line, no thread half raised, placement says None."""
+    fake.priority_allowed = None
+    start_agent(fake)
+    with caplog.at_level(logging.INFO, logger="span_profiles"):
+        _placement.sampling_threads_found((SAMPLER, LATE_SAMPLER))
+        _placement.sampling_threads_found((SAMPLER, LATE_SAMPLER))
+    assert fake.priorities == {}
+    assert _placement.current_placement().sampler_priority is None
+    assert sum("CAP_SYS_NICE" in r.getMessage() for r in caplog.records) == 1

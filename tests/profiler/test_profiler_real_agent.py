@@ -155,6 +155,43 @@ def test_real_agent_threads_share_the_pinned_cpu(receiver: Receiver) -> None:
     assert state["main"] == [state["cpu"]]
 
 
+def test_the_real_samplers_threads_get_the_first_claim_on_the_pinned_cpu(
+    receiver: Receiver,
+) -> None:
+    """Next to the pinned loop, the agent's two sampling threads run at SCHED_FIFO where the
+    process may raise them (root here); the loop and the other threads keep the default."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two usable CPUs")
+    done = run(
+        receiver,
+        """
+        import asyncio
+        from span_profiles import current_placement
+        async def main():
+            assert start_profiler(server_address=URL, application_name="priority-test")
+            for _ in range(50):  # the sampling threads are found within about a second
+                await asyncio.sleep(0.1)
+                placement = current_placement()
+                if placement.sampler_priority is not None:
+                    break
+            fifo = [int(t) for t in os.listdir("/proc/self/task")
+                    if os.sched_getscheduler(int(t)) & 0xff == os.SCHED_FIFO]
+            print(json.dumps({"priority": placement.sampler_priority, "fifo": fifo,
+                              "loop": threading.get_native_id(),
+                              "agent": sorted(placement.agent_threads)}))
+        asyncio.run(main())
+        """,
+    )
+    state = json.loads(done.stdout)
+    if os.geteuid() != 0:
+        assert state["priority"] in (None, "nice -10"), state
+        return
+    assert state["priority"] == "SCHED_FIFO 1", state
+    assert len(state["fifo"]) == 2, state
+    assert state["loop"] not in state["fifo"]
+    assert set(state["fifo"]) <= set(state["agent"])
+
+
 def test_native_work_that_releases_the_gil_is_in_the_span(receiver: Receiver) -> None:
     """With gil_only=False, hashlib.scrypt in a worker thread lands in its span."""
     done = run(

@@ -87,8 +87,16 @@ def clock_of(tid: int) -> int:
     return ((~tid) << 3) | 6
 
 
-def watch(agent_threads: Callable[[], Iterable[int]]) -> None:
-    """Find the agent's sampling threads among ``agent_threads()`` and watch them.
+def watch(
+    agent_threads: Callable[[], Iterable[int]],
+    *,
+    gate: bool = True,
+    found: Callable[[tuple[int, ...]], None] | None = None,
+) -> None:
+    """Find the agent's sampling threads among ``agent_threads()``; watch them if ``gate``.
+
+    ``found`` is called with their native ids, sampler first, once they are found (placement
+    raises their scheduling priority).
 
     ``agent_threads`` lists the native threads the agent may own (``_profiler`` passes the native
     threads that appeared since just before ``configure()``). py-spy starts its sampling thread
@@ -106,7 +114,7 @@ def watch(agent_threads: Callable[[], Iterable[int]]) -> None:
     _yield = _gil_holding_yield()
     search = threading.Thread(
         target=_find,
-        args=(agent_threads, _generation),
+        args=(agent_threads, _generation, gate, found),
         name="span-profiles-sampler-watch",
         daemon=True,
     )
@@ -140,7 +148,12 @@ def _gil_holding_yield() -> Callable[[], int]:
     return function
 
 
-def _find(agent_threads: Callable[[], Iterable[int]], generation: int) -> None:
+def _find(
+    agent_threads: Callable[[], Iterable[int]],
+    generation: int,
+    gate: bool,
+    found: Callable[[tuple[int, ...]], None] | None,
+) -> None:
     global _clocks
     try:
         time.sleep(_SETTLE_S)
@@ -149,12 +162,15 @@ def _find(agent_threads: Callable[[], Iterable[int]], generation: int) -> None:
             if generation != _generation:
                 return
             if len(busy) == _BUSY_THREADS:
-                _settled[:] = [_clock(c) for c in busy]
-                _clocks = tuple(busy)
-                tids = [~(clock >> 3) for clock in busy]
-                logger.debug(
-                    "span-profiles: worker-thread label switches wait for threads %s", tids
-                )
+                tids = tuple(~(clock >> 3) for clock in busy)
+                if gate:
+                    _settled[:] = [_clock(c) for c in busy]
+                    _clocks = tuple(busy)
+                    logger.debug(
+                        "span-profiles: worker-thread label switches wait for threads %s", tids
+                    )
+                if found is not None:
+                    found(tids)
                 return
         logger.debug("span-profiles: the profiler's sampling threads were not found")
     except Exception as exc:
