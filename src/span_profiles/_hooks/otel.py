@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import Token
-from typing import Any
 
 from opentelemetry.context.context import Context
 from opentelemetry.sdk.trace import Span
@@ -83,13 +82,3 @@ def install(hot: HotPath) -> Callable[[], None]:
     update_name.__wrapped__ = original_update_name  # type: ignore[attr-defined]
     patches.set(Span, "update_name", update_name)
     return no_undo
-
-
-def runtime_is_hooked() -> bool:
-    """Whether OTel's runtime context is currently wrapped by us."""
-    return isinstance(_otel_compat.runtime_context(), LabellingRuntimeContext)
-
-
-def unwrap(runtime: Any) -> Any:
-    """The runtime context below ours (for code that needs OTel's own object)."""
-    return runtime.inner if isinstance(runtime, LabellingRuntimeContext) else runtime
