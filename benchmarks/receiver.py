@@ -33,9 +33,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from span_profiles.receiver import Filter, ProfileStore, Retention, start_receiver_in_thread
+from span_profiles.receiver.ingest.decode import encode_pprof, encode_push_request
 from span_profiles.receiver.model import Profile, Sample, Series
-from span_profiles.receiver.proto import encode_pprof, encode_push_request
-from span_profiles.receiver.store import _ROLLUP
+from span_profiles.receiver.storage.writer import _ROLLUP
 
 PERIOD = 10_000_000
 SAMPLES_PER_UPLOAD = 2000

@@ -8,7 +8,7 @@ requests an hour, 2 services x 5 span names, 400 distinct stacks of depth 14-32,
 samples) through
 :meth:`ProfileStore.add`, and keeps it for later runs. Each query then runs ``--repeat`` times,
 interleaved (overview, span, diff, endpoint, overview, ...), each time through the JSON view the
-page itself loads (``span_profiles.receiver.ui`` view functions, no HTTP). Printed: every run's
+page itself loads (``span_profiles.receiver.web.ui`` view functions, no HTTP). Printed: every run's
 time, and the median.
 
 Windows: the overview and the endpoint page in the UI's default window (the last hour) and over

@@ -43,7 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from span_profiles.receiver import ProfileStore, start_receiver_in_thread, ui, views
+from span_profiles.receiver import ProfileStore, start_receiver_in_thread
+from span_profiles.receiver.query import documents as views
+from span_profiles.receiver.web import ui
 
 APP_DIR = Path(__file__).resolve().parent / "fastapi"
 SERVICE = "example-fastapi"

@@ -231,7 +231,7 @@ def check_names(settings: Settings, environ: Mapping[str, str]) -> Check:
 
 def check_receiver_db(path: Path | None) -> Check | None:
     """Retention of the local receiver's database (the defaults ``serve`` applies), if one exists."""
-    from span_profiles.receiver.store import ProfileStore, default_db_path
+    from span_profiles.receiver.storage.writer import ProfileStore, default_db_path
 
     db = path or default_db_path()
     if not db.exists():

@@ -11,8 +11,8 @@ import pytest
 
 from span_profiles import _doctor
 from span_profiles._settings import Settings
+from span_profiles.cli import main
 from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread
-from span_profiles.receiver.cli import main
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from span_profiles.receiver.store import ProfileStore
+from span_profiles.receiver.storage.writer import ProfileStore
 from tests import servers
 from tests.servers import ROOT, Server, free_port
 

@@ -28,7 +28,7 @@ from tests.web.routing_e2e import assert_routed_samples_named
 from tests.web.routing_e2e import routing_receiver as routing_receiver
 
 if TYPE_CHECKING:
-    from span_profiles.receiver.server import Receiver
+    from span_profiles.receiver.web.server import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
 

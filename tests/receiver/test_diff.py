@@ -1,4 +1,4 @@
-"""Baseline diffs on profiles with known shares (``span_profiles.receiver.flame.diff``)."""
+"""Baseline diffs on profiles with known shares (``span_profiles.receiver.query.flame.diff``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from span_profiles.receiver._query import StackCount
-from span_profiles.receiver.flame import Selection, diff, stack_counts
-from span_profiles.receiver.store import ProfileStore
+from span_profiles.receiver.query.flame import Selection, diff, stack_counts
+from span_profiles.receiver.query.stacks import StackCount
+from span_profiles.receiver.storage.writer import ProfileStore
 from tests.receiver.views_data import A, fill
 
 

@@ -11,11 +11,16 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from span_profiles.receiver._query import iter_samples
-from span_profiles.receiver.export import SPEEDSCOPE_SCHEMA, to_folded, to_pprof, to_speedscope
-from span_profiles.receiver.flame import Selection, stack_counts
-from span_profiles.receiver.proto import decode_pprof
-from span_profiles.receiver.store import ProfileStore
+from span_profiles.receiver.ingest.decode import decode_pprof
+from span_profiles.receiver.query.exports import (
+    SPEEDSCOPE_SCHEMA,
+    to_folded,
+    to_pprof,
+    to_speedscope,
+)
+from span_profiles.receiver.query.flame import Selection, stack_counts
+from span_profiles.receiver.query.stacks import iter_samples
+from span_profiles.receiver.storage.writer import ProfileStore
 from tests.receiver.views_data import SPANS, A, B, fill, sample_count
 
 SCHEMA = Path(__file__).parent / "speedscope" / "file-format-schema.json"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from span_profiles.receiver.cli import main
-from span_profiles.receiver.proto import decode_pprof
+from span_profiles.cli import main
+from span_profiles.receiver.ingest.decode import decode_pprof
 from tests.receiver.views_data import A, fill, sample_count
 
 

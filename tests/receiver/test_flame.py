@@ -1,4 +1,4 @@
-"""Flame trees and top functions from stored stacks (``span_profiles.receiver.flame``)."""
+"""Flame trees and top functions from stored stacks (``span_profiles.receiver.query.flame``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from span_profiles.receiver.flame import Selection, build_tree, function_stats, stack_counts
-from span_profiles.receiver.store import ProfileStore
+from span_profiles.receiver.query.flame import Selection, build_tree, function_stats, stack_counts
+from span_profiles.receiver.storage.writer import ProfileStore
 from tests.receiver.views_data import CPU_NS_PER_SAMPLE, A, B, C, D, fill, sample_count
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from span_profiles.receiver.cli import main
+from span_profiles.cli import main
 from tests.receiver.views_data import A, fill, sample_count
 
 

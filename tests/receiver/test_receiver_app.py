@@ -16,7 +16,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from span_profiles.receiver import ProfileStore, Receiver, create_app
-from span_profiles.receiver.proto import encode_pprof, encode_push_request
+from span_profiles.receiver.ingest.decode import encode_pprof, encode_push_request
 from tests.receiver.helpers import sample, series
 
 PUSH = "/push.v1.PusherService/Push"

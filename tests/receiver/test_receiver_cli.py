@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from span_profiles.receiver.cli import main
-from span_profiles.receiver.store import ProfileStore
+from span_profiles.cli import main
+from span_profiles.receiver.storage.writer import ProfileStore
 from tests.receiver.helpers import DATA, sample, series
 
 A = "aaaaaaaaaaaaaaaa"
@@ -196,7 +196,7 @@ def test_serve_subprocess_stores_and_stops_on_interrupt(db_path: Path) -> None:
     src = str(Path(__file__).resolve().parents[2] / "src")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-    command = [sys.executable, "-m", "span_profiles.receiver", "serve", "--port", "0"]
+    command = [sys.executable, "-m", "span_profiles.cli", "serve", "--port", "0"]
     process = subprocess.Popen(
         [*command, "--db", str(db_path), "--quiet"],
         stdout=subprocess.PIPE,

@@ -11,8 +11,7 @@ import pytest
 
 pytest.importorskip("google.protobuf", reason="the receiver extra (protobuf) is not installed")
 
-from span_profiles.receiver.model import InvalidInput, Sample, Series
-from span_profiles.receiver.proto import (
+from span_profiles.receiver.ingest.decode import (
     PayloadTooLarge,
     decode_pprof,
     decode_push_request,
@@ -20,6 +19,7 @@ from span_profiles.receiver.proto import (
     encode_push_request,
     gunzip,
 )
+from span_profiles.receiver.model import InvalidInput, Sample, Series
 from tests.receiver.helpers import (
     CPU,
     PERIOD,
@@ -131,7 +131,7 @@ def test_duplicate_label_keys_keep_order() -> None:
 
 def test_numeric_labels_are_dropped() -> None:
     """Numeric pprof labels are not reported as string labels."""
-    from span_profiles.receiver import proto
+    from span_profiles.receiver.ingest import decode as proto
 
     message = proto._ProfileMessage()
     message.ParseFromString(encode_pprof(series([sample(["f"], 1, [("k", "v")])]).profiles[0]))
@@ -143,7 +143,7 @@ def test_numeric_labels_are_dropped() -> None:
 
 def test_inlined_frames_expand_leaf_first() -> None:
     """A location with several lines expands into callee-first frames, as pprof defines."""
-    from span_profiles.receiver import proto
+    from span_profiles.receiver.ingest import decode as proto
 
     message = proto._ProfileMessage()
     message.string_table.extend(["", "inner", "outer", "caller", "f.py", "cpu", "nanoseconds"])
@@ -171,7 +171,7 @@ def test_inlined_frames_expand_leaf_first() -> None:
 )
 def test_inconsistent_pprof_is_invalid(mutate: Callable[[Any], object]) -> None:
     """Broken references inside a pprof are reported as InvalidInput, not as a crash."""
-    from span_profiles.receiver import proto
+    from span_profiles.receiver.ingest import decode as proto
 
     message = proto._ProfileMessage()
     message.ParseFromString(encode_pprof(series([sample(["f", "g"], 1)]).profiles[0]))

@@ -23,13 +23,13 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from span_profiles.receiver import Limits, ProfileStore, create_app
-from span_profiles.receiver.model import ReceiverError
-from span_profiles.receiver.proto import (
+from span_profiles.receiver.ingest.decode import (
     DecodeBudget,
     decode_pprof,
     decode_push_request,
     encode_pprof,
 )
+from span_profiles.receiver.model import ReceiverError
 from tests.receiver.helpers import sample, series, upload_bodies
 
 PUSH = "/push.v1.PusherService/Push"

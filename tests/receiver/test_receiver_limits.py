@@ -18,18 +18,19 @@ import pytest
 
 pytest.importorskip("google.protobuf", reason="the receiver extra (protobuf) is not installed")
 
-from span_profiles.receiver import Limits, ProfileStore, Receiver, proto
+from span_profiles.receiver import Limits, ProfileStore, Receiver
+from span_profiles.receiver.ingest import decode as proto
+from span_profiles.receiver.ingest.decode import (
+    DecodeBudget,
+    decode_pprof,
+    decode_push_request,
+    encode_pprof,
+)
 from span_profiles.receiver.model import (
     MAX_SAMPLE_COUNT,
     InvalidInput,
     PayloadTooLarge,
     validate_series,
-)
-from span_profiles.receiver.proto import (
-    DecodeBudget,
-    decode_pprof,
-    decode_push_request,
-    encode_pprof,
 )
 from tests.receiver.helpers import PERIOD, read_until_closed, sample, series
 from tests.receiver.test_receiver_server import PROTO, post, push_body, stored

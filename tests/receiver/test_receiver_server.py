@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("google.protobuf", reason="the receiver extra (protobuf) is not installed")
 
 from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread
+from span_profiles.receiver.ingest.decode import encode_pprof, encode_push_request
 from span_profiles.receiver.model import Series
-from span_profiles.receiver.proto import encode_pprof, encode_push_request
 from tests.receiver.helpers import PERIOD, sample, series, upload_bodies
 
 pytestmark = pytest.mark.e2e

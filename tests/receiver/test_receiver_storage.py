@@ -181,7 +181,7 @@ def test_queries_work_on_read_only_storage(tmp_path: Path) -> None:
         store.add(
             [series([sample(["burn", "main"], 4, [("span_id", A), ("span_name", "GET /a")])])]
         )
-    cli = [sys.executable, "-m", "span_profiles.receiver"]
+    cli = [sys.executable, "-m", "span_profiles.cli"]
     spans = _on_read_only_storage(directory, [*cli, "spans", "--db", str(directory / "p.db")])
     assert spans.returncode == 0, spans.stderr
     assert A in spans.stdout
@@ -202,7 +202,7 @@ def test_serve_on_read_only_storage_says_so(tmp_path: Path) -> None:
     argv = [
         sys.executable,
         "-m",
-        "span_profiles.receiver",
+        "span_profiles.cli",
         "serve",
         "--port",
         "0",

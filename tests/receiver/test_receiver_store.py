@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from span_profiles.receiver.model import Profile, Sample, Series
-from span_profiles.receiver.store import (
+from span_profiles.receiver.storage.writer import (
     Filter,
     FunctionStat,
     ProfileStore,
@@ -244,8 +244,8 @@ def test_default_db_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 def test_query_api_does_not_import_protobuf() -> None:
     """Importing the store and the package's query API leaves protobuf unimported."""
     code = (
-        "import sys, span_profiles.receiver as r, span_profiles.receiver.store, "
-        "span_profiles.receiver.cli; r.ProfileStore; "
+        "import sys, span_profiles.receiver as r, span_profiles.receiver.storage.writer, "
+        "span_profiles.cli; r.ProfileStore; "
         "assert not [m for m in sys.modules if m.startswith('google')], sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=_env_with_src())

@@ -1,4 +1,4 @@
-"""The web UI's pages and JSON API (``span_profiles.receiver.ui``), in process."""
+"""The web UI's pages and JSON API (``span_profiles.receiver.web.ui``), in process."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from span_profiles.receiver import ui
-from span_profiles.receiver.proto import decode_pprof
-from span_profiles.receiver.store import ProfileStore
+from span_profiles.receiver.ingest.decode import decode_pprof
+from span_profiles.receiver.storage.writer import ProfileStore
+from span_profiles.receiver.web import ui
 from tests.receiver.views_data import A, B, C, D, E, fill, sample_count
 
 

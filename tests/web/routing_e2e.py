@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from span_profiles.receiver.server import Receiver, start_receiver_in_thread
-from span_profiles.receiver.store import ProfileStore
+from span_profiles.receiver.storage.writer import ProfileStore
+from span_profiles.receiver.web.server import Receiver, start_receiver_in_thread
 from tests.examples.example_servers import Served
 
 BARE_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "HTTP"})

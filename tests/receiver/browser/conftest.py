@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from span_profiles.receiver import start_receiver_in_thread, ui
+from span_profiles.receiver import start_receiver_in_thread
+from span_profiles.receiver.web import ui
 from tests.receiver.views_data import fill
 
 CHROMIUM = Path("/usr/bin/chromium")

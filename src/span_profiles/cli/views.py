@@ -23,11 +23,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from span_profiles.receiver import views
-from span_profiles.receiver._query import Selection
-from span_profiles.receiver.cli import _open_store, _positive_int, _span_id_arg, _table, _time_arg
-from span_profiles.receiver.export import FORMATS
-from span_profiles.receiver.flame import DEFAULT_MIN_SAMPLES
+from span_profiles.cli import _open_store, _positive_int, _span_id_arg, _table, _time_arg
+from span_profiles.receiver.query import documents as views
+from span_profiles.receiver.query.exports import FORMATS
+from span_profiles.receiver.query.flame import DEFAULT_MIN_SAMPLES
+from span_profiles.receiver.query.stacks import Selection
 
 __all__ = ["register"]
 

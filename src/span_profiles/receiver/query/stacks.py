@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from span_profiles.receiver.model import SPAN_ID_LABEL, SPAN_NAME_LABEL
-from span_profiles.receiver.store import Filter, ProfileStore
+from span_profiles.receiver.storage.writer import Filter, ProfileStore
 
 __all__ = [
     "SampleRow",

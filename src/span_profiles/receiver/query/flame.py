@@ -16,7 +16,7 @@ change them only by adding keys.
 Example::
 
     from span_profiles.receiver import ProfileStore
-    from span_profiles.receiver.flame import Selection, build_tree, stack_counts
+    from span_profiles.receiver.query.flame import Selection, build_tree, stack_counts
 
     with ProfileStore(path) as store:
         tree = build_tree(stack_counts(store, Selection(span_ids=("8d1510b9974d53af",))))
@@ -30,9 +30,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from span_profiles.receiver._query import Selection as Selection
-from span_profiles.receiver._query import StackCount as StackCount
-from span_profiles.receiver._query import stack_counts as stack_counts
+from span_profiles.receiver.query.stacks import Selection as Selection
+from span_profiles.receiver.query.stacks import StackCount as StackCount
+from span_profiles.receiver.query.stacks import stack_counts as stack_counts
 
 __all__ = [
     "DEFAULT_MIN_SAMPLES",

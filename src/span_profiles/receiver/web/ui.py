@@ -9,7 +9,7 @@ Pages (HTML)::
     GET /diff?span_id=ID | span_name=N [&baseline_span_id=..]* [&baseline_span_name=..]*
              [&baseline_since=T&baseline_until=T] [&min_samples=N]     diff flame graph
 
-JSON API (the documents of :mod:`span_profiles.receiver.views`)::
+JSON API (the documents of :mod:`span_profiles.receiver.query.documents`)::
 
     GET /api/overview                  overview_json
     GET /api/span-names                {"span_names": overview_json()["endpoints"]}
@@ -43,13 +43,14 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from span_profiles.receiver import _pages, views
-from span_profiles.receiver._pages import FLAME_SCRIPTS, STATIC, environment
-from span_profiles.receiver._query import Selection
-from span_profiles.receiver.cli import _time_arg
-from span_profiles.receiver.export import FORMATS
+from span_profiles.cli import _time_arg
 from span_profiles.receiver.model import check_span_id
-from span_profiles.receiver.store import ProfileStore
+from span_profiles.receiver.query import documents as views
+from span_profiles.receiver.query.exports import FORMATS
+from span_profiles.receiver.query.stacks import Selection
+from span_profiles.receiver.storage.writer import ProfileStore
+from span_profiles.receiver.web import pages as _pages
+from span_profiles.receiver.web.pages import FLAME_SCRIPTS, STATIC, environment
 
 __all__ = ["FLAME_SCRIPTS", "WINDOWS", "routes"]
 

@@ -1,7 +1,7 @@
 """What every view shows, as JSON-ready data: the web UI's pages and API, and the CLI commands.
 
 Each ``*_json`` function returns the document served at one ``/api/...`` address (see
-:mod:`span_profiles.receiver.ui`) and rendered by the matching page; ``span-profiles diff --json``
+:mod:`span_profiles.receiver.web.ui`) and rendered by the matching page; ``span-profiles diff --json``
 prints :func:`diff_json`. The shapes are a stable API: keys are only ever added. Times are Unix
 seconds (floats), CPU is in seconds, shares are fractions of the side's own total (0.25 = 25 %).
 
@@ -19,18 +19,18 @@ import statistics
 from dataclasses import dataclass, replace
 from typing import Any
 
-from span_profiles.receiver import _query
-from span_profiles.receiver._query import Selection, SpanRow
-from span_profiles.receiver.export import FORMATS, to_folded, to_pprof, to_speedscope
-from span_profiles.receiver.flame import (
+from span_profiles.receiver.model import check_span_id
+from span_profiles.receiver.query import stacks as _query
+from span_profiles.receiver.query.exports import FORMATS, to_folded, to_pprof, to_speedscope
+from span_profiles.receiver.query.flame import (
     DEFAULT_MIN_SAMPLES,
     build_tree,
     diff,
     function_stats,
     stack_counts,
 )
-from span_profiles.receiver.model import check_span_id
-from span_profiles.receiver.store import ProfileStore
+from span_profiles.receiver.query.stacks import Selection, SpanRow
+from span_profiles.receiver.storage.writer import ProfileStore
 
 __all__ = [
     "DEFAULT_WINDOW_SECONDS",
@@ -163,8 +163,8 @@ def diff_json(
     """``{"span": {selection}, "baseline": {selection}, "span_samples", "baseline_samples",
     "min_samples", "comparable", "message", "functions": [...], "tree": {diff tree}}``.
 
-    ``functions`` are :meth:`~span_profiles.receiver.flame.FunctionDelta.to_json` rows, the
-    largest share change first; ``tree`` is a :meth:`~span_profiles.receiver.flame.DiffNode.to_json`.
+    ``functions`` are :meth:`~span_profiles.receiver.query.flame.FunctionDelta.to_json` rows, the
+    largest share change first; ``tree`` is a :meth:`~span_profiles.receiver.query.flame.DiffNode.to_json`.
     """
     span, baseline = diff_selections(store, request)
     result = diff(
@@ -180,8 +180,8 @@ def flame_json(
 ) -> dict[str, Any]:
     """``{"selection", "total_samples", "cpu_seconds", "tree", "functions"}`` for any selection.
 
-    ``tree`` is a :meth:`~span_profiles.receiver.flame.FlameNode.to_json`; ``functions`` are
-    :meth:`~span_profiles.receiver.flame.FunctionStat.to_json` rows, most self samples first.
+    ``tree`` is a :meth:`~span_profiles.receiver.query.flame.FlameNode.to_json`; ``functions`` are
+    :meth:`~span_profiles.receiver.query.flame.FunctionStat.to_json` rows, most self samples first.
     """
     stacks = stack_counts(store, selection)
     tree = build_tree(stacks)
@@ -375,7 +375,7 @@ def span_html(
 ) -> str:
     """A self-contained HTML page (no network, works from ``file://``) with one span's summary,
     flame graph and top functions; raises :class:`NotFound`. ``span-profiles flame`` writes it."""
-    from span_profiles.receiver import _pages
+    from span_profiles.receiver.web import pages as _pages
 
     doc = span_json(store, span_id, service=service, since=since, until=until)
     return _pages.render_file("span.html", doc)
@@ -391,7 +391,7 @@ def endpoint_html(
 ) -> str:
     """A self-contained HTML page with the aggregate flame graph of one span name (see
     :func:`span_html`); raises :class:`NotFound` when it has no samples."""
-    from span_profiles.receiver import _pages
+    from span_profiles.receiver.web import pages as _pages
 
     doc = endpoint_json(store, service, span_name, since=since, until=until)
     if not doc["total_samples"]:
@@ -401,6 +401,6 @@ def endpoint_html(
 
 def diff_html(store: ProfileStore, request: DiffRequest) -> str:
     """A self-contained HTML diff flame graph (see :func:`span_html`) of :func:`diff_json`."""
-    from span_profiles.receiver import _pages
+    from span_profiles.receiver.web import pages as _pages
 
     return _pages.render_file("diff.html", diff_json(store, request))

@@ -1,6 +1,6 @@
 """The Jinja2 environment of the receiver's pages, and self-contained page files.
 
-The web UI (:mod:`span_profiles.receiver.ui`) and ``span-profiles flame|diff -o FILE.html``
+The web UI (:mod:`span_profiles.receiver.web.ui`) and ``span-profiles flame|diff -o FILE.html``
 render the same templates. A self-contained file (``standalone=True``) inlines the vendored
 d3 and d3-flame-graph builds, the page script and the style sheet, so it opens from ``file://``
 with no network; it has no links back to a receiver.

@@ -9,7 +9,7 @@ Endpoints (the route table is :data:`ROUTES`):
     HTTP 200 with an empty protobuf body.
 
 ``POST /ingest?name=APP.cpu{k=v,...}&from=..&until=..&format=folded|pprof&spyName=..&sampleRate=..``
-    The legacy endpoint of 0.x agents (see :mod:`span_profiles.receiver.legacy`). ``format=pprof``
+    The legacy endpoint of 0.x agents (see :mod:`span_profiles.receiver.ingest.legacy`). ``format=pprof``
     takes a pprof body, raw (optionally gzipped) or as the ``profile`` field of a
     ``multipart/form-data`` body.
 
@@ -62,7 +62,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Message
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from span_profiles.receiver.legacy import legacy_series
+from span_profiles.receiver.ingest.decode import DecodeBudget, decode_push_request
+from span_profiles.receiver.ingest.legacy import legacy_series
 from span_profiles.receiver.model import (
     InvalidInput,
     Limits,
@@ -72,8 +73,7 @@ from span_profiles.receiver.model import (
     Unsupported,
     validate_series,
 )
-from span_profiles.receiver.proto import DecodeBudget, decode_push_request
-from span_profiles.receiver.store import ProfileStore, Retention, default_db_path
+from span_profiles.receiver.storage.writer import ProfileStore, Retention, default_db_path
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

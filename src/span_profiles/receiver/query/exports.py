@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from span_profiles.receiver._query import SampleRow, StackCount
+from span_profiles.receiver.query.stacks import SampleRow, StackCount
 
 __all__ = [
     "FORMATS",
@@ -101,8 +101,8 @@ def to_pprof(samples: Iterable[SampleRow]) -> bytes:
     pyroscope-io agent at its default 100 Hz).
     """
     # Imported here: the other exports need no protobuf.
+    from span_profiles.receiver.ingest.decode import encode_pprof
     from span_profiles.receiver.model import Profile, Sample
-    from span_profiles.receiver.proto import encode_pprof
 
     rows = list(samples)
     periods = Counter(row.period for row in rows)

@@ -13,7 +13,7 @@ Choices, following Pyroscope's ingest adapter:
   (``sampleRate`` defaults to 100, at most 1e9). ``format=pprof`` takes a pprof body. Other formats
   are refused.
 
-HTTP concerns (the body, gzip, multipart) stay in :mod:`span_profiles.receiver.server`.
+HTTP concerns (the body, gzip, multipart) stay in :mod:`span_profiles.receiver.web.server`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from span_profiles.receiver.ingest.decode import DecodeBudget, decode_pprof
 from span_profiles.receiver.model import (
     LEGACY_PROFILE_ID_LABEL,
     MAX_SAMPLE_COUNT,
@@ -31,7 +32,6 @@ from span_profiles.receiver.model import (
     Sample,
     Series,
 )
-from span_profiles.receiver.proto import DecodeBudget, decode_pprof
 
 __all__ = ["FORMATS", "legacy_series", "parse_legacy_name"]
 

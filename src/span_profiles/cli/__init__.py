@@ -30,7 +30,7 @@ from pathlib import Path
 
 from span_profiles import _doctor
 from span_profiles.receiver.model import check_span_id
-from span_profiles.receiver.store import (
+from span_profiles.receiver.storage.writer import (
     Filter,
     FunctionStat,
     ProfileStore,
@@ -180,7 +180,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--limit", type=_positive_int, default=50, metavar="N", help="rows (default 50)"
     )
     # flame, diff and export live in their own module (imported here: it imports this one).
-    from span_profiles.receiver import _cli_views
+    from span_profiles.cli import views as _cli_views
 
     _cli_views.register(commands, [db])
     return parser
@@ -307,8 +307,8 @@ def _spans(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     # Imported here: the query commands must work without the receiver extra installed.
     try:
-        from span_profiles.receiver import ui
-        from span_profiles.receiver.server import Receiver
+        from span_profiles.receiver.web import ui
+        from span_profiles.receiver.web.server import Receiver
     except ImportError as exc:
         print(
             f"span-profiles: the receiver needs protobuf, starlette and uvicorn ({exc}); "
