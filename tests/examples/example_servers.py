@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from span_profiles.receiver.storage.writer import ProfileStore
+from span_profiles.receiver import ProfileReader, Selection
 from tests import servers
 from tests.servers import ROOT, Server, free_port
 
@@ -145,11 +145,11 @@ def assert_own_profiles(
     foreign_total = 0
     marker_total = 0
     foreign_seen: list[str] = []
-    with ProfileStore(db_path) as store:
+    with ProfileReader(db_path) as store:
         assert store.services() == [service], f"service names: {store.services()}"
         for request in served:
             found: Counter[str] = Counter()
-            for sample in store.samples(span_id=request.span_id):
+            for sample in store.samples(Selection(span_ids=(request.span_id,))):
                 assert sample.label_values("span_id") == (request.span_id,), sample.labels
                 for name in marker_functions:
                     if any(f == name or f.startswith(name + ".") for f in sample.functions):

@@ -50,18 +50,24 @@ def sample(
 
 
 def series(
-    samples: Sequence[Sample], service: str = "svc", extra: Sequence[tuple[str, str]] = ()
+    samples: Sequence[Sample],
+    service: str = "svc",
+    extra: Sequence[tuple[str, str]] = (),
+    *,
+    name: str = "process_cpu",
 ) -> Series:
-    """One ``process_cpu`` series with a single profile holding ``samples``."""
+    """One series (``__name__`` ``name``: ``process_cpu``, or ``wall`` with samples of type
+    ``wall/nanoseconds``) with a single profile holding ``samples``."""
+    kind = ("wall", "nanoseconds") if name == "wall" else CPU
     profile = Profile(
-        sample_types=(CPU,),
-        period_type=CPU,
+        sample_types=(kind,),
+        period_type=kind,
         period=PERIOD,
         time_nanos=1_700_000_000_000_000_000,
         duration_nanos=10_000_000_000,
         samples=tuple(samples),
     )
-    labels = (("__name__", "process_cpu"), ("service_name", service), *extra)
+    labels = (("__name__", name), ("service_name", service), *extra)
     return Series(labels=labels, profiles=(profile,))
 
 

@@ -6,16 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from span_profiles.receiver.query.flame import Selection, diff, stack_counts
-from span_profiles.receiver.query.stacks import StackCount
-from span_profiles.receiver.storage.writer import ProfileStore
+from span_profiles.receiver import ProfileReader, Selection
+from span_profiles.receiver.query.flame import diff
+from span_profiles.receiver.query.stacks import StackCount, stack_counts
 from tests.receiver.views_data import A, fill
 
 
 def stacks(*pairs: tuple[str, int]) -> list[StackCount]:
     """Stacks ``"main;f"`` (root first, as written) with sample counts."""
     return [
-        StackCount(tuple(reversed(text.split(";"))), ("",) * len(text.split(";")), n, n * 1e7)
+        StackCount(
+            tuple(reversed(text.split(";"))), ("",) * len(text.split(";")), n, n * 10_000_000
+        )
         for text, n in pairs
     ]
 
@@ -73,7 +75,7 @@ def test_too_few_samples_says_so_with_counts() -> None:
 def test_default_baseline_from_the_store(db_path: Path) -> None:
     """Span A vs the other GET /a spans of its service: slow_io up, burn_a down."""
     fill(db_path)
-    with ProfileStore(db_path) as store:
+    with ProfileReader(db_path) as store:
         span = stack_counts(store, Selection(span_ids=(A,)))
         baseline = stack_counts(
             store, Selection(service="shop", span_names=("GET /a",), exclude_span_ids=(A,))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from span_profiles.cli import main
-from span_profiles.receiver.storage.writer import ProfileStore
+from span_profiles.receiver import ProfileStore
 from tests.receiver.helpers import sample, series
 from tests.receiver.views_data import A, B, C, D, fill
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from span_profiles.receiver import ProfileReader, Selection
 from span_profiles.receiver.ingest.decode import decode_pprof
 from span_profiles.receiver.query.exports import (
     SPEEDSCOPE_SCHEMA,
@@ -18,23 +19,22 @@ from span_profiles.receiver.query.exports import (
     to_pprof,
     to_speedscope,
 )
-from span_profiles.receiver.query.flame import Selection, stack_counts
-from span_profiles.receiver.query.stacks import iter_samples
-from span_profiles.receiver.storage.writer import ProfileStore
+from span_profiles.receiver.query.samples import iter_samples
+from span_profiles.receiver.query.stacks import stack_counts
 from tests.receiver.views_data import SPANS, A, B, fill, sample_count
 
 SCHEMA = Path(__file__).parent / "speedscope" / "file-format-schema.json"
 
 
 @pytest.fixture
-def store(db_path: Path) -> ProfileStore:
+def store(db_path: Path) -> ProfileReader:
     """The shared known-shares store, open."""
     fill(db_path)
-    return ProfileStore(db_path)
+    return ProfileReader(db_path)
 
 
 @pytest.mark.parametrize("span_id", [A, B])
-def test_pprof_holds_exactly_the_span_samples(store: ProfileStore, span_id: str) -> None:
+def test_pprof_holds_exactly_the_span_samples(store: ProfileReader, span_id: str) -> None:
     """Every decoded pprof sample is one of the span's stored samples, and none is missing."""
     data = to_pprof(iter_samples(store, Selection(span_ids=(span_id,))))
     assert data[:2] == b"\x1f\x8b"
@@ -48,14 +48,14 @@ def test_pprof_holds_exactly_the_span_samples(store: ProfileStore, span_id: str)
     assert got == expected
     stored = Counter(
         sample.functions
-        for sample in store.samples(span_id=span_id)
+        for sample in store.samples(Selection(span_ids=(span_id,)))
         for _ in range(1)  # one pprof sample per stored sample
     )
     assert Counter(s.functions for s in profile.samples) == stored
     assert sum(s.values[1] for s in profile.samples) == sample_count(span_id) * 10_000_000
 
 
-def test_speedscope_validates_against_the_schema(store: ProfileStore) -> None:
+def test_speedscope_validates_against_the_schema(store: ProfileReader) -> None:
     """The speedscope export carries $schema and validates against speedscope's own schema."""
     document = to_speedscope(
         stack_counts(store, Selection(span_ids=(A,))), "span aaaa", exporter="span-profiles test"
@@ -79,7 +79,7 @@ def test_speedscope_schema_rejects_a_broken_file() -> None:
 
 
 @pytest.mark.parametrize("span_id", [A, B])
-def test_folded_totals_equal_the_sample_count(store: ProfileStore, span_id: str) -> None:
+def test_folded_totals_equal_the_sample_count(store: ProfileReader, span_id: str) -> None:
     """Folded lines are ``root;...;leaf N`` and their counts sum to the span's samples."""
     text = to_folded(stack_counts(store, Selection(span_ids=(span_id,))))
     lines = text.splitlines()

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from span_profiles.receiver import ProfileStore, Receiver, create_app
+from span_profiles.receiver import ProfileReader, ProfileStore, Receiver, create_app
 from span_profiles.receiver.ingest.decode import encode_pprof, encode_push_request
 from tests.receiver.helpers import sample, series
 
@@ -25,22 +25,23 @@ pytestmark = pytest.mark.anyio
 
 
 async def _hello(request: Request) -> PlainTextResponse:
-    store: ProfileStore = request.app.state.store
-    return PlainTextResponse(f"hello {len(store.services())}")
+    reader: ProfileReader = request.app.state.reader
+    return PlainTextResponse(f"hello {len(reader.services())}")
 
 
 @pytest.fixture
 async def client(db_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an app with one extra route at ``/``."""
-    with ProfileStore(db_path) as store:
-        app = create_app(store, extra_routes=[Route("/", _hello)])
+    with ProfileStore(db_path) as store, ProfileReader(db_path) as reader:
+        app = create_app(store, reader=reader, extra_routes=[Route("/", _hello)])
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield http
 
 
 async def test_extra_routes_share_the_port_and_the_store(client: httpx.AsyncClient) -> None:
-    """A route passed through extra_routes is served next to ingest and sees the store."""
+    """A route passed through extra_routes is served next to ingest (before the UI's) and sees
+    what was stored through the app's reader."""
     body = encode_push_request(
         [(series([sample(["f"])]).labels, [encode_pprof(series([sample(["f"])]).profiles[0])])]
     )

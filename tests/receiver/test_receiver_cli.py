@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from span_profiles.cli import main
-from span_profiles.receiver.storage.writer import ProfileStore
+from span_profiles.receiver import ProfileReader, ProfileStore
 from tests.receiver.helpers import DATA, sample, series
 
 A = "aaaaaaaaaaaaaaaa"
@@ -112,12 +112,16 @@ def test_top_time_window(filled_db: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_spans_text(filled_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """spans prints span ids newest first with name, count and time in aligned columns."""
+    """spans prints span ids newest first with name, count and time in aligned columns, one row
+    per span and service (as the web UI lists them)."""
     assert main(["spans", "--db", str(filled_db)]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
     assert header.split() == ["SPAN_ID", "SPAN_NAME", "SAMPLES", "LAST_SEEN"]
-    assert [row.split()[:3] for row in rows] == [[B, "GET", "/b"], [A, "GET", "/a"]]
-    assert rows[0].split()[3] == "11"
+    assert [row.split()[:-1] for row in rows] == [
+        [B, "-", "9"],
+        [A, "GET", "/a", "9"],
+        [B, "GET", "/b", "2"],
+    ]
     end = header.index("SAMPLES") + len("SAMPLES")
     assert all(row[end - 1].isdigit() and row[end] == " " for row in rows)
 
@@ -225,5 +229,5 @@ def test_serve_subprocess_stores_and_stops_on_interrupt(db_path: Path) -> None:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
-    with ProfileStore(db_path) as store:
-        assert store.services() == ["lab.burn1"]
+    with ProfileReader(db_path) as reader:
+        assert reader.services() == ["lab.burn1"]

@@ -12,14 +12,14 @@ import pytest
 pytest.importorskip("google.protobuf", reason="the receiver extra (protobuf) is not installed")
 
 from span_profiles.receiver.ingest.decode import (
-    PayloadTooLarge,
     decode_pprof,
     decode_push_request,
     encode_pprof,
     encode_push_request,
     gunzip,
 )
-from span_profiles.receiver.model import InvalidInput, Sample, Series
+from span_profiles.receiver.ingest.errors import InvalidInput, PayloadTooLarge
+from span_profiles.receiver.model import Sample, Series
 from tests.receiver.helpers import (
     CPU,
     PERIOD,

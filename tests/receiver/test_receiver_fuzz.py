@@ -22,14 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
-from span_profiles.receiver import Limits, ProfileStore, create_app
+from span_profiles.receiver import Limits, ProfileReader, ProfileStore, create_app
 from span_profiles.receiver.ingest.decode import (
     DecodeBudget,
     decode_pprof,
     decode_push_request,
     encode_pprof,
 )
-from span_profiles.receiver.model import ReceiverError
+from span_profiles.receiver.ingest.errors import ReceiverError
 from tests.receiver.helpers import sample, series, upload_bodies
 
 PUSH = "/push.v1.PusherService/Push"
@@ -103,9 +103,8 @@ def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clien
 
 
 def _count(path: Path) -> tuple[int, int]:
-    with ProfileStore(path, read_only=True) as store:
-        status = store.retention_status()
-        return status.profiles, store.total_count()
+    with ProfileReader(path) as reader:
+        return reader.fetch("SELECT COUNT(*) FROM profiles")[0][0], reader.total_count()
 
 
 @BUDGET

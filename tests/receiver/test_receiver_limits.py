@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("google.protobuf", reason="the receiver extra (protobuf) is not installed")
 
-from span_profiles.receiver import Limits, ProfileStore, Receiver
+from span_profiles.receiver import Limits, ProfileReader, ProfileStore, Receiver, Selection
 from span_profiles.receiver.ingest import decode as proto
 from span_profiles.receiver.ingest.decode import (
     DecodeBudget,
@@ -26,12 +26,9 @@ from span_profiles.receiver.ingest.decode import (
     decode_push_request,
     encode_pprof,
 )
-from span_profiles.receiver.model import (
-    MAX_SAMPLE_COUNT,
-    InvalidInput,
-    PayloadTooLarge,
-    validate_series,
-)
+from span_profiles.receiver.ingest.errors import InvalidInput, PayloadTooLarge
+from span_profiles.receiver.ingest.limits import MAX_SAMPLE_COUNT
+from span_profiles.receiver.ingest.validate import validate_series
 from tests.receiver.helpers import PERIOD, read_until_closed, sample, series
 from tests.receiver.test_receiver_server import PROTO, post, push_body, stored
 
@@ -81,7 +78,7 @@ def test_amplified_stack_is_truncated_to_1000_frames_leaf_kept(
     # About 8 KB that expanded to a million frames before.
     assert len(body) < 10_000
     assert post(receiver, "/push.v1.PusherService/Push", body, GZIP_PROTO).status == 200
-    with ProfileStore(db_path) as store:
+    with ProfileReader(db_path) as store:
         (got,) = store.samples()
     assert len(got.functions) == 1000
     # Line 0 is the innermost frame: the leaf side is what is kept.
@@ -180,12 +177,14 @@ def test_queries_survive_the_largest_counts(db_path: Path) -> None:
     """Many samples at MAX_SAMPLE_COUNT sum without overflow in every query."""
     many = [sample(["f"], MAX_SAMPLE_COUNT, [("span_id", SPAN)]) for _ in range(1000)]
     validate_series([series(many)])
-    with ProfileStore(db_path) as store:
+    with ProfileStore(db_path) as store, ProfileReader(db_path) as reader:
         store.add([series(many)])
         store.add([series(many)])
-        assert store.total_count(span_id=SPAN) == 2000 * MAX_SAMPLE_COUNT
-        assert store.top(span_id=SPAN)[0].self_count == 2000 * MAX_SAMPLE_COUNT
-        assert store.spans()[0].sample_count == 2000 * MAX_SAMPLE_COUNT
+        span = Selection(span_ids=(SPAN,))
+        assert reader.total_count(span) == 2000 * MAX_SAMPLE_COUNT
+        assert reader.total_count() == 2000 * MAX_SAMPLE_COUNT
+        assert reader.top(span)[0].self_count == 2000 * MAX_SAMPLE_COUNT
+        assert reader.spans()[0].sample_count == 2000 * MAX_SAMPLE_COUNT
 
 
 # -- 6. Pyroscope's size limits -----------------------------------------------------------------
@@ -262,9 +261,13 @@ def test_id_zero_is_refused(what: str) -> None:
 # -- 7. edge cases ------------------------------------------------------------------------------
 
 
-def test_empty_gzip_body_is_refused(receiver: Receiver) -> None:
-    """An empty body marked gzip is not a valid gzip stream: 400."""
+def test_empty_gzip_body(receiver: Receiver, db_path: Path) -> None:
+    """An empty push body marked gzip is an empty message, as Connect reads it (200, nothing
+    stored); on the legacy endpoint, which is not Connect, it is not a gzip stream (400)."""
     reply = post(receiver, "/push.v1.PusherService/Push", b"", GZIP_PROTO)
+    assert reply.status == 200
+    assert stored(db_path) == 0
+    reply = post(receiver, "/ingest?name=app.cpu", b"", {"content-encoding": "gzip"})
     assert reply.status == 400
     assert "empty gzip" in reply.error()["message"]
 

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("google.protobuf", reason="the receiver extra (protobuf) is not installed")
 
-from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread
+from span_profiles.receiver import ProfileReader, Receiver, Selection, start_receiver_in_thread
 from span_profiles.receiver.ingest.decode import encode_pprof, encode_push_request
 from span_profiles.receiver.model import Series
 from tests.receiver.helpers import PERIOD, sample, series, upload_bodies
@@ -59,7 +59,7 @@ def post(
 
 def stored(db_path: Path) -> int:
     """How many samples the database holds."""
-    with ProfileStore(db_path) as store:
+    with ProfileReader(db_path) as store:
         return sum(1 for _ in store.samples())
 
 
@@ -87,8 +87,8 @@ def test_real_gzip_uploads_round_trip(receiver: Receiver, db_path: Path) -> None
         assert reply.status == 200
         assert reply.body == b""
         assert reply.headers["content-type"] == "application/proto"
-    with ProfileStore(db_path) as store:
-        samples = list(store.samples(service="lab.burn1"))
+    with ProfileReader(db_path) as store:
+        samples = list(store.samples(Selection(service="lab.burn1")))
     assert samples
     assert any(("phase", "two") in s.labels for s in samples)
     assert any(("worker", "yes") in s.labels for s in samples)
@@ -102,7 +102,7 @@ def test_plain_body_and_x_protobuf(receiver: Receiver, db_path: Path) -> None:
     body = gzip.decompress(upload_bodies("asyncio-relabelled")[0].read_bytes())
     reply = post(receiver, PUSH, body, {"content-type": "application/x-protobuf"})
     assert reply.status == 200
-    with ProfileStore(db_path) as store:
+    with ProfileReader(db_path) as store:
         spans = store.spans(limit=1000)
     assert len(spans) > 100
     assert {s.span_name for s in spans} == {"GET /a", "GET /b"}
@@ -255,7 +255,7 @@ def test_legacy_ingest_folded(receiver: Receiver, db_path: Path) -> None:
     body = b"main;handler;burn 12\nmain;idle 3\n\n"
     reply = post(receiver, path, body, {"content-type": "binary/octet-stream"})
     assert reply.status == 200
-    with ProfileStore(db_path) as store:
+    with ProfileReader(db_path) as store:
         samples = list(store.samples())
     assert [(s.functions, s.count, s.value) for s in samples] == [
         (("burn", "handler", "main"), 12, 12 * PERIOD),
@@ -287,8 +287,8 @@ def test_legacy_ingest_pprof_raw_and_multipart(receiver: Receiver, db_path: Path
     )
     headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
     assert post(receiver, path, form, headers).status == 200
-    with ProfileStore(db_path) as store:
-        samples = list(store.samples(service="other"))
+    with ProfileReader(db_path) as store:
+        samples = list(store.samples(Selection(service="other")))
     assert len(samples) == 2
     assert all(s.functions == ("leaf", "root") and s.count == 4 for s in samples)
     assert all(s.labels == (("phase", "two"),) for s in samples)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from span_profiles.receiver import Filter, ProfileStore, Retention
+from span_profiles.receiver import ProfileReader, ProfileStore, Retention, Selection
+from span_profiles.receiver.storage.retention import read_status
 from tests.receiver.helpers import DATA, sample, series
 
 A = "aaaaaaaaaaaaaaaa"
@@ -23,13 +24,14 @@ ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 CAN_UNSHARE = ROOT and shutil.which("unshare") is not None and sys.platform == "linux"
 
 
-def _consistent(store: ProfileStore) -> None:
-    """The aggregate tables agree with the samples left."""
-    assert store.total_count() == sum(s.count for s in store.samples())
-    for span in store.spans(limit=10_000):
-        assert span.sample_count == sum(
-            s.count for s in store.samples(Filter(span_id=span.span_id))
-        )
+def _consistent(path: Path) -> None:
+    """The rollups agree with the samples left."""
+    with ProfileReader(path) as reader:
+        assert reader.total_count() == sum(s.count for s in reader.samples())
+        for span in reader.spans(limit=None):
+            assert span.sample_count == sum(
+                s.count for s in reader.samples(Selection(span_ids=(span.span_id,)))
+            )
 
 
 # -- retention -----------------------------------------------------------------------------------
@@ -42,10 +44,11 @@ def test_max_age_deletes_old_profiles(db_path: Path) -> None:
         store.add([series([sample(["old"], 2, [("span_id", A)])])], received_at=now - 7200)
         store.add([series([sample(["new"], 3, [("span_id", B)])])], received_at=now - 60)
         assert store.enforce_retention(now) == 1
-        assert [s.functions for s in store.samples()] == [("new",)]
-        assert [s.span_id for s in store.spans()] == [B]
-        assert store.top() == store.top(span_id=B)
-        _consistent(store)
+        with ProfileReader(db_path) as reader:
+            assert [s.functions for s in reader.samples()] == [("new",)]
+            assert [s.span_id for s in reader.spans()] == [B]
+            assert reader.top() == reader.top(Selection(span_ids=(B,)))
+        _consistent(db_path)
         left = store._db.execute(
             "SELECT (SELECT COUNT(*) FROM sample_labels), (SELECT COUNT(*) FROM stacks)"
         ).fetchone()
@@ -69,7 +72,7 @@ def test_max_bytes_keeps_the_newest_and_shrinks_the_file(db_path: Path) -> None:
         assert status.newest == 1059.0
         assert status.oldest is not None
         assert status.oldest > 1000.0
-        _consistent(store)
+        _consistent(db_path)
     # auto_vacuum=INCREMENTAL: the freed pages went back to the file system.
     assert db_path.stat().st_size <= limit * 1.1
 
@@ -86,8 +89,9 @@ def test_retention_status(db_path: Path) -> None:
     assert (status.max_age, status.max_bytes, status.read_only) == (86400, 10**9, False)
     assert (status.profiles, status.oldest, status.newest) == (2, 50.0, 70.0)
     assert 0 < status.used_bytes <= status.file_bytes
-    with ProfileStore(db_path, read_only=True) as reader:
-        assert reader.retention_status().read_only
+    read = read_status(db_path, retention)
+    assert read.read_only
+    assert (read.profiles, read.oldest, read.max_age) == (2, 50.0, 86400)
 
 
 @pytest.mark.e2e
@@ -101,7 +105,7 @@ def test_receiver_enforces_retention_while_serving(db_path: Path) -> None:
         store.add([series([sample(["ancient"])])], received_at=time.time() - 7200)
     retention = Retention(max_age=3600, max_bytes=None, check_interval=0.0)
     with Receiver("127.0.0.1", 0, db_path, retention=retention) as receiver:
-        assert receiver.store.services() == []
+        assert receiver.reader.services() == []
         with ProfileStore(db_path) as store:
             store.add([series([sample(["expired"])])], received_at=time.time() - 7200)
         assert (
@@ -110,7 +114,7 @@ def test_receiver_enforces_retention_while_serving(db_path: Path) -> None:
             ).status
             == 200
         )
-        assert [s.functions for s in receiver.store.samples()] == [("new",)]
+        assert [s.functions for s in receiver.reader.samples()] == [("new",)]
 
 
 # -- start-up race -------------------------------------------------------------------------------
@@ -141,8 +145,8 @@ def test_two_openers_of_a_new_database_both_succeed(tmp_path: Path) -> None:
         for thread in threads:
             thread.join(30)
         assert errors == []
-        with ProfileStore(path, read_only=True) as store:
-            assert store.total_count() == 2
+        with ProfileReader(path) as reader:
+            assert reader.total_count() == 2
 
 
 # -- read-only storage ---------------------------------------------------------------------------
@@ -229,18 +233,20 @@ def test_full_database_reports_the_real_error_and_keeps_what_it_had(db_path: Pat
         big = [sample([f"f{i}", "main"], 1, [("span_id", B)]) for i in range(3000)]
         with pytest.raises(sqlite3.OperationalError, match="full"):
             store.add([series(big)])
-        assert [s.functions for s in store.samples()] == [("kept",)]
+        with ProfileReader(db_path) as reader:
+            assert [s.functions for s in reader.samples()] == [("kept",)]
         assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        _consistent(store)
+        _consistent(db_path)
         store._db.execute("PRAGMA max_page_count = 1073741823")
         store.add([series([sample(["after"])])])
-        assert store.total_count() == 2
+        with ProfileReader(db_path) as reader:
+            assert reader.total_count() == 2
 
 
 _DISK_FULL_SCRIPT = """
 import http.client, json, sqlite3, sys
 from pathlib import Path
-from span_profiles.receiver import ProfileStore, Retention, start_receiver_in_thread
+from span_profiles.receiver import ProfileReader, start_receiver_in_thread
 body = (Path(sys.argv[2]) / "burn-tags" / "0001.body").read_bytes()
 db = Path(sys.argv[1]) / "p.db"
 receiver = start_receiver_in_thread(port=0, db_path=db)
@@ -257,9 +263,9 @@ for _ in range(5000):
         break
     accepted += 1
 receiver.stop()
-with ProfileStore(db, read_only=True) as store:
-    check = store._db.execute("PRAGMA integrity_check").fetchone()[0]
-    profiles = store.retention_status().profiles
+with ProfileReader(db) as reader:
+    check = reader.fetch("PRAGMA integrity_check")[0][0]
+    profiles = reader.fetch("SELECT COUNT(*) FROM profiles")[0][0]
 print(json.dumps({"accepted": accepted, "reply": reply, "check": check, "profiles": profiles}))
 """
 

@@ -13,9 +13,10 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from span_profiles.receiver import ProfileReader, ProfileStore
 from span_profiles.receiver.ingest.decode import decode_pprof
-from span_profiles.receiver.storage.writer import ProfileStore
-from span_profiles.receiver.web import ui
+from span_profiles.receiver.web.app import create_app
+from span_profiles.receiver.web.pages import FLAME_SCRIPTS
 from tests.receiver.views_data import A, B, C, D, E, fill, sample_count
 
 
@@ -38,10 +39,10 @@ class Client:
 
 @pytest.fixture
 def client(db_path: Path) -> Iterator[Client]:
-    """A Starlette app with only the UI routes, over the known-shares store."""
+    """The receiver's app over the known-shares store."""
     fill(db_path)
-    with ProfileStore(db_path) as store:
-        yield Client(Starlette(routes=ui.routes(store)))
+    with ProfileStore(db_path) as store, ProfileReader(db_path) as reader:
+        yield Client(create_app(store, reader=reader))
 
 
 def test_overview_api_per_service_and_span_name(client: Client) -> None:
@@ -182,6 +183,6 @@ def test_export_errors(client: Client) -> None:
 
 def test_static_assets_served(client: Client) -> None:
     """The vendored scripts and the page script are served under /static."""
-    for path in ui.FLAME_SCRIPTS:
+    for path in FLAME_SCRIPTS:
         assert client.get(f"/static/{path}").status_code == 200
     assert client.get("/static/../ui.py").status_code == 404

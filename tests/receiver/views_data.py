@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from span_profiles.receiver.storage.writer import ProfileStore
+from span_profiles.receiver import ProfileStore
 from tests.receiver.helpers import PERIOD, sample, series
 
 #: Three spans of ``GET /a`` (service ``shop``), one of ``GET /b`` and one of another service.

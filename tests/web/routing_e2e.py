@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from span_profiles.receiver.storage.writer import ProfileStore
+from span_profiles.receiver import ProfileReader, Selection
 from span_profiles.receiver.web.server import Receiver, start_receiver_in_thread
 from tests.examples.example_servers import Served
 
@@ -46,11 +46,11 @@ def assert_routed_samples_named(
     names: Counter[str] = Counter()
     early = 0
     total = 0
-    with ProfileStore(db_path) as store:
+    with ProfileReader(db_path) as store:
         assert store.services() == [service], f"service names: {store.services()}"
         for request in served:
             expected = template(request.path)
-            for sample in store.samples(span_id=request.span_id):
+            for sample in store.samples(Selection(span_ids=(request.span_id,))):
                 values = sample.label_values("span_name")
                 assert values == (expected,), (
                     f"{request.path} span {request.span_id}: span_name {values}, "

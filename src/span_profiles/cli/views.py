@@ -1,4 +1,4 @@
-"""The ``flame``, ``diff`` and ``export`` commands of ``span-profiles`` (registered by ``cli``).
+"""``span-profiles flame``, ``diff`` and ``export``: the web UI's views as files and tables.
 
 Usage::
 
@@ -7,11 +7,12 @@ Usage::
                        [--baseline-span-id ID]... [--baseline-span-name NAME]...
                        [--baseline-since T] [--baseline-until T] [--min-samples N]
                        [--limit N] [--json | --html -o FILE.html]
-    span-profiles export (--span-id ID | --span-name NAME) --format pprof|speedscope|folded
+    span-profiles export (--span-id ID | --span-name NAME) --format FORMAT
                          -o FILE   (``-o -`` writes to standard output)
 
 Each also takes ``--service``, ``--since``/``--until`` and ``--db``. The HTML files are
-self-contained (scripts and styles inlined) and open from ``file://`` with no network.
+self-contained (scripts and styles inlined) and open from ``file://`` with no network. The formats
+are those of the registry, :data:`span_profiles.receiver.query.exports.FORMATS`.
 """
 
 from __future__ import annotations
@@ -19,108 +20,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from span_profiles.cli import _open_store, _positive_int, _span_id_arg, _table, _time_arg
-from span_profiles.receiver.query import documents as views
-from span_profiles.receiver.query.exports import FORMATS
+from span_profiles.cli._common import (
+    Command,
+    add_which,
+    add_window,
+    fail,
+    open_reader,
+    positive_int,
+    selection,
+    span_id_arg,
+    table,
+    time_arg,
+)
+from span_profiles.receiver.query import documents, exports
 from span_profiles.receiver.query.flame import DEFAULT_MIN_SAMPLES
-from span_profiles.receiver.query.stacks import Selection
+from span_profiles.receiver.query.reader import ProfileReader
+from span_profiles.receiver.query.selection import Selection
 
-__all__ = ["register"]
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def register(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    parents: Sequence[argparse.ArgumentParser],
-) -> None:
-    """Add ``flame``, ``diff`` and ``export`` to ``commands``; ``parents`` give ``--db``.
-
-    Each sub-parser stores its handler as ``views_handler`` (``main`` calls it).
-    """
-    window = argparse.ArgumentParser(add_help=False)
-    window.add_argument("--service", help="only profiles of this service_name")
-    window.add_argument(
-        "--since", type=_time_arg, metavar="T", help="received at or after T (age like 15m, or ISO)"
-    )
-    window.add_argument(
-        "--until",
-        type=_time_arg,
-        metavar="T",
-        help="received at or before T (age like 15m, or ISO)",
-    )
-    common = [*parents, window]
-
-    flame = commands.add_parser(
-        "flame", parents=common, help="write a self-contained flame graph HTML file"
-    )
-    _which(flame)
-    flame.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.html")
-    flame.set_defaults(views_handler=_flame)
-
-    diff = commands.add_parser(
-        "diff", parents=common, help="compare a span (or span name) with a baseline"
-    )
-    _which(diff)
-    diff.add_argument(
-        "--baseline-span-id",
-        action="append",
-        type=_span_id_arg,
-        default=[],
-        metavar="ID",
-        help="baseline: this span (repeatable; default: the other spans of the same name)",
-    )
-    diff.add_argument(
-        "--baseline-span-name",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="baseline: spans of this name (repeatable)",
-    )
-    diff.add_argument("--baseline-since", type=_time_arg, metavar="T", help="baseline window start")
-    diff.add_argument("--baseline-until", type=_time_arg, metavar="T", help="baseline window end")
-    diff.add_argument(
-        "--min-samples",
-        type=_positive_int,
-        default=DEFAULT_MIN_SAMPLES,
-        metavar="N",
-        help=f"fewest samples per side to compare (default {DEFAULT_MIN_SAMPLES})",
-    )
-    diff.add_argument(
-        "--limit", type=_positive_int, default=20, metavar="N", help="rows (default 20)"
-    )
-    output = diff.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    output.add_argument("--html", action="store_true", help="write a diff flame graph to -o FILE")
-    diff.add_argument("-o", "--output", type=Path, metavar="FILE.html", help="with --html")
-    diff.set_defaults(views_handler=_diff)
-
-    export = commands.add_parser(
-        "export", parents=common, help="export samples as pprof, speedscope or folded"
-    )
-    _which(export)
-    export.add_argument("--format", required=True, choices=sorted(FORMATS))
-    export.add_argument(
-        "-o", "--output", required=True, metavar="FILE", help="output file, - for stdout"
-    )
-    export.set_defaults(views_handler=_export)
-
-
-def _which(parser: argparse.ArgumentParser) -> None:
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument(
-        "--span-id", type=_span_id_arg, metavar="ID", help="samples with this span_id"
-    )
-    which.add_argument("--span-name", metavar="NAME", help="samples with this span_name")
-
-
-def _fail(message: str) -> int:
-    print(f"span-profiles: {message}", file=sys.stderr)
-    return 1
+__all__ = ["COMMANDS"]
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -130,36 +50,83 @@ def _write(path: Path, data: bytes) -> None:
     partial.replace(path)
 
 
-def _run(args: argparse.Namespace, build: Callable[[Any], int]) -> int:
-    store = _open_store(args)
-    if store is None:
+def _run(args: argparse.Namespace, build: Callable[[ProfileReader], int]) -> int:
+    reader = open_reader(args)
+    if reader is None:
         return 1
     try:
-        with store:
-            return build(store)
-    except views.ViewError as exc:
-        return _fail(str(exc))
+        with reader:
+            return build(reader)
+    except documents.ViewError as exc:
+        return fail(str(exc))
     except OSError as exc:
-        return _fail(f"cannot write {exc.filename}: {exc.strerror}")
+        return fail(f"cannot write {exc.filename}: {exc.strerror}")
+
+
+def _window(args: argparse.Namespace) -> Selection:
+    return Selection(service=args.service, since=args.since, until=args.until)
+
+
+def _flame_arguments(parser: argparse.ArgumentParser) -> None:
+    add_window(parser)
+    add_which(parser)
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.html")
 
 
 def _flame(args: argparse.Namespace) -> int:
-    def build(store: Any) -> int:
+    # Imported here: the other commands need no Jinja2.
+    from span_profiles.receiver.web import pages
+
+    def build(reader: ProfileReader) -> int:
         if args.span_id is not None:
-            html = views.span_html(
-                store, args.span_id, service=args.service, since=args.since, until=args.until
-            )
+            html = pages.span_html(reader, args.span_id, _window(args))
             what = f"span {args.span_id}"
         else:
-            html = views.endpoint_html(
-                store, args.service, args.span_name, since=args.since, until=args.until
-            )
+            html = pages.endpoint_html(reader, args.span_name, _window(args))
             what = f"span_name {args.span_name!r}"
         _write(args.output, html.encode())
         print(f"wrote {args.output}: flame graph of {what}")
         return 0
 
     return _run(args, build)
+
+
+def _diff_arguments(parser: argparse.ArgumentParser) -> None:
+    add_window(parser)
+    add_which(parser)
+    parser.add_argument(
+        "--baseline-span-id",
+        action="append",
+        type=span_id_arg,
+        default=[],
+        metavar="ID",
+        help="baseline: this span (repeatable; default: the other spans of the same name)",
+    )
+    parser.add_argument(
+        "--baseline-span-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="baseline: spans of this name (repeatable)",
+    )
+    parser.add_argument(
+        "--baseline-since", type=time_arg, metavar="T", help="baseline window start"
+    )
+    parser.add_argument("--baseline-until", type=time_arg, metavar="T", help="baseline window end")
+    parser.add_argument(
+        "--min-samples",
+        type=positive_int,
+        default=DEFAULT_MIN_SAMPLES,
+        metavar="N",
+        help=f"fewest samples per side to compare (default {DEFAULT_MIN_SAMPLES})",
+    )
+    parser.add_argument(
+        "--limit", type=positive_int, default=20, metavar="N", help="rows (default 20)"
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    output.add_argument("--html", action="store_true", help="write a diff flame graph to -o FILE")
+    parser.add_argument("-o", "--output", type=Path, metavar="FILE.html", help="with --html")
 
 
 def _pct(share: float) -> str:
@@ -172,10 +139,10 @@ def _points(delta: float) -> str:
 
 def _diff(args: argparse.Namespace) -> int:
     if args.html and args.output is None:
-        return _fail("--html needs -o FILE.html")
+        return fail("--html needs -o FILE.html")
     if args.output is not None and not args.html:
-        return _fail("-o goes with --html")
-    request = views.DiffRequest(
+        return fail("-o goes with --html")
+    request = documents.DiffRequest(
         span_id=args.span_id,
         span_name=args.span_name,
         service=args.service,
@@ -188,13 +155,15 @@ def _diff(args: argparse.Namespace) -> int:
         min_samples=args.min_samples,
     )
 
-    def build(store: Any) -> int:
-        doc = views.diff_json(store, request, limit=args.limit)
+    def build(reader: ProfileReader) -> int:
+        doc = documents.diff_json(reader, request, limit=args.limit)
         if args.json:
             print(json.dumps(doc, indent=2))
             return 0
         if args.html:
-            _write(args.output, views.diff_html(store, request).encode())
+            from span_profiles.receiver.web import pages
+
+            _write(args.output, pages.diff_html(reader, request).encode())
             print(f"wrote {args.output}: diff flame graph")
             if doc["message"]:
                 print(doc["message"])
@@ -218,29 +187,44 @@ def _diff(args: argparse.Namespace) -> int:
             for f in doc["functions"]
         ]
         header = ["SELF", "BASE", "DELTA", "TOTAL", "BASE", "DELTA", "FUNCTION"]
-        print(_table(header, rows, right={0, 1, 2, 3, 4, 5}))
+        print(table(header, rows, right={0, 1, 2, 3, 4, 5}))
         return 0
 
     return _run(args, build)
 
 
-def _export(args: argparse.Namespace) -> int:
-    selection = Selection(
-        service=args.service,
-        since=args.since,
-        until=args.until,
-        span_ids=(args.span_id,) if args.span_id else (),
-        span_names=(args.span_name,) if args.span_name else (),
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    add_window(parser)
+    add_which(parser)
+    parser.add_argument("--format", required=True, choices=list(exports.FORMATS))
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="output file, - for stdout"
     )
 
-    def build(store: Any) -> int:
-        data, _ = views.export(store, selection, args.format, name=args.span_id or args.span_name)
+
+def _export(args: argparse.Namespace) -> int:
+    where = selection(args)
+
+    def build(reader: ProfileReader) -> int:
+        data, _ = exports.export(reader, where, args.format, title=args.span_id or args.span_name)
         if args.output == "-":
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
         else:
             _write(Path(args.output), data)
-            print(f"wrote {args.output}: {args.format} export of {selection.describe()}")
+            print(f"wrote {args.output}: {args.format} export of {where.describe()}")
         return 0
 
     return _run(args, build)
+
+
+COMMANDS = (
+    Command("flame", "write a self-contained flame graph HTML file", _flame_arguments, _flame),
+    Command("diff", "compare a span (or span name) with a baseline", _diff_arguments, _diff),
+    Command(
+        "export",
+        f"export samples as {', '.join(exports.FORMATS)}",
+        _export_arguments,
+        _export,
+    ),
+)

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from span_profiles.receiver import start_receiver_in_thread
-from span_profiles.receiver.web import ui
 from tests.receiver.views_data import fill
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -78,7 +77,7 @@ def page(browser: Any) -> Iterator[Any]:
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A real receiver (uvicorn, ingest + UI) on 127.0.0.1 over the known-shares store."""
     db_path = fill(tmp_path / "profiles.db")
-    receiver = start_receiver_in_thread(db_path=db_path, extra_routes=ui.routes())
+    receiver = start_receiver_in_thread(db_path=db_path)
     try:
         yield receiver.url, db_path
     finally:

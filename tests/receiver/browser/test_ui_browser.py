@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from span_profiles.cli import main
-from span_profiles.receiver.storage.writer import ProfileStore
+from span_profiles.receiver import ProfileStore
 from tests.receiver.helpers import sample, series
 from tests.receiver.views_data import A, C, sample_count
 

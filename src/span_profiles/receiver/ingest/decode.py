@@ -21,19 +21,13 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from span_profiles.receiver.model import (
-    InvalidInput,
-    Limits,
-    PayloadTooLarge,
-    Profile,
-    Sample,
-    Series,
-)
+from span_profiles.receiver.ingest.errors import InvalidInput, PayloadTooLarge
+from span_profiles.receiver.ingest.limits import Limits
+from span_profiles.receiver.model import Profile, Sample, Series
 
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_BYTES",
     "DecodeBudget",
-    "PayloadTooLarge",
     "decode_pprof",
     "decode_push_request",
     "encode_pprof",
@@ -41,8 +35,8 @@ __all__ = [
     "gunzip",
 ]
 
-#: Default bound on what one request decompresses to (see :attr:`Limits.max_decompressed_bytes`).
 DEFAULT_MAX_DECOMPRESSED_BYTES = Limits().max_decompressed_bytes
+"""Default bound on what one request decompresses to (see :attr:`Limits.max_decompressed_bytes`)."""
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -396,7 +390,8 @@ def decode_push_request(
 def encode_pprof(profile: Profile) -> bytes:
     """Encode a :class:`Profile` as uncompressed pprof bytes (the inverse of :func:`decode_pprof`).
 
-    Meant for tests and tools that need to produce uploads; one location per frame.
+    The exports write pprof files with it, and clients (``benchmarks/receiver.py``) uploads; one
+    location per frame.
     """
     strings: dict[str, int] = {"": 0}
 
@@ -433,7 +428,11 @@ def encode_pprof(profile: Profile) -> bytes:
 def encode_push_request(
     series: Iterable[tuple[Sequence[tuple[str, str]], Sequence[bytes]]],
 ) -> bytes:
-    """Encode an uncompressed ``PushRequest`` from ``(series labels, [raw pprof, ...])`` pairs."""
+    """Encode an uncompressed ``PushRequest`` from ``(series labels, [raw pprof, ...])`` pairs.
+
+    What an agent sends (the inverse of :func:`decode_push_request`), for clients such as
+    ``benchmarks/receiver.py``.
+    """
     request = _PushRequestMessage()
     for labels, raw_profiles in series:
         out = request.series.add()

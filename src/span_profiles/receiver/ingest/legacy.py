@@ -22,12 +22,13 @@ import re
 from collections.abc import Mapping
 
 from span_profiles.receiver.ingest.decode import DecodeBudget, decode_pprof
+from span_profiles.receiver.ingest.errors import InvalidInput
+from span_profiles.receiver.ingest.limits import MAX_SAMPLE_COUNT
 from span_profiles.receiver.model import (
     LEGACY_PROFILE_ID_LABEL,
-    MAX_SAMPLE_COUNT,
+    NAME_LABEL,
     SERVICE_NAME_LABEL,
     SPAN_ID_LABEL,
-    InvalidInput,
     Profile,
     Sample,
     Series,
@@ -151,7 +152,7 @@ def legacy_series(params: Mapping[str, str], payload: bytes, budget: DecodeBudge
     period = _NANOS // sample_rate
     span_keys = (SPAN_ID_LABEL, LEGACY_PROFILE_ID_LABEL)
     span_labels = tuple((SPAN_ID_LABEL, value) for key, value in name_labels if key in span_keys)
-    labels = [("__name__", metric), (SERVICE_NAME_LABEL, service)]
+    labels = [(NAME_LABEL, metric), (SERVICE_NAME_LABEL, service)]
     labels += [pair for pair in name_labels if pair[0] not in span_keys]
     if params.get("spyName"):
         labels.append(("pyroscope_spy", params["spyName"]))

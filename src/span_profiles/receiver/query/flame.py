@@ -11,28 +11,25 @@ in the span minus its share in the baseline, in share points (``0.25`` = 25 perc
 
 The JSON shapes built here (:meth:`FlameNode.to_json`, :meth:`DiffNode.to_json`,
 :meth:`Diff.to_json`) are the documented API of the web UI and of ``span-profiles diff --json``;
-change them only by adding keys.
+change them only by adding keys. ``cpu_seconds`` is the profile type's time (CPU for ``cpu``).
 
 Example::
 
-    from span_profiles.receiver import ProfileStore
-    from span_profiles.receiver.query.flame import Selection, build_tree, stack_counts
+    from span_profiles.receiver import ProfileReader, Selection
+    from span_profiles.receiver.query.flame import build_tree
 
-    with ProfileStore(path) as store:
-        tree = build_tree(stack_counts(store, Selection(span_ids=("8d1510b9974d53af",))))
+    with ProfileReader(path) as reader:
+        tree = build_tree(reader.stack_counts(Selection(span_ids=("8d1510b9974d53af",))))
         print(tree.value, [child.name for child in tree.children.values()])
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from span_profiles.receiver.query.stacks import Selection as Selection
-from span_profiles.receiver.query.stacks import StackCount as StackCount
-from span_profiles.receiver.query.stacks import stack_counts as stack_counts
+from span_profiles.receiver.query.stacks import StackCount, top_functions
 
 __all__ = [
     "DEFAULT_MIN_SAMPLES",
@@ -41,14 +38,9 @@ __all__ = [
     "DiffNode",
     "FlameNode",
     "FunctionDelta",
-    "FunctionStat",
-    "Selection",
-    "StackCount",
     "build_tree",
     "diff",
     "diff_tree",
-    "function_stats",
-    "stack_counts",
 ]
 
 ROOT_NAME = "all"
@@ -67,8 +59,8 @@ class FlameNode:
     """Samples with this node's path on the stack."""
     self_value: int = 0
     """Samples whose leaf is this node."""
-    cpu_ns: float = 0.0
-    """CPU nanoseconds of the samples counted in :attr:`value`."""
+    nanos: float = 0.0
+    """Nanoseconds (CPU time for ``cpu``) of the samples counted in :attr:`value`."""
     children: dict[str, FlameNode] = field(default_factory=dict)
     """Child nodes by function name."""
 
@@ -78,7 +70,7 @@ class FlameNode:
             "name": self.name,
             "value": self.value,
             "self": self.self_value,
-            "cpu_seconds": round(self.cpu_ns / 1e9, 6),
+            "cpu_seconds": round(self.nanos / 1e9, 6),
             "children": [child.to_json() for child in _ranked(self.children.values())],
         }
 
@@ -93,61 +85,20 @@ def build_tree(stacks: Iterable[StackCount]) -> FlameNode:
     for stack in stacks:
         node = root
         node.value += stack.count
-        node.cpu_ns += stack.cpu_ns
+        node.nanos += stack.nanos
         for name in reversed(stack.functions):
             child = node.children.get(name)
             if child is None:
                 child = node.children[name] = FlameNode(name)
             child.value += stack.count
-            child.cpu_ns += stack.cpu_ns
+            child.nanos += stack.nanos
             node = child
         node.self_value += stack.count
     return root
 
 
-@dataclass(frozen=True)
-class FunctionStat:
-    """Samples of one function name across a selection."""
-
-    name: str
-    self_count: int
-    """Samples with this function as the leaf."""
-    total_count: int
-    """Samples with this function anywhere on the stack, counted once per sample."""
-    cpu_ns: float
-    """CPU nanoseconds of the samples in :attr:`total_count`."""
-
-    def to_json(self, total: int) -> dict[str, Any]:
-        """``{"name", "self", "total", "self_share", "total_share", "cpu_seconds"}``."""
-        return {
-            "name": self.name,
-            "self": self.self_count,
-            "total": self.total_count,
-            "self_share": _share(self.self_count, total),
-            "total_share": _share(self.total_count, total),
-            "cpu_seconds": round(self.cpu_ns / 1e9, 6),
-        }
-
-
 def _share(part: float, whole: float) -> float:
     return part / whole if whole else 0.0
-
-
-def function_stats(stacks: Iterable[StackCount]) -> list[FunctionStat]:
-    """Per function name: self and total samples, most self samples first (then total, name)."""
-    self_counts: Counter[str] = Counter()
-    total_counts: Counter[str] = Counter()
-    cpu: dict[str, float] = {}
-    for stack in stacks:
-        if not stack.functions:
-            continue
-        self_counts[stack.functions[0]] += stack.count
-        # A recursive function is on the stack once per sample, however deep.
-        for name in set(stack.functions):
-            total_counts[name] += stack.count
-            cpu[name] = cpu.get(name, 0.0) + stack.cpu_ns
-    names = sorted(total_counts, key=lambda name: (-self_counts[name], -total_counts[name], name))
-    return [FunctionStat(name, self_counts[name], total_counts[name], cpu[name]) for name in names]
 
 
 @dataclass
@@ -304,8 +255,8 @@ def diff(
     """Compare the stacks of a span with those of a baseline, both as shares of their own total."""
     span_tree, baseline_tree = build_tree(span), build_tree(baseline)
     span_total, baseline_total = span_tree.value, baseline_tree.value
-    left = {stat.name: stat for stat in function_stats(span)}
-    right = {stat.name: stat for stat in function_stats(baseline)}
+    left = {stat.name: stat for stat in top_functions(span)}
+    right = {stat.name: stat for stat in top_functions(baseline)}
     deltas = []
     for name in dict.fromkeys([*left, *right]):
         a, b = left.get(name), right.get(name)

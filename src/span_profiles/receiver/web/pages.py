@@ -1,9 +1,12 @@
 """The Jinja2 environment of the receiver's pages, and self-contained page files.
 
 The web UI (:mod:`span_profiles.receiver.web.ui`) and ``span-profiles flame|diff -o FILE.html``
-render the same templates. A self-contained file (``standalone=True``) inlines the vendored
-d3 and d3-flame-graph builds, the page script and the style sheet, so it opens from ``file://``
-with no network; it has no links back to a receiver.
+(:func:`span_html`, :func:`endpoint_html`, :func:`diff_html`) render the same templates, from the
+same documents (:mod:`span_profiles.receiver.query.documents`). A self-contained file
+(``standalone=True``) inlines the vendored d3 and d3-flame-graph builds, the page script and the
+style sheet, so it opens from ``file://`` with no network; it has no links back to a receiver.
+Pages list the export formats the registry holds
+(:data:`span_profiles.receiver.query.exports.FORMATS`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,23 @@ from urllib.parse import urlencode
 import jinja2
 import markupsafe
 
-__all__ = ["FLAME_SCRIPTS", "STATIC", "TEMPLATES", "environment", "query_string", "render_file"]
+from span_profiles.receiver.query import documents
+from span_profiles.receiver.query.documents import DiffRequest, NotFound
+from span_profiles.receiver.query.exports import FORMATS
+from span_profiles.receiver.query.selection import Selection
+from span_profiles.receiver.query.sql import Source
+
+__all__ = [
+    "FLAME_SCRIPTS",
+    "STATIC",
+    "TEMPLATES",
+    "diff_html",
+    "endpoint_html",
+    "environment",
+    "query_string",
+    "render_file",
+    "span_html",
+]
 
 STATIC = Path(__file__).parent / "static"
 """Vendored front-end files and the page script (served at ``/static``)."""
@@ -84,6 +103,7 @@ def environment() -> jinja2.Environment:
         "asset": lambda name: markupsafe.Markup(asset(name)),
     }
     env.globals.update(helpers)
+    env.globals["export_formats"] = tuple(FORMATS)
     return env
 
 
@@ -94,3 +114,24 @@ def render_file(template: str, doc: dict[str, Any], **context: Any) -> str:
         .get_template(template)
         .render(doc=doc, standalone=True, scripts=FLAME_SCRIPTS, static_url=None, **context)
     )
+
+
+def span_html(source: Source, span_id: str, window: Selection = Selection()) -> str:
+    """One span's summary, flame graph and top functions as a self-contained page (see
+    :func:`~span_profiles.receiver.query.documents.span_json`); raises ``NotFound``."""
+    return render_file("span.html", documents.span_json(source, span_id, window))
+
+
+def endpoint_html(source: Source, span_name: str, window: Selection = Selection()) -> str:
+    """The aggregate flame graph of one span name as a self-contained page; raises
+    ``NotFound`` when it has no samples."""
+    doc = documents.endpoint_json(source, span_name, window)
+    if not doc["total_samples"]:
+        raise NotFound(f"no samples for span_name {span_name!r}")
+    return render_file("endpoint.html", doc, span_name=span_name, service=window.service)
+
+
+def diff_html(source: Source, request: DiffRequest) -> str:
+    """The diff flame graph of :func:`~span_profiles.receiver.query.documents.diff_json` as a
+    self-contained page."""
+    return render_file("diff.html", documents.diff_json(source, request))

@@ -1,45 +1,17 @@
-"""The local HTTP receiver: a Starlette app served by uvicorn, accepting what Pyroscope accepts.
+"""The receiver as a server: uvicorn serving :func:`~span_profiles.receiver.web.app.create_app`.
 
-Endpoints (the route table is :data:`ROUTES`):
-
-``POST /push.v1.PusherService/Push``
-    The Connect unary RPC the pyroscope-io 1.x agent uses. ``content-type`` must be
-    ``application/proto`` (or ``application/x-protobuf`` / ``application/protobuf``); the body may be
-    gzipped (``content-encoding: gzip``) and each ``raw_profile`` may itself be gzipped. Success is
-    HTTP 200 with an empty protobuf body.
-
-``POST /ingest?name=APP.cpu{k=v,...}&from=..&until=..&format=folded|pprof&spyName=..&sampleRate=..``
-    The legacy endpoint of 0.x agents (see :mod:`span_profiles.receiver.ingest.legacy`). ``format=pprof``
-    takes a pprof body, raw (optionally gzipped) or as the ``profile`` field of a
-    ``multipart/form-data`` body.
-
-``GET /ready``
-    200 ``ready``, for scripts and tests that wait for the receiver.
-
-Errors use the Connect error shape: HTTP status and a JSON body ``{"code": "...", "message":
-"..."}``: ``invalid_argument`` (400), ``deadline_exceeded`` (408, the body did not arrive within
-:attr:`Limits.body_timeout`), ``resource_exhausted`` (413 over a size limit, 507 disk full),
-``unimplemented`` (404 unknown path, 405 wrong method, 415 unsupported content type or encoding)
-or ``internal`` (500). Routes added through ``extra_routes`` get the same shape for their 404/405.
-
-Every request is decoded and validated completely (:func:`~span_profiles.receiver.model.validate_series`
-against :class:`~span_profiles.receiver.model.Limits`) before anything is stored, and stored in one
-SQLite transaction, so a refused request stores nothing. A reply sent before the body was read
-closes the connection.
-
-Transport: uvicorn (h11) parses HTTP, chunked bodies included, and refuses malformed requests with
-400. On top of uvicorn's keep-alive timeout, a connection that has not sent a complete request
-head within :attr:`Limits.header_timeout` is closed, so a slow or silent client holds nothing.
-The listen backlog is 2048. The receiver binds loopback only unless ``allow_remote=True``: it has
-no authentication.
+:class:`Receiver` opens the database for writing (and a reader beside it), binds a socket, and
+serves on a daemon thread (:meth:`Receiver.start`) or the calling one
+(:meth:`Receiver.serve_forever`). uvicorn (h11) parses HTTP, chunked bodies included, and refuses
+malformed requests with 400; :mod:`.protocol` adds a deadline per request head and a request-line
+check, so a slow, silent or noisy client holds nothing. The listen backlog is 2048. The receiver
+binds loopback only unless ``allow_remote=True``: it has no authentication.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import ipaddress
-import logging
 import os
 import socket
 import sqlite3
@@ -49,292 +21,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-import anyio
-import h11
 import uvicorn
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
-from starlette.types import Message
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from starlette.routing import BaseRoute
 
-from span_profiles.receiver.ingest.decode import DecodeBudget, decode_push_request
-from span_profiles.receiver.ingest.legacy import legacy_series
-from span_profiles.receiver.model import (
-    InvalidInput,
-    Limits,
-    PayloadTooLarge,
-    ReceiverError,
-    Series,
-    Unsupported,
-    validate_series,
-)
-from span_profiles.receiver.storage.writer import ProfileStore, Retention, default_db_path
+from span_profiles.receiver.ingest.limits import Limits
+from span_profiles.receiver.query.reader import ProfileReader
+from span_profiles.receiver.storage.retention import Retention
+from span_profiles.receiver.storage.schema import default_db_path
+from span_profiles.receiver.storage.writer import ProfileStore
+from span_profiles.receiver.web.app import create_app
+from span_profiles.receiver.web.protocol import guarded_protocol
 
-__all__ = [
-    "DEFAULT_MAX_BODY_BYTES",
-    "DEFAULT_PORT",
-    "INGEST_PATH",
-    "PUSH_PATH",
-    "ROUTES",
-    "Receiver",
-    "create_app",
-    "start_receiver_in_thread",
-]
+__all__ = ["BACKLOG", "DEFAULT_PORT", "Receiver", "start_receiver_in_thread"]
 
 DEFAULT_PORT = 4040
-DEFAULT_MAX_BODY_BYTES = Limits().max_body_bytes
-PUSH_PATH = "/push.v1.PusherService/Push"
-INGEST_PATH = "/ingest"
-#: Pending connections the kernel queues before refusing: 16 agents connecting at once must fit.
 BACKLOG = 2048
-
-_PROTO_CONTENT_TYPES = frozenset(
-    {"application/proto", "application/x-protobuf", "application/protobuf"}
-)
-_HTTP_CODES = {400: "invalid_argument", 404: "unimplemented", 405: "unimplemented"}
-
-logger = logging.getLogger("span_profiles.receiver")
-# A library must not print through logging's last-resort handler; `serve` configures logging.
-logger.addHandler(logging.NullHandler())
-
-
-def _error_response(status: int, code: str, message: str, *, close: bool) -> JSONResponse:
-    # Unread body bytes would be parsed as the next request on a kept-alive connection.
-    headers = {"connection": "close"} if close else None
-    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
-
-
-def _body_pending(request: Request) -> bool:
-    if getattr(request.state, "body_read", False):
-        return False
-    headers = request.headers
-    return "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
-
-
-async def _on_receiver_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ReceiverError)
-    logger.warning("%s %s refused: %s", request.method, request.url.path, exc.message)
-    return _error_response(exc.status, exc.code, exc.message, close=_body_pending(request))
-
-
-async def _on_http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    path = request.url.path
-    if exc.status_code == 404:
-        message = f"no such endpoint {path!r}"
-    elif exc.status_code == 405:
-        message = f"{request.method} not allowed for {path}; use {exc.headers.get('allow', '') if exc.headers else ''}"
-    else:
-        message = exc.detail
-    response = _error_response(
-        exc.status_code,
-        _HTTP_CODES.get(exc.status_code, "unknown"),
-        message,
-        close=_body_pending(request),
-    )
-    if exc.headers:
-        response.headers.update(exc.headers)
-    return response
-
-
-async def _read_body(request: Request, limits: Limits) -> bytes:
-    """The whole request body, within :attr:`Limits.max_body_bytes` and :attr:`Limits.body_timeout`."""
-    limit = limits.max_body_bytes
-    too_large = PayloadTooLarge(f"request body exceeds {limit} bytes")
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise too_large
-    body = bytearray()
-    try:
-        with anyio.fail_after(limits.body_timeout):
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise too_large
-    except TimeoutError:
-        raise ReceiverError(
-            f"request body not received within {limits.body_timeout} s",
-            status=408,
-            code="deadline_exceeded",
-        ) from None
-    request.state.body_read = True
-    return bytes(body)
-
-
-async def _decoded_body(request: Request, budget: DecodeBudget) -> bytes:
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("gzip", "identity", ""):
-        raise Unsupported(f"unsupported content-encoding {encoding!r}")
-    body = await _read_body(request, budget.limits)
-    if encoding == "gzip":
-        return await run_in_threadpool(budget.gunzip, body)
-    return body
-
-
-def _store(request: Request, series: list[Series]) -> int:
-    """Validate and store (runs on a worker thread: SQLite blocks)."""
-    store: ProfileStore = request.app.state.store
-    validate_series(series, request.app.state.limits)
-    try:
-        stored = store.add(series, received_at=time.time())
-    except sqlite3.Error as exc:
-        logger.error("storing profiles failed: %s", exc)
-        # sqlite_errorname exists from Python 3.11 on; the message is SQLite's own before that.
-        full = getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "is full" in str(exc)
-        if full:
-            raise ReceiverError(
-                f"storage failed: {exc}", status=507, code="resource_exhausted"
-            ) from exc
-        raise ReceiverError(f"storage failed: {exc}") from exc
-    try:
-        store.enforce_retention_if_due()
-    except sqlite3.Error as exc:
-        # The upload is stored; retention runs again at the next interval.
-        logger.warning("retention failed: %s", exc)
-    return stored
-
-
-def _push_series(body: bytes, budget: DecodeBudget) -> list[Series]:
-    return decode_push_request(body, budget=budget)
-
-
-async def _on_disconnect(request: Request, exc: Exception) -> Response:
-    # The client hung up mid-body: nobody to answer, nothing stored, no traceback.
-    logger.info(
-        "%s %s: client disconnected before the body ended", request.method, request.url.path
-    )
-    return Response(status_code=400, headers={"connection": "close"})
-
-
-async def _push(request: Request) -> Response:
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type not in _PROTO_CONTENT_TYPES:
-        raise Unsupported(f"unsupported content-type {content_type!r}; use application/proto")
-    budget = DecodeBudget(request.app.state.limits)
-    body = await _decoded_body(request, budget)
-    series = await run_in_threadpool(_push_series, body, budget)
-    stored = await run_in_threadpool(_store, request, series)
-    logger.debug("push: %d series, %d samples stored", len(series), stored)
-    return Response(b"", media_type="application/proto")
-
-
-async def _multipart_profile(request: Request, body: bytes) -> bytes:
-    """The ``profile`` field of a multipart form ``body``, parsed by Starlette (python-multipart)."""
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async with Request(request.scope, receive).form(max_files=4, max_fields=16) as form:
-        field = form.get("profile")
-        if isinstance(field, UploadFile):
-            return await field.read()
-        if isinstance(field, str):
-            return field.encode("utf-8")
-    raise InvalidInput("multipart body has no 'profile' field")
-
-
-async def _ingest(request: Request) -> Response:
-    # First value of each parameter, as Pyroscope's ingest handler reads them.
-    params = dict(reversed(request.query_params.multi_items()))
-    budget = DecodeBudget(request.app.state.limits)
-    payload = await _decoded_body(request, budget)
-    content_type = request.headers.get("content-type", "")
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if params.get("format") == "pprof" and media_type == "multipart/form-data":
-        payload = await _multipart_profile(request, payload)
-    series = await run_in_threadpool(legacy_series, params, payload, budget)
-    stored = await run_in_threadpool(_store, request, [series])
-    logger.debug("ingest: %d samples stored", stored)
-    return PlainTextResponse("")
-
-
-async def _ready(request: Request) -> Response:
-    return PlainTextResponse("ready\n")
-
-
-#: The receiver's routes, as data: path, endpoint, methods.
-ROUTES: tuple[Route, ...] = (
-    Route(PUSH_PATH, _push, methods=["POST"]),
-    Route(INGEST_PATH, _ingest, methods=["POST"]),
-    Route("/ready", _ready, methods=["GET"]),
-)
-
-
-def create_app(
-    store: ProfileStore,
-    *,
-    limits: Limits | None = None,
-    extra_routes: Sequence[BaseRoute] = (),
-) -> Starlette:
-    """The receiver as an ASGI app storing into ``store``.
-
-    Args:
-        store: Where accepted profiles go; the app never closes it.
-        limits: Size limits and timeouts (the defaults when ``None``).
-        extra_routes: More routes served after the receiver's own (the web UI mounts at ``/``).
-            They see the store as ``request.app.state.store``.
-    """
-    app = Starlette(
-        routes=[*ROUTES, *extra_routes],
-        exception_handlers={
-            ReceiverError: _on_receiver_error,
-            HTTPException: _on_http_error,
-            ClientDisconnect: _on_disconnect,
-        },
-    )
-    app.state.store = store
-    app.state.limits = limits if limits is not None else Limits()
-    return app
-
-
-def _protocol_class(header_timeout: float) -> type[H11Protocol]:
-    class TimedH11Protocol(H11Protocol):
-        """uvicorn's h11 protocol with a deadline for each request head.
-
-        uvicorn's keep-alive timer restarts on every byte, so a client trickling a header, or one
-        that connects and sends nothing, would hold the connection forever.
-        """
-
-        _head_deadline: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm_head_deadline()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state is h11.IDLE:
-                self._arm_head_deadline()
-            elif self._head_deadline is not None:
-                self._head_deadline.cancel()
-                self._head_deadline = None
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._head_deadline is not None:
-                self._head_deadline.cancel()
-            super().connection_lost(exc)
-
-        def _arm_head_deadline(self) -> None:
-            if self._head_deadline is None and not self.transport.is_closing():
-                self._head_deadline = self.loop.call_later(header_timeout, self._head_timed_out)
-
-        def _head_timed_out(self) -> None:
-            self._head_deadline = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                logger.info("closing a connection that sent no complete request head in time")
-                self.transport.close()
-
-    return TimedH11Protocol
+"""Pending connections the kernel queues before refusing: 16 agents connecting at once must fit."""
 
 
 def _open_for_writing(path: Path, retention: Retention | None) -> ProfileStore:
@@ -361,7 +63,7 @@ def _is_loopback(host: str) -> bool:
 
 
 class Receiver:
-    """The receiver: uvicorn serving :func:`create_app` over a :class:`ProfileStore`.
+    """The receiver: uvicorn serving the app over a :class:`ProfileStore` and a :class:`ProfileReader`.
 
     ``port=0`` picks a free port (read it from :attr:`port` or :attr:`url` after :meth:`start`).
     Use :meth:`start`/:meth:`stop` (or ``with``) to serve on a daemon thread, or
@@ -393,7 +95,8 @@ class Receiver:
             limits: Size limits and timeouts.
             retention: Max age and max size of the database (:class:`Retention` defaults).
             allow_remote: Serve on a non-loopback address. There is no authentication.
-            extra_routes: More routes for :func:`create_app` (the web UI).
+            extra_routes: More routes for :func:`~span_profiles.receiver.web.app.create_app`
+                (the web UI is always there).
             access_log: Log every request through the ``uvicorn.access`` logger.
         """
         if not allow_remote and not _is_loopback(host):
@@ -422,6 +125,7 @@ class Receiver:
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._store: ProfileStore | None = None
+        self._reader: ProfileReader | None = None
         self._thread: threading.Thread | None = None
         self._close_lock = threading.Lock()
 
@@ -441,16 +145,22 @@ class Receiver:
         store = _open_for_writing(self.db_path, self.retention)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         try:
+            reader = ProfileReader(self.db_path)
+        except BaseException:
+            store.close()
+            raise
+        try:
             sock = socket.create_server(
                 (self.host, self._requested_port), family=family, backlog=BACKLOG
             )
         except BaseException:
             store.close()
+            reader.close()
             raise
-        app = create_app(store, limits=self.limits, extra_routes=self.extra_routes)
+        app = create_app(store, reader=reader, limits=self.limits, extra_routes=self.extra_routes)
         config = uvicorn.Config(
             app,
-            http=_protocol_class(self.limits.header_timeout),
+            http=guarded_protocol(self.limits.header_timeout),
             lifespan="off",
             log_config=None,
             access_log=self.access_log,
@@ -460,7 +170,8 @@ class Receiver:
             timeout_graceful_shutdown=5,
             server_header=False,
         )
-        self._socket, self._store, self._server = sock, store, uvicorn.Server(config)
+        self._socket, self._store, self._reader = sock, store, reader
+        self._server = uvicorn.Server(config)
         return self
 
     def _bound(self) -> tuple[uvicorn.Server, socket.socket]:
@@ -485,10 +196,17 @@ class Receiver:
 
     @property
     def store(self) -> ProfileStore:
-        """The open store (after :meth:`bind` or :meth:`start`)."""
+        """The open store, the writer (after :meth:`bind` or :meth:`start`)."""
         if self._store is None:
             raise RuntimeError("receiver is not started")
         return self._store
+
+    @property
+    def reader(self) -> ProfileReader:
+        """The reader the UI and the JSON API use (after :meth:`bind` or :meth:`start`)."""
+        if self._reader is None:
+            raise RuntimeError("receiver is not started")
+        return self._reader
 
     def start(self, timeout: float = 10.0) -> Receiver:
         """Bind and serve on a daemon thread; returns ``self`` once uvicorn is serving."""
@@ -535,10 +253,12 @@ class Receiver:
 
     def _close(self) -> None:
         with self._close_lock:
-            sock, store = self._socket, self._store
-            self._socket = self._store = self._server = None
+            sock, store, reader = self._socket, self._store, self._reader
+            self._socket = self._store = self._reader = self._server = None
         if sock is not None:
             sock.close()
+        if reader is not None:
+            reader.close()
         if store is not None:
             store.close()
 
