@@ -1,8 +1,10 @@
-"""Fuzzing the push and ingest decoders (hypothesis, bounded budget).
+"""Fuzzing the push and ingest decoders and the HTTP server (hypothesis, bounded budget).
 
 Every input gets a 2xx or a 4xx, never a 5xx, a hang or a crash; a refused input stores nothing.
 Inputs are random bytes and mutations of real agent uploads (truncations, flipped bytes, spliced
-garbage), gzipped or not, under random headers and legacy query strings.
+garbage), gzipped or not, under random headers and legacy query strings; hostile clients over a
+real socket (a stalled head or body, a Content-Length larger than what is sent, binary noise, a
+dribbled head); and profiles without samples.
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
-from span_profiles.receiver import Limits, ProfileReader, ProfileStore, create_app
+from span_profiles.receiver import Limits, ProfileReader, ProfileStore, Receiver, create_app
 from span_profiles.receiver.ingest.decode import (
     DecodeBudget,
     decode_pprof,
     decode_push_request,
     encode_pprof,
+    encode_push_request,
 )
 from span_profiles.receiver.ingest.errors import ReceiverError
+from span_profiles.receiver.model import Profile, Sample
 from tests.receiver.helpers import sample, series, upload_bodies
 
 PUSH = "/push.v1.PusherService/Push"
@@ -182,3 +186,151 @@ def test_decoders_raise_only_receiver_errors(body: bytes) -> None:
         except ReceiverError as exc:
             status = exc.status
         assert 200 <= status < 500
+
+
+# -- hostile clients over a real socket (issue #17) --------------------------------------------
+
+# Short limits, so that each example waits a fraction of a second; the server must act well
+# inside the client's bound.
+HOSTILE_LIMITS = Limits(header_timeout=0.3, body_idle_timeout=0.3, body_timeout=2.0)
+CLIENT_BOUND = 3.0
+HOSTILE = settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+_UPLOAD = gzip.compress(_REAL[0])
+
+
+@pytest.fixture(scope="module")
+def hostile_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+    """A real receiver (uvicorn and the protocol guard) with short timeouts."""
+    path = tmp_path_factory.mktemp("hostile") / "profiles.db"
+    with Receiver("127.0.0.1", 0, path, limits=HOSTILE_LIMITS) as running:
+        yield running
+
+
+def _head(length: int) -> bytes:
+    return (
+        "POST /push.v1.PusherService/Push HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/proto\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+@st.composite
+def hostile_client(draw: st.DrawFn) -> tuple[str, bytes, float]:
+    """``(case, bytes sent, seconds between bytes)``: a stalled head, a stalled body, a
+    Content-Length larger than what is sent, binary noise, or a head dribbled byte by byte."""
+    case = draw(
+        st.sampled_from(["stalled-head", "stalled-body", "long-length", "noise", "dribble"])
+    )
+    whole = _head(len(_UPLOAD)) + _UPLOAD
+    head_end = len(_head(len(_UPLOAD)))
+    if case == "stalled-head":
+        return case, whole[: draw(st.integers(0, head_end - 1))], 0.0
+    if case == "stalled-body":
+        return case, whole[: draw(st.integers(head_end, len(whole) - 1))], 0.0
+    if case == "long-length":
+        extra = draw(st.integers(1, 10_000))
+        return case, _head(len(_UPLOAD) + extra) + _UPLOAD, 0.0
+    if case == "noise":
+        return case, draw(st.binary(min_size=1, max_size=3000)), 0.0
+    return case, whole[: draw(st.integers(20, head_end - 1))], draw(st.sampled_from([0.02, 0.05]))
+
+
+def _send(receiver: Receiver, data: bytes, pause: float) -> tuple[bytes, float]:
+    """Send ``data`` (one byte per ``pause`` when given), then read until the server closes."""
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=CLIENT_BOUND) as client:
+        start = time.monotonic()
+        try:
+            if pause:
+                for byte in data:
+                    client.sendall(bytes([byte]))
+                    time.sleep(pause)
+            else:
+                client.sendall(data)
+        except OSError:
+            pass  # Closed by the server while sending.
+        chunks = []
+        try:
+            while chunk := client.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+        return b"".join(chunks), time.monotonic() - start
+
+
+@pytest.mark.e2e
+@HOSTILE
+@given(client=hostile_client())
+def test_hostile_clients_are_answered_or_dropped(
+    hostile_receiver: Receiver, client: tuple[str, bytes, float]
+) -> None:
+    """Each hostile client gets a 4xx or a closed connection within the bound, never a hang or a
+    5xx; nothing of it is stored, and the receiver still serves."""
+    case, data, pause = client
+    before = _count(hostile_receiver.db_path)
+    reply, waited = _send(hostile_receiver, data, pause)
+    assert waited < CLIENT_BOUND + len(data) * pause, case
+    status = reply[9:12]
+    assert reply == b"" or (reply.startswith(b"HTTP/1.1 4") and status != b"413"), (
+        case,
+        reply[:200],
+    )
+    if case in ("stalled-body", "long-length"):
+        assert status == b"408", (case, reply[:200])
+    assert _count(hostile_receiver.db_path) == before
+    ready, _ = _send(
+        hostile_receiver, b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 0
+    )
+    assert ready.startswith(b"HTTP/1.1 200 ")
+
+
+@BUDGET
+@given(
+    sample_types=st.lists(
+        st.tuples(
+            st.sampled_from(["cpu", "wall", "samples"]), st.sampled_from(["nanoseconds", "count"])
+        ),
+        max_size=3,
+    ),
+    period=st.integers(0, 10**9),
+    times=st.tuples(st.integers(0, 2**62), st.integers(0, 2**62)),
+    zero_samples=st.integers(0, 5),
+    name=st.sampled_from(["process_cpu", "wall", "memory"]),
+)
+def test_profiles_without_samples_are_accepted_and_store_nothing(
+    app_client: tuple[Client, Path],
+    sample_types: list[tuple[str, str]],
+    period: int,
+    times: tuple[int, int],
+    zero_samples: int,
+    name: str,
+) -> None:
+    """A well-formed profile with no samples, or only zero-valued ones, gets 200 and stores no
+    profile, whatever its types, period and times."""
+    client, path = app_client
+    before = _count(path)
+    kinds = tuple(sample_types)
+    profile = Profile(
+        sample_types=kinds,
+        period_type=kinds[0] if kinds else ("cpu", "nanoseconds"),
+        period=period,
+        time_nanos=times[0],
+        duration_nanos=times[1],
+        samples=tuple(
+            Sample(values=(0,) * len(kinds), functions=("f",), files=("",), labels=())
+            for _ in range(zero_samples if kinds else 0)
+        ),
+    )
+    body = encode_push_request(
+        [((("__name__", name), ("service_name", "fuzz")), [encode_pprof(profile)])]
+    )
+    reply = client.post(PUSH, content=body, headers={"content-type": "application/proto"})
+    assert reply.status_code == 200, reply.text
+    assert _count(path) == before

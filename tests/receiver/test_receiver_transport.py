@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("google.protobuf", reason="the receiver extra (protobuf) is not installed")
 
-from span_profiles.receiver import Limits, Receiver
+from span_profiles.receiver import Limits, ProfileReader, Receiver
 from tests.receiver.helpers import read_until_closed, sample, series
 from tests.receiver.test_receiver_server import PROTO, push_body, stored
 
@@ -166,3 +166,105 @@ def test_client_hanging_up_leaves_no_traceback(
     assert stored(db_path) == 1
     noisy = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert noisy == []
+
+
+# -- hostile clients with the default limits (issue #17) ----------------------------------------
+
+# What the defaults promise: a stalled or noisy client is answered or dropped within this.
+PROMISED = 5.0
+
+
+@pytest.fixture
+def default_receiver(db_path: Path) -> Iterator[Receiver]:
+    """A receiver with the default limits."""
+    with Receiver("127.0.0.1", 0, db_path) as running:
+        yield running
+
+
+def _push_head(length: int) -> bytes:
+    return (
+        f"POST {PUSH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/proto\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        pytest.param(_push_head(10)[:30], id="stalled-head"),
+        pytest.param(_push_head(100) + b"0123456789", id="content-length-larger-than-sent"),
+        pytest.param(b"POST /\x00\xff\x13\x9c" + bytes(range(256)) * 4, id="binary-noise"),
+        pytest.param(b"GARBAGE-WITHOUT-A-LINE-END", id="printable-noise"),
+    ],
+)
+def test_stalled_or_noisy_client_gets_an_answer_or_a_close_in_time(
+    default_receiver: Receiver, db_path: Path, sent: bytes
+) -> None:
+    """With the default limits a stalled head, a body shorter than its Content-Length and binary
+    or printable noise are each answered (400 or 408) or closed within 5 s; nothing is stored."""
+    with _connect(default_receiver) as client:
+        client.sendall(sent)
+        reply, waited = read_until_closed(client)
+    assert waited < PROMISED
+    assert reply == b"" or reply.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 408 "))
+    assert stored(db_path) == 0
+
+
+def test_binary_noise_is_answered_at_once(default_receiver: Receiver) -> None:
+    """A request line with a byte no request line holds gets 400 without waiting for a timeout."""
+    with _connect(default_receiver) as client:
+        client.sendall(b"POST /push\x00\x01\x02 HTTP/1.1")
+        reply, waited = read_until_closed(client)
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert waited < Limits().header_timeout
+
+
+def test_forty_slow_header_clients_are_dropped(default_receiver: Receiver) -> None:
+    """40 connections dribbling header bytes for 6 s are not all held: each is dropped at the
+    head deadline, and the receiver still serves."""
+    clients = [_connect(default_receiver) for _ in range(40)]
+    closed = [False] * len(clients)
+    head = b"POST /push.v1.PusherService/Push HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+    try:
+        start = time.monotonic()
+        position = 0
+        while time.monotonic() - start < 6.0 and not all(closed):
+            for number, client in enumerate(clients):
+                if closed[number]:
+                    continue
+                try:
+                    client.sendall(head[position : position + 1])
+                except OSError:
+                    closed[number] = True
+            position += 1
+            time.sleep(0.1)
+        for number, client in enumerate(clients):
+            if not closed[number]:
+                client.settimeout(0.5)
+                try:
+                    closed[number] = client.recv(1) == b""
+                except OSError as exc:
+                    closed[number] = not isinstance(exc, socket.timeout)
+    finally:
+        for client in clients:
+            client.close()
+    assert all(closed), f"{closed.count(False)} of 40 slow clients still held after 6 s"
+    connection = http.client.HTTPConnection("127.0.0.1", default_receiver.port, timeout=10)
+    connection.request("GET", "/ready")
+    assert connection.getresponse().status == 200
+    connection.close()
+
+
+def test_empty_profile_is_accepted_and_stores_nothing(
+    default_receiver: Receiver, db_path: Path
+) -> None:
+    """A well-formed profile without samples gets 200 and stores nothing (as Pyroscope)."""
+    empty = series([])
+    reply = http.client.HTTPConnection("127.0.0.1", default_receiver.port, timeout=10)
+    try:
+        reply.request("POST", PUSH, body=push_body(empty), headers=PROTO)
+        assert reply.getresponse().status == 200
+    finally:
+        reply.close()
+    with ProfileReader(db_path) as reader:
+        assert reader.fetch("SELECT COUNT(*) FROM profiles") == [(0,)]
