@@ -103,7 +103,8 @@ def environment() -> jinja2.Environment:
         "asset": lambda name: markupsafe.Markup(asset(name)),
     }
     env.globals.update(helpers)
-    env.globals["export_formats"] = tuple(FORMATS)
+    # The registry itself, so the pages list what it holds when they render.
+    env.globals["export_formats"] = FORMATS
     return env
 
 
