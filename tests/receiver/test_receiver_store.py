@@ -9,6 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from span_profiles.receiver import (
     FunctionStat,
@@ -20,6 +22,7 @@ from span_profiles.receiver import (
     default_db_path,
 )
 from span_profiles.receiver.model import Profile, Sample, Series
+from span_profiles.receiver.storage import rollups
 from tests.receiver.helpers import CPU, PERIOD, sample, series
 
 A = "aaaaaaaaaaaaaaaa"
@@ -467,3 +470,41 @@ def test_span_rollups_match_the_samples_in_any_window(db_path: Path) -> None:
         assert [s.first_seen for s in reader.spans(Selection(span_ids=(f"{1:016x}",)))] == [
             start + 5000.0
         ]
+
+
+_UPLOAD = st.lists(
+    st.tuples(
+        st.sampled_from([A, B, C, None]),
+        st.lists(st.sampled_from(["GET", "GET /a", "GET /b"]), max_size=2),
+        st.integers(1, 5),
+        st.sampled_from(["one", "two"]),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(uploads=st.lists(st.tuples(_UPLOAD, st.sampled_from([10.0, 20.0, 20.0, 30.0])), max_size=6))
+def test_rollups_written_at_ingest_equal_a_rebuild(
+    tmp_path_factory: pytest.TempPathFactory,
+    uploads: list[tuple[list[tuple[str | None, list[str], int, str]], float]],
+) -> None:
+    """Whatever arrives (renames, several names on a sample, equal arrival times, several
+    services), the rollups the writer keeps up to date equal those rebuilt from scratch."""
+    path = tmp_path_factory.mktemp("rollups") / "p.db"
+    with ProfileStore(path) as store:
+        for upload, when in uploads:
+            by_service: dict[str, list[Sample]] = {}
+            for span_id, names, count, service in upload:
+                labels = [("span_id", span_id)] if span_id else []
+                labels += [("span_name", name) for name in names]
+                by_service.setdefault(service, []).append(sample(["f", "main"], count, labels))
+            store.add([series(s, service=svc) for svc, s in by_service.items()], received_at=when)
+        tables = ("span_totals", "span_names", "name_stacks_hourly")
+        written = {t: sorted(store._db.execute(f"SELECT * FROM {t}").fetchall()) for t in tables}
+        store._db.execute("BEGIN")
+        rollups.rebuild_all(store._db.cursor())
+        rebuilt = {t: sorted(store._db.execute(f"SELECT * FROM {t}").fetchall()) for t in tables}
+        store._db.execute("ROLLBACK")
+    assert written == rebuilt

@@ -44,12 +44,13 @@ SpanKey = tuple[str, str, int]
 NameStackKey = tuple[str, int, int]
 """``(span_name, stack_id, first)`` of a ``name_stacks`` row."""
 
-_LAST_NAME = """
-UPDATE span_totals SET span_name = COALESCE(
-    (SELECT n.span_name FROM span_names n WHERE n.profile_type = span_totals.profile_type
-     AND n.service = span_totals.service AND n.span_id = span_totals.span_id
-     ORDER BY n.last_seen DESC, n.count DESC, n.span_name LIMIT 1), '')
+# The last name of the span_totals row: of its newest upload, then most samples, then smaller.
+_NAME_OF_ROW = """
+COALESCE((SELECT n.span_name FROM span_names n WHERE n.profile_type = span_totals.profile_type
+          AND n.service = span_totals.service AND n.span_id = span_totals.span_id
+          ORDER BY n.last_seen DESC, n.count DESC, n.span_name LIMIT 1), '')
 """
+_LAST_NAME = f"UPDATE span_totals SET span_name = {_NAME_OF_ROW}"
 
 # Rebuilds from the per-profile rows of the profiles {source} joins in (as p, with span_stats ss).
 _REBUILD_SPANS = """
@@ -108,19 +109,33 @@ def add_profile(
         " last_seen = MAX(last_seen, excluded.last_seen)",
         [(*key, span, name, *value, *seen) for (span, name, _), value in spans.items() if name],
     )
-    # Each sample once: its first = 1 row; every span of the profile is in one.
+    # The names each span carries in this profile; its last name is one of them, or unchanged.
+    names: dict[str, list[str]] = {}
+    for span, name, _ in spans:
+        names.setdefault(span, [])
+        if name:
+            names[span].append(name)
+    # Each sample once: its first = 1 row; every span of the profile is in one. A span that
+    # carries one name here, in a profile newer than its last, takes that name without a lookup.
     cursor.executemany(
         "INSERT INTO span_totals (profile_type, service, span_id, span_name, count, nanos,"
-        " first_seen, last_seen) VALUES (?, ?, ?, '', ?, ?, ?, ?)"
+        " first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT DO UPDATE SET count = count + excluded.count,"
         " nanos = nanos + excluded.nanos, first_seen = MIN(first_seen, excluded.first_seen),"
-        " last_seen = MAX(last_seen, excluded.last_seen)",
-        [(*key, span, *value, *seen) for (span, _, first), value in spans.items() if first],
+        " last_seen = MAX(last_seen, excluded.last_seen), span_name = CASE"
+        " WHEN excluded.span_name = '' THEN span_name"
+        " WHEN excluded.last_seen > last_seen THEN excluded.span_name"
+        f" ELSE ({_NAME_OF_ROW}) END",
+        [
+            (*key, span, names[span][0] if len(names[span]) == 1 else "", *value, *seen)
+            for (span, _, first), value in spans.items()
+            if first
+        ],
     )
-    named = {span for span, name, _ in spans if name}
+    # Several names in one profile (a naive agent's samples): the rule decides, from span_names.
     cursor.executemany(
         f"{_LAST_NAME} WHERE profile_type = ? AND service = ? AND span_id = ?",
-        [(*key, span) for span in named],
+        [(*key, span) for span, carried in names.items() if len(carried) > 1],
     )
     hour = int(received_at // HOUR)
     cursor.executemany(
