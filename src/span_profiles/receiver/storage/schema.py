@@ -151,8 +151,9 @@ CREATE TABLE IF NOT EXISTS span_totals (
     last_seen REAL NOT NULL,
     PRIMARY KEY (profile_type, service, span_id)
 ) WITHOUT ROWID;
--- Covers the window tests: the spans that cross an edge of a window are found in the index.
-CREATE INDEX IF NOT EXISTS span_totals_seen ON span_totals (profile_type, last_seen, first_seen);
+-- Covers a window's spans (and the test for those that cross its edges): no table lookup.
+CREATE INDEX IF NOT EXISTS span_totals_seen
+    ON span_totals (profile_type, last_seen, first_seen, service, span_name, count, nanos);
 -- Covers the overview's per-endpoint sums over the whole store: no sort, no table lookup.
 CREATE INDEX IF NOT EXISTS span_totals_endpoint
     ON span_totals (profile_type, service, span_name, nanos, count, last_seen);
@@ -168,7 +169,7 @@ CREATE TABLE IF NOT EXISTS span_names (
     PRIMARY KEY (profile_type, service, span_id, span_name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS span_names_seen
-    ON span_names (profile_type, span_name, last_seen, first_seen);
+    ON span_names (profile_type, span_name, last_seen, first_seen, service, count, nanos);
 CREATE TABLE IF NOT EXISTS name_stacks_hourly (
     profile_type TEXT NOT NULL,
     span_name TEXT NOT NULL,
