@@ -34,7 +34,7 @@ from span_profiles.receiver.ingest.decode import (
 )
 from span_profiles.receiver.ingest.errors import ReceiverError
 from span_profiles.receiver.model import Profile, Sample
-from tests.receiver.helpers import sample, series, upload_bodies
+from tests.receiver.helpers import read_until_closed, sample, series, upload_bodies
 
 PUSH = "/push.v1.PusherService/Push"
 # Small limits so that the size paths are reached too, and every example stays fast.
@@ -256,13 +256,8 @@ def _send(receiver: Receiver, data: bytes, pause: float) -> tuple[bytes, float]:
                 client.sendall(data)
         except OSError:
             pass  # Closed by the server while sending.
-        chunks = []
-        try:
-            while chunk := client.recv(65536):
-                chunks.append(chunk)
-        except ConnectionResetError:
-            pass
-        return b"".join(chunks), time.monotonic() - start
+        reply, _ = read_until_closed(client)
+        return reply, time.monotonic() - start
 
 
 @pytest.mark.e2e

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from span_profiles.receiver.query.selection import Selection
@@ -306,14 +306,9 @@ def span_summary(source: Source, selection: Selection, span_id: str) -> SpanStat
 
     Its service is the one most of its samples carry; its name is its :func:`last_name` over all.
     """
-    one = Selection(
-        service=selection.service,
-        since=selection.since,
-        until=selection.until,
-        span_ids=(span_id,),
-        profile_type=selection.profile_type,
+    rows = _rows(
+        source, replace(selection, span_ids=(span_id,), span_names=(), exclude_span_ids=())
     )
-    rows = _rows(source, one)
     if not rows:
         return None
     if len(rows) == 1:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from span_profiles.receiver.query.selection import Selection
@@ -95,24 +95,13 @@ def _stack_totals(source: Source, selection: Selection) -> dict[int, list[float]
                 [*names, *edge[1]],
             )
         if selection.exclude_span_ids:
-            excluded = Selection(
-                service=selection.service,
-                since=selection.since,
-                until=selection.until,
-                span_ids=selection.exclude_span_ids,
-                profile_type=selection.profile_type,
+            # The excluded spans' samples that the rows above counted.
+            excluded = replace(
+                selection, span_ids=selection.exclude_span_ids, span_names=(), exclude_span_ids=()
             )
             add(*_sample_stacks(excluded, require_names=names), sign=-1)
     if selection.span_ids and len(names) <= 1:
-        ids_only = Selection(
-            service=selection.service,
-            since=selection.since,
-            until=selection.until,
-            span_ids=selection.span_ids,
-            exclude_span_ids=selection.exclude_span_ids,
-            profile_type=selection.profile_type,
-        )
-        add(*_sample_stacks(ids_only, forbid_names=names))
+        add(*_sample_stacks(replace(selection, span_names=()), forbid_names=names))
     return {stack_id: entry for stack_id, entry in totals.items() if entry[0] > 0}
 
 
