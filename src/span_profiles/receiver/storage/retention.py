@@ -30,7 +30,8 @@ class Retention:
     max_age: float | None = 7 * 86400.0
     """Seconds a profile is kept after it arrived (default 7 days)."""
     max_bytes: int | None = 1024 * 1024 * 1024
-    """Bytes the database may use (default 1 GiB, about 2.8M samples); trimmed to 90 % when over."""
+    """Bytes the database may use (default 1 GiB, about 2.2M samples of short requests: benchmarks/README.md);
+    trimmed to 90 % when over."""
     check_interval: float = 60.0
     """Seconds between two checks while serving."""
 
