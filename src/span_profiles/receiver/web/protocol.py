@@ -1,12 +1,12 @@
 """A guard in front of uvicorn's h11 protocol: slow, silent and noisy clients hold nothing.
 
 uvicorn's own timers do not cover a client that sends too slowly: its keep-alive timer restarts on
-every byte, and h11 waits for a request line's end however long it takes. Measured with uvicorn
-0.30-0.55 (``tests/receiver/test_receiver_hostile.py``): 40 connections trickling header bytes
-were all held for as long as they trickled, and binary noise without a line end waited forever.
-uvicorn has no setting for either, and the alternatives (hypercorn's ``read_timeout``, gunicorn's
-``timeout``) bound idle time, not a trickle. So this subclass of uvicorn's ``H11Protocol`` adds,
-per connection:
+every byte, and h11 waits for a request line's end however long it takes. Measured on uvicorn 0.55
+with ``timeout_keep_alive=5`` (``benchmarks/README.md``): a head dribbled a byte per 0.1 s, and
+binary noise without a line end, were both still held after 12 s. uvicorn has no setting for
+either; the timeouts other servers document (hypercorn's ``read_timeout``, gunicorn's
+``timeout``) bound idle time, which a trickle resets. So this subclass of uvicorn's
+``H11Protocol`` adds, per connection:
 
 * a deadline for each request head (:attr:`Limits.header_timeout`, from connecting or from the end
   of the previous reply): a head not complete by then closes the connection, however many bytes
