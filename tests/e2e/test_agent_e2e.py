@@ -20,7 +20,7 @@ pytest.importorskip("google.protobuf")
 httpx = pytest.importorskip("httpx")
 
 from span_profiles.receiver import ProfileReader, Receiver, Selection  # noqa: E402
-from tests.servers import ROOT, Server, agent_env, serving  # noqa: E402
+from tests.support.servers import ROOT, Server, agent_env, serving  # noqa: E402
 
 ROUNDS = 2
 CONCURRENCY = 20
@@ -38,7 +38,7 @@ def uvicorn_serving(receiver: Receiver, log: Path, middleware: str) -> Iterator[
             E2E_RECEIVER_URL=receiver.url, E2E_MIDDLEWARE=middleware, PYTHONPATH=str(ROOT)
         )
         argv = [
-            *(sys.executable, "-m", "uvicorn", "tests.e2e.apps.starlette_app:app"),
+            *(sys.executable, "-m", "uvicorn", "tests.support.apps.starlette_app:app"),
             *("--fd", str(sock.fileno()), "--no-access-log", "--log-level", "warning"),
         ]
         with serving(argv, port=port, env=env, log=log, pass_fds=[sock.fileno()]) as server:

@@ -19,7 +19,7 @@ pytest.importorskip("pyroscope")
 pytest.importorskip("google.protobuf")
 
 from span_profiles.receiver import ProfileReader, Receiver, start_receiver_in_thread
-from tests.servers import run_agent_script
+from tests.support.servers import run_agent_script
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
 

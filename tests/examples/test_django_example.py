@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.examples.example_servers import (
+from tests.support.examples import (
     EXAMPLES,
     agent_env,
     assert_own_profiles,
