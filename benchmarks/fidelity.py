@@ -166,7 +166,7 @@ def _is_loop_work(functions: tuple[str, ...]) -> bool:
     return any(f.endswith(_LOOP_CALLBACKS) for f in functions)
 
 
-def classify(store: ProfileReader, service: str, spans: dict[int, str]) -> dict[int, Counter[str]]:
+def classify(reader: ProfileReader, service: str, spans: dict[int, str]) -> dict[int, Counter[str]]:
     """Handler samples per case index (rid // 1_000_000) and class.
 
     Under :data:`LOOP`: samples of the event loop's own work (loop internals with no Python frame
@@ -175,7 +175,7 @@ def classify(store: ProfileReader, service: str, spans: dict[int, str]) -> dict[
     keeping the last step's labels until the next step instead of clearing them after each step.
     """
     result: dict[int, Counter[str]] = {}
-    for sample in store.samples(Selection(service=service)):
+    for sample in reader.samples(Selection(service=service)):
         if _is_loop_work(sample.functions):
             kind = "labelled" if sample.label_values("span_id") else "unlabelled"
             result.setdefault(LOOP, Counter())[kind] += sample.count
@@ -230,8 +230,8 @@ def run_fidelity(
     if code != 0:
         raise RuntimeError(f"uvicorn exited with {code}: {log.read_text()[-2000:]}")
     time.sleep(0.5)  # the last upload is acknowledged before uvicorn exits; be generous
-    with ProfileReader(receiver.db_path) as store:
-        counts = classify(store, service, spans)
+    with ProfileReader(receiver.db_path) as reader:
+        counts = classify(reader, service, spans)
     rows = []
     for index, case in enumerate(CASES):
         if index not in loads:
