@@ -20,6 +20,12 @@ nox.options.error_on_missing_interpreters = True
 nox.options.sessions = ["lint", "core", "tests-3.10", "tests-3.11", "tests-3.12", "tests-3.13"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
+CORE_TESTS = (
+    "tests/core",
+    "tests/settings",
+    "tests/instrument",
+    "tests/test_import_without_extras.py",
+)
 EXTRAS = "pyroscope,trio,fastapi,django,flask,receiver"
 
 
@@ -52,9 +58,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def core(session: nox.Session) -> None:
-    """The core with no extra installed: every test in tests/core/ (that folder needs none)."""
+    """The core with no extra installed: the tests of _core, _settings and _instrument, and the
+    import of every public module without its extra (none of these needs one)."""
     session.install("-e", ".", *_groups("test-core"))
-    _pytest(session, "tests/core")
+    _pytest(session, *CORE_TESTS)
 
 
 @nox.session(python="3.12")

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from span_profiles.receiver.proto import decode_push_request, gunzip  # noqa: E402
+from span_profiles.receiver.ingest.decode import decode_push_request, gunzip  # noqa: E402
 
 CHILD = textwrap.dedent(
     """

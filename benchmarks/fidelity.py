@@ -68,7 +68,7 @@ if str(ROOT) not in sys.path:
 from benchmarks._workload import busy  # noqa: E402
 from benchmarks._workload.harness import Server, run_load  # noqa: E402
 
-from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread  # noqa: E402
+from span_profiles.receiver import ProfileReader, Receiver, Selection, start_receiver_in_thread  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -191,7 +191,7 @@ def _is_loop_work(functions: tuple[str, ...]) -> bool:
     return any(f.endswith(_LOOP_CALLBACKS) for f in functions)
 
 
-def classify(store: ProfileStore, service: str, spans: dict[int, str]) -> dict[int, Counter[str]]:
+def classify(reader: ProfileReader, service: str, spans: dict[int, str]) -> dict[int, Counter[str]]:
     """Handler samples per case index (rid // 1_000_000) and class.
 
     Under :data:`LOOP`: samples of the event loop's own work (loop internals with no Python frame
@@ -200,7 +200,7 @@ def classify(store: ProfileStore, service: str, spans: dict[int, str]) -> dict[i
     keeping the last step's labels until the next step instead of clearing them after each step.
     """
     result: dict[int, Counter[str]] = {}
-    for sample in store.samples(service=service):
+    for sample in reader.samples(Selection(service=service)):
         if _is_loop_work(sample.functions):
             kind = "labelled" if sample.label_values("span_id") else "unlabelled"
             result.setdefault(LOOP, Counter())[kind] += sample.count
@@ -286,8 +286,8 @@ def run_fidelity(
         raise RuntimeError(f"uvicorn exited with {code}: {log.read_text()[-2000:]}")
     at_exit = re.search(r"at exit cpu=(\S+) moves=(\d+)", log.read_text())
     time.sleep(0.5)  # the last upload is acknowledged before uvicorn exits; be generous
-    with ProfileStore(receiver.db_path) as store:
-        counts = classify(store, service, spans)
+    with ProfileReader(receiver.db_path) as reader:
+        counts = classify(reader, service, spans)
     rows = []
     for index, case in enumerate(CASES):
         if index not in loads:

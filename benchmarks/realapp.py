@@ -52,9 +52,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from span_profiles.receiver import start_receiver_in_thread  # noqa: E402
-from tests import realapp as harness  # noqa: E402
-from tests.e2e.apps import realapp as app  # noqa: E402
-from tests.postgres import private_cluster  # noqa: E402
+from tests.support import realapp as harness  # noqa: E402
+from tests.support.apps import realapp as app  # noqa: E402
+from tests.support.postgres import private_cluster  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 LOOPS = ("uvloop", "asyncio")

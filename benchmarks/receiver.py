@@ -32,10 +32,17 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from span_profiles.receiver import Filter, ProfileStore, Retention, start_receiver_in_thread
+from span_profiles.receiver import (
+    ProfileReader,
+    ProfileStore,
+    Retention,
+    Selection,
+    start_receiver_in_thread,
+)
+from span_profiles.receiver.ingest.decode import encode_pprof, encode_push_request
 from span_profiles.receiver.model import Profile, Sample, Series
-from span_profiles.receiver.proto import encode_pprof, encode_push_request
-from span_profiles.receiver.store import _ROLLUP
+from span_profiles.receiver.storage import rollups
+from span_profiles.receiver.storage.retention import read_status
 
 PERIOD = 10_000_000
 SAMPLES_PER_UPLOAD = 2000
@@ -136,9 +143,11 @@ def replicate(source: Path, path: Path, samples: int) -> float:
         }
         db.execute("BEGIN")
         db.execute(
-            "INSERT INTO profiles SELECT id + :profiles, service, received_at + :shift, series_labels,"
-            " sample_type, sample_unit, period_type, period_unit, period, time_nanos, duration_nanos"
-            " FROM profiles WHERE id <= :limit_p",
+            "INSERT INTO profiles (id, service, received_at, series_labels, sample_type,"
+            " sample_unit, period_type, period_unit, period, time_nanos, duration_nanos,"
+            " profile_type) SELECT id + :profiles, service, received_at + :shift, series_labels,"
+            " sample_type, sample_unit, period_type, period_unit, period, time_nanos,"
+            " duration_nanos, profile_type FROM profiles WHERE id <= :limit_p",
             names,
         )
         labels = (
@@ -156,19 +165,22 @@ def replicate(source: Path, path: Path, samples: int) -> float:
             names,
         )
         db.execute(
-            f"INSERT INTO span_stats SELECT profile_id + :profiles, {span.format('span_id')}, span_name,"
-            " first, count FROM span_stats WHERE profile_id <= :limit_p",
+            "INSERT INTO span_stats (profile_id, span_id, span_name, first, count, nanos)"
+            f" SELECT profile_id + :profiles, {span.format('span_id')}, span_name, first, count,"
+            " nanos FROM span_stats WHERE profile_id <= :limit_p",
             names,
         )
         db.execute(
-            "INSERT INTO name_stacks SELECT profile_id + :profiles, span_name, stack_id, first, count"
+            "INSERT INTO name_stacks (profile_id, span_name, stack_id, first, count, nanos)"
+            " SELECT profile_id + :profiles, span_name, stack_id, first, count, nanos"
             " FROM name_stacks WHERE profile_id <= :limit_p",
             names,
         )
         db.execute("COMMIT")
-    # The hourly rollup, from the per-profile rows of every copy.
-    db.execute("DELETE FROM name_stacks_hourly")
-    db.execute(_ROLLUP)
+    # The per-span and hourly rollups, from the per-profile rows of every copy.
+    db.execute("BEGIN")
+    rollups.rebuild_all(db.cursor())
+    db.execute("COMMIT")
     db.close()
     return time.perf_counter() - start
 
@@ -207,45 +219,36 @@ def _timed(function: Callable[[], object], repeats: int) -> list[float]:
 
 
 def queries(path: Path, repeats: int) -> list[tuple[str, list[float]]]:
-    """Time each query the CLI and the web UI run, read-only as `top` and `spans` open it."""
-    with ProfileStore(path, read_only=True) as store:
+    """Time each query the CLI and the web UI run, on a reader as `top` and `spans` open it."""
+    with ProfileReader(path) as reader:
         # The newest request span (the background job has the most samples of the newest upload).
-        newest = next(s for s in store.spans(limit=100) if s.span_id != BACKGROUND_SPAN)
-        status = store.retention_status()
-        last_hour = Filter(since=(status.newest or 0) - 3600)
+        newest = next(s for s in reader.spans(limit=100) if s.span_id != BACKGROUND_SPAN)
+        status = read_status(path)
+        since = (status.newest or 0) - 3600
+        one = Selection(span_ids=(newest.span_id,))
+        background = Selection(span_ids=(BACKGROUND_SPAN,))
+        endpoint = Selection(span_names=(ENDPOINTS[3],))
         cases: list[tuple[str, Callable[[], object]]] = [
-            ("spans (newest 50)", lambda: store.spans(limit=50)),
+            ("spans (newest 50)", lambda: reader.spans(limit=50)),
             (
                 "spans --service shop --limit 1000",
-                lambda: store.spans(Filter(service="shop"), limit=1000),
+                lambda: reader.spans(Selection(service="shop"), limit=1000),
             ),
-            (
-                "spans --span-name (endpoint's spans)",
-                lambda: store.spans(Filter(span_name=ENDPOINTS[3]), limit=50),
-            ),
-            ("top --span-id (one request)", lambda: store.top(Filter(span_id=newest.span_id))),
-            (
-                "top --span-id (span in every upload)",
-                lambda: store.top(Filter(span_id=BACKGROUND_SPAN)),
-            ),
+            ("spans --span-name (endpoint's spans)", lambda: reader.spans(endpoint, limit=50)),
+            ("top --span-id (one request)", lambda: reader.top(one)),
+            ("top --span-id (span in every upload)", lambda: reader.top(background)),
             (
                 "total_count --span-id (span in every upload)",
-                lambda: store.total_count(Filter(span_id=BACKGROUND_SPAN)),
+                lambda: reader.total_count(background),
             ),
-            (
-                "top --span-name (one endpoint, all time)",
-                lambda: store.top(Filter(span_name=ENDPOINTS[3])),
-            ),
+            ("top --span-name (one endpoint, all time)", lambda: reader.top(endpoint)),
             (
                 "top --span-name --since 1h",
-                lambda: store.top(Filter(span_name=ENDPOINTS[3], since=last_hour.since)),
+                lambda: reader.top(Selection(span_names=(ENDPOINTS[3],), since=since)),
             ),
-            ("top (whole service)", lambda: store.top(Filter(service="shop"))),
-            (
-                "samples --span-id (one request)",
-                lambda: list(store.samples(Filter(span_id=newest.span_id))),
-            ),
-            ("retention_status", store.retention_status),
+            ("top (whole service)", lambda: reader.top(Selection(service="shop"))),
+            ("samples --span-id (one request)", lambda: list(reader.samples(one))),
+            ("retention_status (doctor)", lambda: read_status(path)),
         ]
         return [(name, _timed(function, repeats)) for name, function in cases]
 

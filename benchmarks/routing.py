@@ -153,9 +153,9 @@ def django_rows(provider: Any, routes: int, repeats: int, seconds: float) -> lis
     from django.conf import settings
     from django.core.handlers.wsgi import WSGIHandler
     from django.http import HttpResponse
+    from django.urls import clear_url_caches, path, set_urlconf
 
     import django
-    from django.urls import clear_url_caches, path, set_urlconf
     from span_profiles.django import middleware as sp_django
 
     urls = types.ModuleType(f"bench_urls_{routes}")

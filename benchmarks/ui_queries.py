@@ -8,7 +8,7 @@ requests an hour, 2 services x 5 span names, 400 distinct stacks of depth 14-32,
 samples) through
 :meth:`ProfileStore.add`, and keeps it for later runs. Each query then runs ``--repeat`` times,
 interleaved (overview, span, diff, endpoint, overview, ...), each time through the JSON view the
-page itself loads (``span_profiles.receiver.ui`` view functions, no HTTP). Printed: every run's
+page itself loads (``span_profiles.receiver.web.ui`` view functions, no HTTP). Printed: every run's
 time, and the median.
 
 Windows: the overview and the endpoint page in the UI's default window (the last hour) and over
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from span_profiles.receiver import ProfileStore  # noqa: E402
+from span_profiles.receiver import ProfileReader, ProfileStore, Selection  # noqa: E402
 from span_profiles.receiver.model import Profile, Sample, Series  # noqa: E402
 
 PERIOD = 10_000_000
@@ -106,7 +106,7 @@ def _time(label: str, call: Callable[[], Any], runs: dict[str, list[float]]) -> 
 
 
 def main() -> int:
-    """Build the store if needed, then time the UI queries; returns the exit status."""
+    """Build the store if needed, then time the views; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=5_000_000)
     parser.add_argument("--db", type=Path, default=None)
@@ -120,42 +120,68 @@ def main() -> int:
         partial.unlink(missing_ok=True)
         build(partial, args.samples, now=time.time())
         partial.rename(path)
+    else:
+        # Opening it for writing migrates a store of an older schema version.
+        started = time.perf_counter()
+        ProfileStore(path).close()
+        print(f"opened {path} for writing in {time.perf_counter() - started:.1f} s")
     if args.build_only:
         return 0
 
-    from span_profiles.receiver import views as ui
+    from span_profiles.receiver.query import documents, exports
 
     # The store was built relative to its own build time: windows are relative to its newest row.
-    with ProfileStore(path) as store:
-        newest = ui.newest_arrival(store)
-        hour = (newest - 3600.0, newest)
-        overview = ui.overview_json(store, since=hour[0], until=hour[1])
+    with ProfileReader(path) as reader:
+        newest = reader.newest_arrival()
+        assert newest is not None, "the store is empty"
+        hour = Selection(since=newest - 3600.0, until=newest)
+        overview = documents.overview_json(reader, hour)
         top = overview["top_spans"][0]
         span_id, service, name = top["span_id"], top["service"], top["span_name"]
-        print(f"store {path}: {ui.stored_sample_rows(store):,} stored samples")
+        rows = reader.fetch("SELECT COUNT(*), TOTAL(count) FROM samples")[0]
+        print(f"store {path}: {rows[0]:,} stored samples ({rows[1]:,.0f} samples)")
+        everything = documents.overview_json(reader)
         print(f"spans in the last hour: {sum(e['requests'] for e in overview['endpoints']):,}")
+        print(f"spans in the store: {sum(e['requests'] for e in everything['endpoints']):,}")
         print(f"top span of the last hour: {span_id} ({name!r}, {top['samples']} samples)")
+        endpoint = Selection(service=service)
+        span = Selection(span_ids=(span_id,))
+        views: list[tuple[str, Callable[[], Any]]] = [
+            ("overview, last hour", lambda: documents.overview_json(reader, hour)),
+            ("overview, whole store", lambda: documents.overview_json(reader)),
+            ("span page", lambda: documents.span_json(reader, span_id)),
+            (
+                "endpoint page, last hour",
+                lambda: documents.endpoint_json(
+                    reader, name, Selection(service=service, since=hour.since, until=hour.until)
+                ),
+            ),
+            ("endpoint page, whole store", lambda: documents.endpoint_json(reader, name, endpoint)),
+            (
+                "diff vs default baseline, last hour",
+                lambda: documents.diff_json(
+                    reader, documents.DiffRequest(span_id=span_id, since=hour.since)
+                ),
+            ),
+            (
+                "diff vs default baseline, whole store",
+                lambda: documents.diff_json(reader, documents.DiffRequest(span_id=span_id)),
+            ),
+            ("span list (newest 100), whole store", lambda: documents.spans_json(reader)),
+            ("export pprof, the span", lambda: exports.export(reader, span, "pprof", title="x")),
+            (
+                "export folded, endpoint, whole store",
+                lambda: exports.export(
+                    reader, Selection(service=service, span_names=(name,)), "folded", title="x"
+                ),
+            ),
+        ]
         runs: dict[str, list[float]] = {}
         for _ in range(args.repeat):
-            _time(
-                "overview, last hour",
-                lambda: ui.overview_json(store, since=hour[0], until=hour[1]),
-                runs,
-            )
-            _time("span page", lambda: ui.span_json(store, span_id), runs)
-            _time(
-                "diff vs default baseline (last hour)",
-                lambda: ui.diff_json(store, ui.DiffRequest(span_id=span_id, since=hour[0])),
-                runs,
-            )
-            _time(
-                "endpoint page, last hour",
-                lambda: ui.endpoint_json(store, service, name, since=hour[0], until=hour[1]),
-                runs,
-            )
-            _time("overview, whole store", lambda: ui.overview_json(store), runs)
+            for label, view in views:
+                _time(label, view, runs)
     print()
-    print(f"{'query':40} {'median':>8}  runs (s)")
+    print(f"{'view':40} {'median':>8}  runs (s)")
     for label, times in runs.items():
         print(f"{label:40} {statistics.median(times):8.3f}  " + " ".join(f"{t:.3f}" for t in times))
     return 0

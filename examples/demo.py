@@ -43,7 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from span_profiles.receiver import ProfileStore, start_receiver_in_thread, ui, views
+from span_profiles.receiver import ProfileReader, Selection, start_receiver_in_thread
+from span_profiles.receiver.query import documents
+from span_profiles.receiver.web import pages
 
 APP_DIR = Path(__file__).resolve().parent / "fastapi"
 SERVICE = "example-fastapi"
@@ -195,16 +197,16 @@ def analyse(
     db_path: Path, requests: list[Request], last: Request, signalled_at: float, spans_shown: int
 ) -> dict[str, Any]:
     """Everything the report prints, from the receiver's database."""
-    with ProfileStore(db_path) as store:
-        total = store.total_count(service=SERVICE)
+    with ProfileReader(db_path) as reader:
+        total = reader.total_count(Selection(service=SERVICE))
         endpoints = {}
         for name in ENDPOINTS:
             endpoints[name] = {
                 "requests": sum(1 for r in requests if r.span_name == name),
-                "samples": store.total_count(span_name=name),
+                "samples": reader.total_count(Selection(span_names=(name,))),
                 "top": [
                     {"function": f.name, "self": f.self_count, "total": f.total_count}
-                    for f in store.top(span_name=name, limit=5)
+                    for f in reader.top(Selection(span_names=(name,)), limit=5)
                 ],
             }
         # Check every request: the marker functions in its span profile must be its own.
@@ -213,10 +215,10 @@ def analyse(
         per_span: dict[str, dict[str, Any]] = {}
         for request in [*requests, last]:
             functions: Counter[str] = Counter()
-            for sample in store.samples(span_id=request.span_id):
+            for sample in reader.samples(Selection(span_ids=(request.span_id,))):
                 for f in set(sample.functions) & MARKERS:
                     functions[f] += sample.count
-            samples = store.total_count(span_id=request.span_id)
+            samples = reader.total_count(Selection(span_ids=(request.span_id,)))
             per_span[request.span_id] = {"samples": samples, "markers": dict(functions)}
             if not functions:
                 continue
@@ -247,14 +249,14 @@ def analyse(
                         "samples": per_span[request.span_id]["samples"],
                         "top": [
                             {"function": f.name, "self": f.self_count, "total": f.total_count}
-                            for f in store.top(span_id=request.span_id, limit=3)
+                            for f in reader.top(Selection(span_ids=(request.span_id,)), limit=3)
                         ],
                     }
                 )
         # Samples of the last request that arrived after SIGINT came with the shutdown flush.
         flushed = sum(
             s.count
-            for s in store.samples(span_id=last.span_id, since=signalled_at)
+            for s in reader.samples(Selection(span_ids=(last.span_id,), since=signalled_at))
             if s.received_at >= signalled_at
         )
     return {
@@ -274,11 +276,11 @@ def analyse(
 
 def write_top_flame(db_path: Path, out: Path) -> dict[str, Any]:
     """Write the flame graph of the request that used the most CPU to ``out``; describe it."""
-    with ProfileStore(db_path) as store:
-        top = views.overview_json(store, service=SERVICE, top=1)["top_spans"]
+    with ProfileReader(db_path) as reader:
+        top = documents.overview_json(reader, Selection(service=SERVICE), top=1)["top_spans"]
         if not top:
             return {}
-        out.write_text(views.span_html(store, top[0]["span_id"]), encoding="utf-8")
+        out.write_text(pages.span_html(reader, top[0]["span_id"]), encoding="utf-8")
     return {**top[0], "flame_graph": str(out.resolve())}
 
 
@@ -380,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         stale.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="span-profiles-demo-") as tmp:
-        receiver = start_receiver_in_thread(port=port, db_path=db_path, extra_routes=ui.routes())
+        receiver = start_receiver_in_thread(port=port, db_path=db_path)
         app_port = free_port()
         log(f"receiver on {receiver.url}; starting uvicorn on port {app_port}", quiet=quiet)
         process = start_app(app_port, receiver.url, args.upload_interval, Path(tmp) / "uvicorn.log")

@@ -9,7 +9,7 @@ if [ -x /usr/bin/chromium ]; then
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "install-browser: /usr/bin/chromium is missing and apt-get is not available;" \
-    "install Chromium at /usr/bin/chromium to run tests/receiver/browser" >&2
+    "install Chromium at /usr/bin/chromium to run tests/receiver/web/browser" >&2
   exit 1
 fi
 sudo=""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check on a fresh machine: sets up nox in .venv-tools, then the default nox sessions:
-# lint (ruff + mypy --strict on src and tests), core (tests/core/ without any extra), and the whole
+# lint (ruff + mypy --strict on src and tests), core (the core's tests without any extra), and the whole
 # suite on Python 3.10, 3.11, 3.12 and 3.13. Extra arguments go to nox, e.g.
 # `scripts/test.sh -s fast` (the tests not marked e2e, in seconds) or `scripts/test.sh -s tests-3.12`.
 #

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STATIC=src/span_profiles/receiver/static
+STATIC=src/span_profiles/receiver/web/static
 D3_VERSION=7.9.2
 FLAME_VERSION=5.0.0
 

@@ -96,6 +96,12 @@ def instrumented() -> Iterator[Instrumented]:
 
 
 @pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A fresh database location for a receiver's store."""
+    return tmp_path / "profiles.db"
+
+
+@pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[Receiver]:
     """A Pyroscope-compatible receiver on a free loopback port, storing into a fresh database.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.postgres import PostgresServer, PostgresUnavailable, find_bindir, run_as
+from tests.support.postgres import PostgresServer, PostgresUnavailable, find_bindir, run_as
 
 
 def _fake_bindir(root: Path, version: str) -> Path:

@@ -1,28 +1,26 @@
-"""``span-profiles doctor``: check a setup before deploying it, with a fix for each problem.
+"""The checks of ``span-profiles doctor``: a setup before deploying it, with a fix for each problem.
 
-It reads the same settings the app would (environment, or ``--server-address`` and friends),
-never starts the agent and never changes the process: CPU placement is predicted, not done.
-Each check gives ``ok``, ``warning`` or ``problem``; the exit status is 1 when any check found a
-problem. ``--json`` prints the checks as a JSON list for machines.
+They read the same settings the app would (environment, or ``--server-address`` and friends),
+never start the agent and never change the process: CPU placement is predicted, not done.
+Each check gives ``ok``, ``warning`` or ``problem``. The command (:mod:`span_profiles.cli.doctor`)
+runs them, adds the local receiver's database, and prints them.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from span_profiles import _placement
-from span_profiles._settings import Settings, SettingsError
+from span_profiles._settings import Settings
 
-__all__ = ["Check", "checks", "register", "run"]
+__all__ = ["Check", "checks"]
 
 Status = Literal["ok", "warning", "problem"]
 
@@ -239,37 +237,10 @@ def check_names(settings: Settings, environ: Mapping[str, str]) -> Check:
     return Check("names", "ok", f"application_name {name!r}")
 
 
-def check_receiver_db(path: Path | None) -> Check | None:
-    """Retention of the local receiver's database (the defaults ``serve`` applies), if one exists."""
-    from span_profiles.receiver.store import ProfileStore, default_db_path
-
-    db = path or default_db_path()
-    if not db.exists():
-        return None
-    try:
-        with ProfileStore(db, read_only=True) as store:
-            status = store.retention_status()
-    except Exception as exc:
-        return Check("receiver-db", "problem", f"{db} cannot be read: {exc!r}", "check the file")
-    held = f"{status.used_bytes / 2**20:.1f} MiB in use by {status.profiles} profiles"
-    if status.max_age is None and status.max_bytes is None:
-        return Check(
-            "receiver-db",
-            "warning",
-            f"{db}: no retention limit, {held}",
-            "serve with --max-age and --max-db-bytes",
-        )
-    limits = []
-    if status.max_age is not None:
-        limits.append(f"max age {status.max_age / 86400:g} d")
-    if status.max_bytes is not None:
-        limits.append(f"max size {status.max_bytes / 2**30:g} GiB")
-    return Check("receiver-db", "ok", f"{db}: retention {', '.join(limits)}; {held}")
-
-
-def checks(settings: Settings, environ: Mapping[str, str], db: Path | None = None) -> list[Check]:
-    """Every check, in the order they are printed."""
-    found = [
+def checks(settings: Settings, environ: Mapping[str, str]) -> list[Check]:
+    """Every check of the setup, in the order they are printed (the command adds the receiver's
+    database: ``span_profiles.cli.doctor``)."""
+    return [
         check_agent(),
         check_python(),
         check_cpus(),
@@ -277,43 +248,3 @@ def checks(settings: Settings, environ: Mapping[str, str], db: Path | None = Non
         check_server(settings),
         check_names(settings, environ),
     ]
-    receiver = check_receiver_db(db)
-    if receiver is not None:
-        found.append(receiver)
-    return found
-
-
-def register(subparsers: Any) -> None:
-    """Add the ``doctor`` command to the ``span-profiles`` command line."""
-    doctor = subparsers.add_parser("doctor", help="check a setup before deploying it")
-    doctor.add_argument("--json", action="store_true", help="print JSON instead of text")
-    doctor.add_argument("--server-address", help="default: PYROSCOPE_SERVER_ADDRESS")
-    doctor.add_argument("--application-name", help="default: PYROSCOPE_APPLICATION_NAME")
-    doctor.add_argument(
-        "--pin-cpu", choices=("auto", "on", "off"), help="default: SPAN_PROFILES_PIN_CPU"
-    )
-    doctor.add_argument("--db", type=Path, help="the local receiver's database (default path)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the checks; print them; 1 if any found a problem, 2 for invalid settings."""
-    try:
-        settings = Settings.resolve(
-            {
-                "server_address": args.server_address,
-                "application_name": args.application_name,
-                "pin_cpu": args.pin_cpu,
-            }
-        )
-    except SettingsError as exc:
-        print(f"span-profiles doctor: {exc}", file=sys.stderr)
-        return 2
-    found = checks(settings, os.environ, args.db)
-    if args.json:
-        print(json.dumps([asdict(check) for check in found], indent=2))
-    else:
-        for check in found:
-            print(f"{check.status:<8} {check.name:<12} {check.detail}")
-            if check.fix:
-                print(f"{'':<8} {'':<12} fix: {check.fix}")
-    return 1 if any(check.status == "problem" for check in found) else 0

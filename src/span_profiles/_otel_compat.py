@@ -6,7 +6,8 @@ OpenTelemetry offers no public way to do four things span-profiles needs:
   (:data:`SPAN_KEY`, ``opentelemetry.trace.propagation._SPAN_KEY``);
 - see every attach and detach, and read the current context straight from its ``ContextVar``
   (:func:`runtime_context`, :func:`set_runtime_context`, :func:`current_context_var`: the
-  ``opentelemetry.context._RUNTIME_CONTEXT`` object and its ``_current_context``);
+  ``opentelemetry.context._RUNTIME_CONTEXT`` object and its ``_current_context``; a wrapper
+  subclasses :class:`RuntimeContext`, ``opentelemetry.context.context._RuntimeContext``);
 - know the HTTP semantic-convention opt-in mode that OTel's own instrumentations use
   (:func:`http_semconv_mode`, ``opentelemetry.instrumentation._semconv``);
 - remove a span processor from an SDK tracer provider (:func:`remove_span_processor`,
@@ -29,10 +30,12 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as _otel_context
+from opentelemetry.context.context import _RuntimeContext
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 __all__ = [
     "SPAN_KEY",
+    "RuntimeContext",
     "active_request_attrs",
     "asgi_route_target",
     "current_context_var",
@@ -47,6 +50,9 @@ __all__ = [
 
 SPAN_KEY: str = _SPAN_KEY
 """The OTel ``Context`` key holding the current span."""
+
+RuntimeContext = _RuntimeContext
+"""The base class of OTel's runtime contexts (``attach``, ``detach``, ``get_current``)."""
 
 _RUNTIME_ATTR = "_RUNTIME_CONTEXT"
 

@@ -815,14 +815,6 @@ def release() -> None:
         state.reason = "the profiler is not running"
 
 
-def reset_for_tests() -> None:
-    """Forget everything (tests only): a fresh state, the real system."""
-    global _state, _system
-    release()
-    _state = _State()
-    _system = LinuxSystem()
-
-
 def current_placement() -> Placement:
     """Where the sampler and the loop thread are pinned now, and why."""
     with _lock:

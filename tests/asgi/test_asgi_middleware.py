@@ -27,8 +27,8 @@ import span_profiles  # noqa: E402
 from span_profiles import PROFILE_ID_ATTRIBUTE, SettingsError  # noqa: E402
 from span_profiles._core import sampler_gate  # noqa: E402
 from span_profiles.asgi import SpanProfilesMiddleware  # noqa: E402
-from tests.asgi.asgi_helpers import Probe, hex_id, only_span, server_spans  # noqa: E402
-from tests.checkpoints import GateCalls  # noqa: E402
+from tests.support.asgi import Probe, hex_id, only_span, server_spans  # noqa: E402
+from tests.support.checkpoints import GateCalls  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 

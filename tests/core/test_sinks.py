@@ -1,4 +1,4 @@
-"""Sinks: replace semantics, no call when unchanged, both agent API generations."""
+"""Sinks: replace semantics, no call when unchanged, the agent's 1.x API only."""
 
 from __future__ import annotations
 
@@ -67,13 +67,11 @@ def test_reapplying_the_same_labels_makes_no_call() -> None:
     assert calls == []
 
 
-def test_legacy_agent_gets_the_calling_thread_id() -> None:
-    """The 0.8 API (thread_id, key, value) is detected and given the calling thread's ident."""
-    agent, calls = _fake_agent(legacy=True)
-    sink = PyroscopeSink(agent)
-    assert sink.legacy_api
-    sink.apply(A[:1])
-    assert calls == [("add", threading.get_ident(), "span_id", "00000000000000aa")]
+def test_an_agent_older_than_1_4_is_refused() -> None:
+    """The 0.8 API (thread_id, key, value) is refused at once, naming the version needed."""
+    agent, _ = _fake_agent(legacy=True)
+    with pytest.raises(TypeError, match=r"pyroscope-io >= 1\.4"):
+        PyroscopeSink(agent)
 
 
 def test_state_is_per_thread() -> None:
@@ -102,7 +100,6 @@ def test_real_pyroscope_agent_accepts_calls_before_configure() -> None:
     """With the real pyroscope-io, the sink uses its native functions and calls succeed."""
     pyroscope = pytest.importorskip("pyroscope")
     sink = PyroscopeSink()
-    assert not sink.legacy_api
     assert sink._add is pyroscope.lib.add_thread_tag
     sink.apply(A)
     sink.apply(B)

@@ -18,7 +18,7 @@ if not settings.configured:
         DEBUG=False,
         SECRET_KEY="span-profiles-tests",
         ALLOWED_HOSTS=["*"],
-        ROOT_URLCONF="tests.django.urls",
+        ROOT_URLCONF="tests.support.apps.django_urls",
         MIDDLEWARE=["span_profiles.django.SpanProfilesMiddleware"],
         INSTALLED_APPS=[],
         USE_TZ=True,

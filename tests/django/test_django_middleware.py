@@ -15,8 +15,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 import span_profiles
 from span_profiles import PROFILE_ID_ATTRIBUTE, SettingsError
 from span_profiles.django import SpanProfilesMiddleware, django_settings
-from tests.asgi.asgi_helpers import Probe, hex_id, only_span, span_names_applied
-from tests.django import urls
+from tests.support.apps import django_urls as urls
+from tests.support.asgi import Probe, hex_id, only_span, span_names_applied
 
 
 @pytest.fixture
@@ -184,7 +184,10 @@ def test_disabled_middleware_passes_through(instrumented: Any, probe: Probe) -> 
     assert instrumented.exporter.get_finished_spans() == ()
 
 
-PROBING = ["span_profiles.django.SpanProfilesMiddleware", "tests.django.urls.ProbingMiddleware"]
+PROBING = [
+    "span_profiles.django.SpanProfilesMiddleware",
+    "tests.support.apps.django_urls.ProbingMiddleware",
+]
 
 
 def test_middlewares_before_routing_already_carry_the_route(

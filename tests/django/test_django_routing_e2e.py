@@ -15,7 +15,7 @@ pytest.importorskip("django.conf")
 pytest.importorskip("httpx")
 pytest.importorskip("google.protobuf")
 
-from tests.examples.example_servers import (
+from tests.support.examples import (
     ROOT,
     agent_env,
     free_port,
@@ -23,15 +23,15 @@ from tests.examples.example_servers import (
     serving,
     warm_up,
 )
-from tests.web.routing_e2e import assert_routed_samples_named
-from tests.web.routing_e2e import routing_receiver as routing_receiver
+from tests.support.routing import assert_routed_samples_named
+from tests.support.routing import routing_receiver as routing_receiver
 
 if TYPE_CHECKING:
-    from span_profiles.receiver.server import Receiver
+    from span_profiles.receiver.web.server import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
 
-APP = "tests.django.django_routing_app"
+APP = "tests.support.apps.django_routing_app"
 
 
 def template(path: str) -> str:

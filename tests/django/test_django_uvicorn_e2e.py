@@ -8,7 +8,7 @@ pytest.importorskip("django.conf")
 pytest.importorskip("uvicorn.main")
 pytest.importorskip("httpx")
 
-from tests.asgi.server_helpers import (
+from tests.support.app_servers import (
     assert_labelled,
     free_port,
     get_concurrently,
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 def test_concurrent_async_and_sync_views_under_uvicorn() -> None:
     """Async views and sync views (asgiref threads) each see only their own span's labels."""
     port = free_port()
-    args = ["uvicorn", "tests.django.django_e2e_asgi:application", "--host", "127.0.0.1"]
+    args = ["uvicorn", "tests.support.apps.django_asgi:application", "--host", "127.0.0.1"]
     with serving([*args, "--port", str(port), "--log-level", "warning"], port) as url:
         bodies = get_concurrently(url, [f"/async/{i}" for i in range(20)])
         assert_labelled(bodies, "GET async/<int:pk>")

@@ -21,7 +21,7 @@ from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 
 from span_profiles import SettingsError
-from tests.asgi.otel_parity_helpers import (
+from tests.support.otel_parity import (
     Telemetry,
     attributes,
     exception_events,
@@ -31,7 +31,7 @@ from tests.asgi.otel_parity_helpers import (
     trace_response,
     without_route,
 )
-from tests.wsgi.test_otel_parity import call
+from tests.support.wsgi_client import call
 
 __all__ = ["telemetry", "trace_response"]  # fixtures
 

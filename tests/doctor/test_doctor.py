@@ -11,8 +11,9 @@ import pytest
 
 from span_profiles import _doctor
 from span_profiles._settings import Settings
+from span_profiles.cli import main
+from span_profiles.cli.doctor import check_receiver_db
 from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread
-from span_profiles.receiver.cli import main
 
 
 @pytest.fixture
@@ -127,14 +128,14 @@ def test_receiver_db_retention_is_reported(tmp_path: Path) -> None:
     db = tmp_path / "profiles.db"
     ProfileStore(db).close()
     before = db.stat().st_mtime_ns
-    check = _doctor.check_receiver_db(db)
+    check = check_receiver_db(db)
     assert check is not None
     assert check.status == "ok"
     assert "max age 7 d" in check.detail
     assert "max size 1 GiB" in check.detail
     assert "0 profiles" in check.detail
     assert db.stat().st_mtime_ns == before
-    assert _doctor.check_receiver_db(tmp_path / "missing.db") is None
+    assert check_receiver_db(tmp_path / "missing.db") is None
 
 
 def test_names_without_any_name_warns() -> None:

@@ -19,8 +19,8 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("google.protobuf")
 httpx = pytest.importorskip("httpx")
 
-from span_profiles.receiver import ProfileStore, Receiver  # noqa: E402
-from tests.servers import ROOT, Server, agent_env, serving  # noqa: E402
+from span_profiles.receiver import ProfileReader, Receiver, Selection  # noqa: E402
+from tests.support.servers import ROOT, Server, agent_env, serving  # noqa: E402
 
 ROUNDS = 2
 CONCURRENCY = 20
@@ -38,7 +38,7 @@ def uvicorn_serving(receiver: Receiver, log: Path, middleware: str) -> Iterator[
             E2E_RECEIVER_URL=receiver.url, E2E_MIDDLEWARE=middleware, PYTHONPATH=str(ROOT)
         )
         argv = [
-            *(sys.executable, "-m", "uvicorn", "tests.e2e.apps.starlette_app:app"),
+            *(sys.executable, "-m", "uvicorn", "tests.support.apps.starlette_app:app"),
             *("--fd", str(sock.fileno()), "--no-access-log", "--log-level", "warning"),
         ]
         with serving(argv, port=port, env=env, log=log, pass_fds=[sock.fileno()]) as server:
@@ -86,11 +86,11 @@ def test_each_request_profile_holds_only_its_own_work(
     assert len({span_id for _, span_id in requests}) == len(requests)
     own = {"alpha": "burn_alpha", "beta": "burn_beta"}
     right = wrong = 0
-    with ProfileStore(receiver.db_path) as store:
+    with ProfileReader(receiver.db_path) as store:
         assert store.services() == ["e2e-starlette"]
         for endpoint, span_id in requests:
             found: Counter[str] = Counter()
-            for sample in store.samples(span_id=span_id):
+            for sample in store.samples(Selection(span_ids=(span_id,))):
                 assert sample.label_values("span_id") == (span_id,), sample.labels
                 for name in set(sample.functions) & set(own.values()):
                     found[name] += sample.count

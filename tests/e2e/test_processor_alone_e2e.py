@@ -18,8 +18,8 @@ import pytest
 pytest.importorskip("pyroscope")
 pytest.importorskip("google.protobuf")
 
-from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread
-from tests.servers import run_agent_script
+from span_profiles.receiver import ProfileReader, Receiver, start_receiver_in_thread
+from tests.support.servers import run_agent_script
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
 
@@ -106,7 +106,7 @@ def test_the_processor_alone_labels_asyncio_and_worker_thread_samples(receiver: 
     by_span: dict[str, Counter[str]] = {name: Counter() for name in burns}
     unlabelled: Counter[str] = Counter()
     names = {span_id: name for name, span_id in ids.items()}
-    with ProfileStore(receiver.db_path) as store:
+    with ProfileReader(receiver.db_path) as store:
         assert store.services() == ["processor-alone"]
         for sample in store.samples():
             burned = [burn for burn in burns.values() if burn in sample.functions]

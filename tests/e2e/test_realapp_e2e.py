@@ -32,9 +32,9 @@ pytest.importorskip("pyroscope")
 pytest.importorskip("google.protobuf")
 
 from span_profiles.receiver import Receiver
-from tests import realapp as harness
-from tests.e2e.apps import realapp as app
-from tests.postgres import PostgresUnavailable, private_cluster
+from tests.support import realapp as harness
+from tests.support.apps import realapp as app
+from tests.support.postgres import PostgresUnavailable, private_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sampled, pytest.mark.timeout(240)]
 

@@ -18,8 +18,8 @@ import pytest
 pytest.importorskip("pyroscope")
 pytest.importorskip("google.protobuf")
 
-from span_profiles.receiver import ProfileStore, Receiver
-from tests.servers import run_agent_script
+from span_profiles.receiver import ProfileReader, Receiver, Selection
+from tests.support.servers import run_agent_script
 
 pytestmark = [
     pytest.mark.e2e,
@@ -87,8 +87,8 @@ def test_back_to_back_worker_jobs_keep_their_own_labels(receiver: Receiver) -> N
     assert result["watched"] == 2, "the sampler's threads were not found"
     ids = {int(j): span_id for j, span_id in result["ids"].items()}
     kinds: Counter[str] = Counter()
-    with ProfileStore(receiver.db_path) as store:
-        for sample in store.samples(service="skew"):
+    with ProfileReader(receiver.db_path) as store:
+        for sample in store.samples(Selection(service="skew")):
             burn = next((f for f in sample.functions if f.startswith("burn_r")), None)
             if burn is None:
                 continue

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.examples.example_servers import EXAMPLES
+from tests.support.examples import EXAMPLES
 
 pytest.importorskip("pyroscope")
 pytest.importorskip("fastapi")

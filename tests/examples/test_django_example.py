@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.examples.example_servers import (
+from tests.support.examples import (
     EXAMPLES,
     agent_env,
     assert_own_profiles,
@@ -22,7 +22,7 @@ from tests.examples.example_servers import (
 )
 
 if TYPE_CHECKING:
-    from span_profiles.receiver.server import Receiver
+    from span_profiles.receiver.web.server import Receiver
 
 pytest.importorskip("pyroscope")
 pytest.importorskip("django")

@@ -16,7 +16,7 @@ from fastapi import BackgroundTasks, Depends, FastAPI  # noqa: E402
 from span_profiles import SettingsError  # noqa: E402
 from span_profiles.asgi import SpanProfilesMiddleware  # noqa: E402
 from span_profiles.fastapi import instrument_app  # noqa: E402
-from tests.asgi.asgi_helpers import Probe, only_span  # noqa: E402
+from tests.support.asgi import Probe, only_span  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ pytest.importorskip("fastapi.routing")
 pytest.importorskip("uvicorn.main")
 pytest.importorskip("httpx")
 
-from tests.asgi.server_helpers import (
+from tests.support.app_servers import (
     assert_labelled,
     free_port,
     get_concurrently,
@@ -26,7 +26,7 @@ def test_concurrent_requests_under_uvicorn(loop: str) -> None:
     port = free_port()
     args = [
         "uvicorn",
-        "tests.fastapi.fastapi_e2e_app:app",
+        "tests.support.apps.fastapi_app:app",
         "--host",
         "127.0.0.1",
         "--port",

@@ -19,7 +19,7 @@ httpx = pytest.importorskip("httpx")
 
 from fastapi import BackgroundTasks, Depends, FastAPI  # noqa: E402
 from span_profiles.fastapi import instrument_app  # noqa: E402
-from tests.asgi.asgi_helpers import Probe, server_spans, span_names_applied  # noqa: E402
+from tests.support.asgi import Probe, server_spans, span_names_applied  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 

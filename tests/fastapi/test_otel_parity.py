@@ -18,14 +18,14 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
 from fastapi import FastAPI
 from span_profiles.fastapi import instrument_app
-from tests.asgi.otel_parity_helpers import (
+from tests.support.asgi_client import get
+from tests.support.otel_parity import (
     Telemetry,
     attributes,
     same_keys,
     telemetry,
     without_route,
 )
-from tests.asgi.test_otel_parity import get
 
 __all__ = ["telemetry"]  # fixtures
 

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 from fastapi import APIRouter, FastAPI  # noqa: E402
 from span_profiles.asgi import SpanProfilesMiddleware  # noqa: E402
 from span_profiles.fastapi import instrument_app, route_finder  # noqa: E402
-from tests.asgi.asgi_helpers import Probe, hex_id, only_span, span_names_applied  # noqa: E402
+from tests.support.asgi import Probe, hex_id, only_span, span_names_applied  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 

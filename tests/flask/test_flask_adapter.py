@@ -15,7 +15,7 @@ import flask
 from span_profiles import SettingsError
 from span_profiles.flask import SpanProfiles
 from span_profiles.wsgi import SpanProfilesWSGIMiddleware
-from tests.asgi.asgi_helpers import Probe, hex_id, only_span, span_names_applied
+from tests.support.asgi import Probe, hex_id, only_span, span_names_applied
 
 ITEM = "GET /items/<int:item_id>"
 

@@ -8,7 +8,7 @@ pytest.importorskip("flask.app")
 pytest.importorskip("gunicorn.app.wsgiapp")
 pytest.importorskip("httpx")
 
-from tests.asgi.server_helpers import (
+from tests.support.app_servers import (
     assert_labelled,
     free_port,
     get_concurrently,
@@ -31,7 +31,7 @@ def test_concurrent_requests_under_gunicorn_gthread() -> None:
         "1",
         "--bind",
         f"127.0.0.1:{port}",
-        "tests.flask.flask_e2e_app:app",
+        "tests.support.apps.flask_app:app",
     ]
     with serving(args, port) as url:
         bodies = get_concurrently(url, [f"/items/{i}" for i in range(20)])

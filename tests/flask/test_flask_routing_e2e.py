@@ -16,7 +16,7 @@ pytest.importorskip("gunicorn.app.wsgiapp")
 pytest.importorskip("httpx")
 pytest.importorskip("google.protobuf")
 
-from tests.examples.example_servers import (
+from tests.support.examples import (
     ROOT,
     agent_env,
     free_port,
@@ -24,11 +24,11 @@ from tests.examples.example_servers import (
     serving,
     warm_up,
 )
-from tests.web.routing_e2e import assert_routed_samples_named
-from tests.web.routing_e2e import routing_receiver as routing_receiver
+from tests.support.routing import assert_routed_samples_named
+from tests.support.routing import routing_receiver as routing_receiver
 
 if TYPE_CHECKING:
-    from span_profiles.receiver.server import Receiver
+    from span_profiles.receiver.web.server import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
 
@@ -43,7 +43,7 @@ def test_samples_before_flask_routes_carry_the_rule(
 ) -> None:
     """Session opening runs before Flask's URL match; its samples carry the rule all the same."""
     port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", "tests.flask.flask_routing_app:app"]
+    argv = [sys.executable, "-m", "gunicorn", "tests.support.apps.flask_routing_app:app"]
     argv += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread"]
     argv += ["--threads", "8"]
     log = tmp_path / "gunicorn.log"

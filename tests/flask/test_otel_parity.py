@@ -19,7 +19,7 @@ from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 import flask
 from span_profiles import SettingsError
 from span_profiles.flask import SpanProfiles
-from tests.asgi.otel_parity_helpers import (
+from tests.support.otel_parity import (
     Telemetry,
     attributes,
     header_values,

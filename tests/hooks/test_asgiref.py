@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.hooks.helpers import Checker, labels_of
+from tests.support.labels import Checker, labels_of
 
 asgiref_sync = pytest.importorskip("asgiref.sync")
 

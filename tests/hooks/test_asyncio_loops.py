@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 import span_profiles
 from span_profiles._hooks.asyncio import StepCoroutine
 from span_profiles.testing import RecordingSink
-from tests.hooks.helpers import Checker, labels_of
+from tests.support.labels import Checker, labels_of
 
 
 async def _preexisting_unit(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from span_profiles._core import engine
-from tests.checkpoints import labels_of
+from tests.support.labels import labels_of
 
 pytestmark = pytest.mark.anyio
 

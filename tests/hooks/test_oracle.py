@@ -13,7 +13,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from tests.hooks.helpers import Checker, labels_of
+from tests.support.labels import Checker, labels_of
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ import pytest
 from span_profiles import Labels
 from span_profiles._core import engine
 from span_profiles.testing import RecordingSink
-from tests.hooks.helpers import Checker, labels_of
+from tests.support.labels import Checker, labels_of
 
 pytestmark = pytest.mark.anyio
 

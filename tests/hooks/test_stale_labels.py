@@ -13,7 +13,7 @@ import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from tests.hooks.helpers import labels_of
+from tests.support.labels import labels_of
 
 pytestmark = pytest.mark.anyio
 

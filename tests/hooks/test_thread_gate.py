@@ -10,7 +10,7 @@ import anyio.to_thread
 import pytest
 
 from span_profiles._core import sampler_gate
-from tests.checkpoints import GateCalls
+from tests.support.checkpoints import GateCalls
 
 
 @pytest.mark.anyio

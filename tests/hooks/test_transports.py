@@ -21,7 +21,7 @@ from opentelemetry import trace
 
 from span_profiles._core import engine
 from span_profiles._hooks import transports
-from tests.checkpoints import labels_of
+from tests.support.labels import labels_of
 
 pytestmark = pytest.mark.anyio
 

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import io
-import logging
 from typing import Any
 
 import pytest
 
-from span_profiles.logging import SpanProfilesLogFilter, add_span_profiles_ids, current_ids
-
-
-def make_logger(stream: io.StringIO) -> logging.Logger:
-    """A private logger whose handler formats the three documented fields."""
-    logger = logging.getLogger(f"span_profiles.tests.{id(stream)}")
-    logger.propagate = False
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(SpanProfilesLogFilter())
-    handler.setFormatter(logging.Formatter("%(trace_id)s %(span_id)s %(profile_id)s %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    return logger
+from span_profiles.logging import add_span_profiles_ids, current_ids
+from tests.support.logs import make_logger
 
 
 def test_records_carry_the_current_span_and_its_roots_profile_id(instrumented: Any) -> None:

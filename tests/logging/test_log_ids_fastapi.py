@@ -23,7 +23,7 @@ from fastapi import FastAPI  # noqa: E402
 from span_profiles import PROFILE_ID_ATTRIBUTE  # noqa: E402
 from span_profiles.fastapi import instrument_app  # noqa: E402
 from span_profiles.logging import add_span_profiles_ids, current_profile_id  # noqa: E402
-from tests.logging.test_log_ids import make_logger  # noqa: E402
+from tests.support.logs import make_logger  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 

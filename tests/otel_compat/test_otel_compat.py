@@ -6,7 +6,9 @@ When an OpenTelemetry upgrade removes one, this file fails and names it; the fix
 
 from __future__ import annotations
 
+import ast
 from contextvars import ContextVar
+from pathlib import Path
 
 import pytest
 from opentelemetry import context as otel_context
@@ -41,6 +43,36 @@ def test_runtime_context_has_a_current_context_var() -> None:
         assert var.get() is otel_context.get_current()
     finally:
         otel_context.detach(token)
+
+
+def test_runtime_context_class_is_the_runtime_contexts_base() -> None:
+    """``RuntimeContext`` is the base class OTel's runtime context derives from (the hook wraps it)."""
+    runtime = otel_context._RUNTIME_CONTEXT
+    unwrapped = getattr(runtime, "inner", runtime)
+    assert isinstance(unwrapped, _otel_compat.RuntimeContext), (
+        "opentelemetry.context.context._RuntimeContext is no longer the runtime context's base"
+    )
+
+
+def test_no_private_otel_name_outside_this_module() -> None:
+    """Only ``_otel_compat`` imports a private OpenTelemetry name (an ``_``-prefixed one)."""
+    src = Path(_otel_compat.__file__).parent
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        if path.name == "_otel_compat.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("opentelemetry"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                parts = (node.module or "").split(".")
+                if private or any(part.startswith("_") for part in parts):
+                    found.append(f"{path.relative_to(src)}:{node.lineno} {node.module} {private}")
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    parts = alias.name.split(".")
+                    if parts[0] == "opentelemetry" and any(p.startswith("_") for p in parts):
+                        found.append(f"{path.relative_to(src)}:{node.lineno} {alias.name}")
+    assert found == []
 
 
 def test_runtime_context_can_be_replaced_and_restored() -> None:

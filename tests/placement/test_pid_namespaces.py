@@ -71,7 +71,7 @@ def two_servers() -> Iterator[list[int]]:
     servers = [
         subprocess.Popen(
             ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "uvicorn",
-             "tests.placement.apps.burn_app:app", "--port", str(port), "--log-level", "warning"],
+             "tests.support.apps.burn_app:app", "--port", str(port), "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         for port in ports

@@ -12,6 +12,7 @@ import pytest
 from span_profiles import _placement
 from span_profiles._core.patching import Patches
 from span_profiles._placement import Policy
+from tests.support.placement import reset_placement
 
 LOOP, SAMPLER, UPLOADER, LATE_SAMPLER, PYTHON_WORKER = 100, 201, 202, 203, 300
 ALL = frozenset({0, 1, 2, 3})
@@ -106,7 +107,7 @@ class NoHesitation(random.Random):
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSystem]:
     """Placement on a :class:`FakeSystem`, with no monitor thread (the test calls ``tick``)."""
     system = FakeSystem()
-    _placement.reset_for_tests()
+    reset_placement()
     monkeypatch.setattr(_placement, "_system", system)
     monkeypatch.setattr(_placement, "supported", lambda: True)
     monkeypatch.setattr(_placement, "_start_monitor", lambda state: None)
@@ -115,7 +116,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSystem]:
     yield system
     _placement.release()
     monkeypatch.undo()
-    _placement.reset_for_tests()
+    reset_placement()
 
 
 def start_agent(fake: FakeSystem, *, index: int | None = None, in_loop: bool = True) -> int:

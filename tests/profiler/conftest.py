@@ -4,53 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
-import types
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from span_profiles import _placement, _profiler
 from span_profiles._core import guard
-
-
-class FakeAgent(types.ModuleType):
-    """Stands in for ``pyroscope``: records calls; ``configure`` starts a short-lived thread.
-
-    The thread records the CPU affinity it was born with, which is what pinning must control.
-    """
-
-    def __init__(self) -> None:
-        super().__init__("pyroscope")
-        self.configure_calls: list[dict[str, Any]] = []
-        self.shutdown_calls = 0
-        self.result: bool = True
-        self.error: BaseException | None = None
-        self.thread_affinity: set[int] | None = None
-
-    def configure(self, **kwargs: Any) -> bool:
-        self.configure_calls.append(kwargs)
-        if self.error is not None:
-            raise self.error
-
-        def record() -> None:
-            self.thread_affinity = os.sched_getaffinity(0)
-
-        thread = threading.Thread(target=record)
-        thread.start()
-        thread.join()
-        return self.result
-
-    def shutdown(self) -> bool:
-        self.shutdown_calls += 1
-        return True
-
-    def add_thread_tag(self, key: str, value: str) -> None:
-        pass
-
-    def remove_thread_tag(self, key: str, value: str) -> None:
-        pass
+from tests.support.placement import reset_placement
+from tests.support.profiler import FakeAgent
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +27,7 @@ def clean_profiler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     _profiler.stop_profiler()
     _profiler._agent = None
     _profiler._name_warned = _profiler._fork_warned = False
-    _placement.reset_for_tests()
+    reset_placement()
     guard.reset()
     if mask is not None:
         os.sched_setaffinity(0, mask)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import ROOT, agent_env
+from tests.support.servers import ROOT, agent_env
 
 pytest.importorskip("pyroscope")
 pytestmark = pytest.mark.e2e
@@ -90,7 +90,7 @@ def test_sigterm_worker_exits_within_the_graceful_timeout(dead_receiver: str, se
     from gunicorn after its graceful timeout), and logs what it dropped."""
     pytest.importorskip(server)
     port = _free_port()
-    app = "tests.placement.apps.burn_app:app"
+    app = "tests.support.apps.burn_app:app"
     if server == "uvicorn":
         command = [sys.executable, "-m", "uvicorn", app, "--port", str(port)]
     else:

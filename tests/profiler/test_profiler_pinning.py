@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from span_profiles import _placement, _profiler
 from span_profiles._profiler import pin_current_thread, start_profiler, stop_profiler
-from tests.profiler.conftest import FakeAgent
+from tests.support.profiler import FakeAgent
 
 PROVIDER = TracerProvider(resource=Resource.create({"service.name": "svc"}))
 ORIGINAL_BOOTSTRAP = threading.Thread.__dict__["_bootstrap_inner"]

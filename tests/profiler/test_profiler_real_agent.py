@@ -15,8 +15,8 @@ import pytest
 pytest.importorskip("pyroscope")
 pytest.importorskip("google.protobuf")
 
-from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread
-from tests.servers import run_agent_script
+from span_profiles.receiver import ProfileReader, Receiver, start_receiver_in_thread
+from tests.support.servers import run_agent_script
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,7 @@ def run(receiver: Receiver, body: str) -> subprocess.CompletedProcess[str]:
 def counts(receiver: Receiver) -> Counter[tuple[str, str]]:
     """Samples per (service, function) for the burn functions (names starting with ``burn``)."""
     result: Counter[tuple[str, str]] = Counter()
-    with ProfileStore(receiver.db_path) as store:
+    with ProfileReader(receiver.db_path) as store:
         for sample in store.samples():
             for name in sample.functions:
                 if name.startswith("burn"):
@@ -217,7 +217,7 @@ def test_native_work_that_releases_the_gil_is_in_the_span(receiver: Receiver) ->
     )
     span_id = done.stdout.split()[-1]
     in_span = other = 0
-    with ProfileStore(receiver.db_path) as store:
+    with ProfileReader(receiver.db_path) as store:
         for sample in store.samples():
             if "burn_scrypt_login" in sample.functions:
                 if span_id in sample.label_values("span_id"):

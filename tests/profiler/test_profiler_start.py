@@ -15,7 +15,7 @@ from opentelemetry.trace import ProxyTracerProvider
 from span_profiles import SettingsError
 from span_profiles._profiler import profiler_running, start_profiler, stop_profiler
 from span_profiles.gunicorn import make_post_fork, post_fork
-from tests.profiler.conftest import FakeAgent
+from tests.support.profiler import FakeAgent
 
 
 def provider(service_name: str) -> TracerProvider:

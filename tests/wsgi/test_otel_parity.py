@@ -9,7 +9,6 @@ those tests check ours alone, and that stacking the two still gives one span and
 
 from __future__ import annotations
 
-import wsgiref.util
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -23,7 +22,7 @@ from opentelemetry.trace import StatusCode
 
 from span_profiles import SettingsError
 from span_profiles.wsgi import SpanProfilesWSGIMiddleware
-from tests.asgi.otel_parity_helpers import (
+from tests.support.otel_parity import (
     SEMCONV_MODES,
     Telemetry,
     attributes,
@@ -34,11 +33,11 @@ from tests.asgi.otel_parity_helpers import (
     telemetry,
     trace_response,
 )
+from tests.support.wsgi_client import Environ, call
 
 __all__ = ["telemetry", "trace_response"]  # fixtures
 
 Wrap = Callable[..., Any]
-Environ = dict[str, Any]
 
 
 def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -76,52 +75,6 @@ def ours(t: Telemetry, wrapped: Any = app, **options: Any) -> Any:
 
 
 BOTH = [pytest.param(theirs, id="theirs"), pytest.param(ours, id="ours")]
-
-
-class Response:
-    """What the server saw: status, headers and body."""
-
-    def __init__(self) -> None:
-        self.status = ""
-        self.headers: list[tuple[str, str]] = []
-        self.body = b""
-
-
-def call(
-    wsgi_app: Any, path: str = "/items/42", *, method: str = "GET", **headers: str
-) -> Response:
-    """One request, as a WSGI server makes it (body iterated, then closed)."""
-    environ: Environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "QUERY_STRING": "q=1",
-        "HTTP_HOST": "testserver",
-        "HTTP_USER_AGENT": "parity",
-        "REMOTE_ADDR": "127.0.0.1",
-        "REMOTE_PORT": "50000",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "RAW_URI": f"{path}?q=1",
-    }
-    environ.update({f"HTTP_{k.upper()}": v for k, v in headers.items()})
-    wsgiref.util.setup_testing_defaults(environ)
-    response = Response()
-
-    def start_response(
-        status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
-    ) -> Any:
-        response.status = status
-        response.headers = response_headers
-        return lambda data: None
-
-    iterable = wsgi_app(environ, start_response)
-    try:
-        for chunk in iterable:
-            response.body += chunk
-    finally:
-        close = getattr(iterable, "close", None)
-        if close is not None:
-            close()
-    return response
 
 
 # --- spans and attributes --------------------------------------------------------------------

@@ -16,8 +16,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from span_profiles import PROFILE_ID_ATTRIBUTE, SettingsError
 from span_profiles._core import sampler_gate
 from span_profiles.wsgi import SpanProfilesWSGIMiddleware
-from tests.asgi.asgi_helpers import Probe, hex_id, only_span
-from tests.checkpoints import GateCalls
+from tests.support.asgi import Probe, hex_id, only_span
+from tests.support.checkpoints import GateCalls
 
 
 def environ(path: str = "/", method: str = "GET", **extra: Any) -> dict[str, Any]:

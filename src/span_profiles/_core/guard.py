@@ -34,12 +34,6 @@ def fail(feature: str, exc: BaseException, disable: Callable[[], None] | None = 
             logger.exception("span-profiles: switching off %s failed", feature)
 
 
-def failed_features() -> frozenset[str]:
-    """Names of the features that failed and switched themselves off since start-up."""
-    with _lock:
-        return frozenset(_failed)
-
-
 def reset() -> None:
     """Forget past failures (used by ``uninstrument()`` so a later ``instrument()`` starts clean)."""
     with _lock:

@@ -188,9 +188,9 @@ def _positional_arity(func: Callable[..., object]) -> int | None:
 class PyroscopeSink(ThreadLabelSink):
     """Applies labels as pyroscope-io thread tags on the calling thread.
 
-    Works with the 1.x API ``add_thread_tag(key, value)`` and the 0.8 API
-    ``add_thread_tag(thread_id, key, value)``, told apart by introspection. ``agent`` defaults to
-    the installed ``pyroscope`` module; pass another module-like object to wrap a different agent.
+    Needs the 1.x API ``add_thread_tag(key, value)`` (pyroscope-io >= 1.4, as the ``pyroscope``
+    extra requires). ``agent`` defaults to the installed ``pyroscope`` module; pass another
+    module-like object to wrap a different agent.
     """
 
     def __init__(self, agent: ModuleType | Any | None = None) -> None:
@@ -205,6 +205,12 @@ class PyroscopeSink(ThreadLabelSink):
             agent = pyroscope
         add: Callable[..., object] = agent.add_thread_tag
         remove: Callable[..., object] = agent.remove_thread_tag
+        arity = _positional_arity(add)
+        if arity not in (2, None):
+            raise TypeError(
+                f"{getattr(agent, '__name__', agent)!r}.add_thread_tag takes {arity} arguments,"
+                " not (key, value): PyroscopeSink needs pyroscope-io >= 1.4"
+            )
         # pyroscope-io 1.x's public functions only forward to its native module: calling that
         # directly saves a Python frame on every label change, the hottest call we make.
         native = getattr(agent, "lib", None)
@@ -213,19 +219,6 @@ class PyroscopeSink(ThreadLabelSink):
             and getattr(add, "__module__", None) == getattr(agent, "__name__", None)
             and callable(getattr(native, "add_thread_tag", None))
             and callable(getattr(native, "remove_thread_tag", None))
-            and _positional_arity(add) == 2
         ):
             add, remove = native.add_thread_tag, native.remove_thread_tag
-        if _positional_arity(add) == 3:
-            legacy_add, legacy_remove = add, remove
-
-            def add(key: str, value: str) -> object:
-                return legacy_add(_get_ident(), key, value)
-
-            def remove(key: str, value: str) -> object:
-                return legacy_remove(_get_ident(), key, value)
-
-            self.legacy_api = True
-        else:
-            self.legacy_api = False
         super().__init__(add, remove)

@@ -9,23 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import Token
-from typing import Any
 
-from opentelemetry.context.context import Context, _RuntimeContext
+from opentelemetry.context.context import Context
 from opentelemetry.sdk.trace import Span
 
 from span_profiles import _otel_compat
 from span_profiles._core import engine, guard
 from span_profiles._core.engine import HotPath
 from span_profiles._hooks import no_undo
+from span_profiles._otel_compat import RuntimeContext
 
 _refresh_from = engine.refresh_from
 
 
-class LabellingRuntimeContext(_RuntimeContext):
+class LabellingRuntimeContext(RuntimeContext):
     """Wraps OTel's runtime context and refreshes the thread's labels after every change."""
 
-    def __init__(self, inner: _RuntimeContext) -> None:
+    def __init__(self, inner: RuntimeContext) -> None:
         self.inner = inner
         # Reads are the common case (every get_current_span()): no extra Python frame for them.
         self.get_current = inner.get_current  # type: ignore[method-assign]
@@ -82,13 +82,3 @@ def install(hot: HotPath) -> Callable[[], None]:
     update_name.__wrapped__ = original_update_name  # type: ignore[attr-defined]
     patches.set(Span, "update_name", update_name)
     return no_undo
-
-
-def runtime_is_hooked() -> bool:
-    """Whether OTel's runtime context is currently wrapped by us."""
-    return isinstance(_otel_compat.runtime_context(), LabellingRuntimeContext)
-
-
-def unwrap(runtime: Any) -> Any:
-    """The runtime context below ours (for code that needs OTel's own object)."""
-    return runtime.inner if isinstance(runtime, LabellingRuntimeContext) else runtime

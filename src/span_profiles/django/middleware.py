@@ -21,9 +21,8 @@ try:
     from asgiref.sync import iscoroutinefunction, markcoroutinefunction
     from django.conf import settings as _django_conf  # type: ignore[import-untyped, unused-ignore]
     from django.http import HttpRequest, HttpResponseBase  # type: ignore[import-untyped, unused-ignore]
-    from opentelemetry.instrumentation import wsgi as _otel_wsgi
-
     from django.urls import Resolver404, get_resolver  # type: ignore[import-untyped, unused-ignore]
+    from opentelemetry.instrumentation import wsgi as _otel_wsgi
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "span_profiles.django needs Django and opentelemetry-instrumentation-wsgi. "
