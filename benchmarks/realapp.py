@@ -6,9 +6,9 @@ Debian's ``postgresql`` package (``scripts/install-postgres.sh``): a private clu
 loopback in a temporary directory and removed afterwards. Prints the tables and every run, and
 writes ``benchmarks/results/realapp.md`` and ``.json`` (``realapp-quick.*`` with ``--quick``).
 
-The app is ``tests/e2e/apps/realapp.py`` (endpoints: health, live, list/get/create/update items
+The app is ``tests/support/apps/realapp.py`` (endpoints: health, live, list/get/create/update items
 through an ``AsyncSession`` from a ``yield`` dependency, and ``many_rows``, an export of 5,000
-rows); the harness is ``tests/realapp.py``. uvicorn serves it on uvloop and on ``--loop asyncio``
+rows); the harness is ``tests/support/realapp.py``. uvicorn serves it on uvloop and on ``--loop asyncio``
 with the real pyroscope-io agent pushing to the local receiver; ``--clients`` keep-alive clients
 send the endpoint mix for ``--seconds``.
 
@@ -21,7 +21,7 @@ Configurations, interleaved (each repeat runs them all, alternating the order):
   ``operation_spans``; span-profiles adopts FastAPI's span;
 - ``<loop>/spans+telemetry+operations``: the same with ``operation_spans`` (FastAPI's default).
 
-Every sample is judged by its stack (``tests/realapp.py``): an endpoint's own work (handler,
+Every sample is judged by its stack (``tests/support/realapp.py``): an endpoint's own work (handler,
 helpers, route, session and its greenlet/close task, and its row decoder, which asyncpg runs in
 ``data_received`` outside any task) against the ``span_id`` it carries. Per endpoint: **held**
 (share of its own CPU labelled with one of its spans), **foreign** (share of its profile that is

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the real-app e2e test and benchmark run: Debian's PostgreSQL server (initdb and
-# pg_ctl under /usr/lib/postgresql/*/bin; tests/postgres.py starts a private cluster from them).
+# pg_ctl under /usr/lib/postgresql/*/bin; tests/support/postgres.py starts a private cluster from them).
 # Idempotent: does nothing when initdb is there. No system cluster is created or started (Debian's
 # createcluster.conf says so before the server package is installed): tests run their own.
 set -euo pipefail

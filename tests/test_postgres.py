@@ -1,4 +1,4 @@
-"""The private PostgreSQL helper (tests/postgres.py) says what is missing instead of failing late."""
+"""The private PostgreSQL helper (tests/support/postgres.py) says what is missing instead of failing late."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 uvicorn on uvloop and on the stdlib loop, FastAPI's built-in telemetry off and on (with its
 default ``operation_spans``), the real agent and the receiver; 12 clients send the endpoint mix of
-``tests/realapp.py`` for a few seconds, then every sample is judged by its stack. A request's
+``tests/support/realapp.py`` for a few seconds, then every sample is judged by its stack. A request's
 profile must hold its endpoint's work, the driver's row decoding included, and nothing of other
 endpoints; no sample may carry a bare-method ``span_name``.
 

@@ -1,4 +1,4 @@
-"""Run the real app (``tests/e2e/apps/realapp.py``) under load and judge every sample by its stack.
+"""Run the real app (``tests/support/apps/realapp.py``) under load and judge every sample by its stack.
 
 Shared by ``tests/e2e/test_realapp_e2e.py`` (short runs, bounds) and ``benchmarks/realapp.py``
 (long runs, repeats, the report). One run (:func:`run`): uvicorn on uvloop or the stdlib loop with

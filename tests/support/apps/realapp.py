@@ -2,7 +2,7 @@
 
 Served by a real uvicorn (``--factory tests.support.apps.realapp:create_app``) for
 ``tests/e2e/test_realapp_e2e.py`` and ``benchmarks/realapp.py``; the harness that runs and judges
-it is ``tests/realapp.py``. Not an example to copy: it is shaped so that every sample's stack says
+it is ``tests/support/realapp.py``. Not an example to copy: it is shaped so that every sample's stack says
 which endpoint's work it is.
 
 Endpoints (:data:`ENDPOINTS`): ``GET /health`` and ``GET /live`` (cheap, no database), and CRUD
@@ -104,7 +104,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def owner_of(function: str, file: str) -> str | None:
     """The endpoint whose work a frame is (``function`` as the agent names it), or ``None``."""
-    if not file.replace("\\", "/").endswith("/e2e/apps/realapp.py"):
+    if not file.replace("\\", "/").endswith("/support/apps/realapp.py"):
         return None
     name = function.rsplit(".", 1)[-1]
     for endpoint in ENDPOINTS:
