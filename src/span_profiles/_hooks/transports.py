@@ -317,17 +317,19 @@ class _AsyncpgCover:
     def __init__(self, state: _State, patches: Patches) -> None:
         self.state = state
         self.patches = patches
-        self.done = False
+        self.covered: Any = None
+        """The protocol class covered last (asyncpg has one; a reload makes another)."""
 
     def __call__(self) -> None:
-        if self.done:
-            return
         module = sys.modules.get("asyncpg.protocol.protocol")
         if module is None:
             return
-        self.done = True
+        protocol_class = getattr(module, "Protocol", None)
+        if protocol_class is None or protocol_class is self.covered:
+            return
+        self.covered = protocol_class
         try:
-            self._cover(module.Protocol)
+            self._cover(protocol_class)
         except Exception as exc:
             guard.fail("the asyncpg I/O hook", exc)
 
