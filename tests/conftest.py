@@ -4,7 +4,6 @@ the check that every test starting a subprocess, a server or the real agent is m
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import importlib.util
@@ -21,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import span_profiles
 from span_profiles.testing import RecordingSink, recording
+from tests.backends import BACKENDS, backend_name
 
 if TYPE_CHECKING:
     from span_profiles.receiver import Receiver
@@ -28,43 +28,17 @@ if TYPE_CHECKING:
 pytest_plugins = ["pytester"]  # tests/test_e2e_marker.py runs pytest on the rules below
 
 
-def _eager_loop() -> asyncio.AbstractEventLoop:
-    loop = asyncio.new_event_loop()
-    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
-    return loop
-
-
-def _uvloop_loop() -> asyncio.AbstractEventLoop:
-    import uvloop
-
-    return uvloop.new_event_loop()
-
-
-_BACKENDS: list[Any] = [pytest.param(("asyncio", {}), id="asyncio")]
-if sys.version_info >= (3, 12):
-    _BACKENDS.append(pytest.param(("asyncio", {"loop_factory": _eager_loop}), id="asyncio-eager"))
-if importlib.util.find_spec("uvloop") is not None:
-    _BACKENDS.append(pytest.param(("asyncio", {"loop_factory": _uvloop_loop}), id="uvloop"))
-if importlib.util.find_spec("trio") is not None:
-    _BACKENDS.append(pytest.param(("trio", {}), id="trio"))
-
-
-@pytest.fixture(params=_BACKENDS)
+@pytest.fixture(params=BACKENDS)
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    """Every async test runs on asyncio, asyncio with eager tasks (3.12+), uvloop and trio."""
+    """Every async test runs on asyncio, asyncio with eager tasks (3.12+), uvloop, uvloop with
+    eager tasks (where uvloop runs them) and trio: ``tests/backends.py``."""
     return request.param
 
 
 @pytest.fixture
 def backend_id(request: pytest.FixtureRequest, anyio_backend: Any) -> str:
-    """The id of the current backend: asyncio, asyncio-eager, uvloop or trio."""
-    name, options = anyio_backend
-    factory = options.get("loop_factory")
-    if factory is _eager_loop:
-        return "asyncio-eager"
-    if factory is _uvloop_loop:
-        return "uvloop"
-    return str(name)
+    """The id of the current backend: asyncio, asyncio-eager, uvloop, uvloop-eager or trio."""
+    return backend_name(anyio_backend)
 
 
 class Instrumented:

@@ -1,13 +1,12 @@
-"""asyncio specifics: tasks from before instrument(), eager tasks, user task factories, uvloop."""
+"""asyncio specifics: tasks from before instrument(), user task factories, uvloop (eager tasks:
+test_eager_tasks.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 import pytest
-from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import TracerProvider
 
 import span_profiles
@@ -54,37 +53,6 @@ def test_tasks_created_before_instrument_are_labelled() -> None:
         span_profiles.uninstrument()
     assert check.failures == []
     assert check.count == 300
-
-
-@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
-def test_eager_tasks_and_their_creator_keep_their_own_labels(instrumented: Any) -> None:
-    """An eager task starting its own span does not leave its labels on the creating task."""
-    check = Checker(instrumented.sink)
-    tracer = instrumented.tracer
-
-    async def eager_child(i: int) -> None:
-        # A new trace, so a local root of its own rather than a child of the creator's span.
-        with tracer.start_as_current_span(f"eager-{i}", context=otel_context.Context()) as span:
-            own = labels_of(span)
-            check(own, f"eager {i} first step")
-            await asyncio.sleep(0)
-            check(own, f"eager {i} second step")
-
-    async def creator(i: int) -> None:
-        with tracer.start_as_current_span(f"creator-{i}") as span:
-            own = labels_of(span)
-            task = asyncio.get_running_loop().create_task(eager_child(i))
-            check(own, f"creator {i} right after eager create_task")
-            await task
-            check(own, f"creator {i} after await")
-
-    async def main() -> None:
-        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
-        await asyncio.gather(*(creator(i) for i in range(50)))
-
-    asyncio.run(main())
-    assert check.failures == []
-    assert check.count == 200
 
 
 def _uvloop() -> Any:
@@ -157,3 +125,45 @@ def test_uvloop_created_after_instrument_covers_its_first_task() -> None:
         span_profiles.uninstrument()
     assert check.failures == []
     assert check.count == 90
+
+
+def test_uvloop_keeps_its_hook_under_a_factory_set_later() -> None:
+    """A task factory set on a hooked uvloop loop (the eager one, say) goes under ours instead of
+    replacing it; uninstrument() leaves the user's factory in place."""
+    uv = _uvloop()
+    provider, sink = TracerProvider(), RecordingSink()
+    check = Checker(sink)
+    created: list[Any] = []
+
+    def user_factory(loop: Any, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        created.append(task)
+        return task
+
+    span_profiles.uninstrument()
+    span_profiles.instrument(tracer_provider=provider, sink=sink)
+    tracer = provider.get_tracer("t")
+
+    async def unit(i: int) -> None:
+        with tracer.start_as_current_span(f"u-{i}") as span:
+            own = labels_of(span)
+            for k in range(3):
+                await asyncio.sleep(0)
+                check(own, f"{i} {k}")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()  # hooked at construction
+        loop.set_task_factory(user_factory)
+        assert loop.get_task_factory() is not user_factory
+        await asyncio.gather(*(unit(i) for i in range(20)))
+        span_profiles.uninstrument()
+        assert loop.get_task_factory() is user_factory
+
+    try:
+        uv.run(main())
+    finally:
+        span_profiles.uninstrument()
+    assert check.failures == []
+    assert check.count == 60
+    assert len(created) >= 20
+    assert all(isinstance(task.get_coro(), StepCoroutine) for task in created[:20])

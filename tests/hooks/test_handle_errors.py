@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
+
+import pytest
 
 
 def _run_with_failing_callback() -> list[dict[str, Any]]:
@@ -90,6 +93,9 @@ def _handle_freed_without_gc() -> bool:
         gc.enable()
 
 
+@pytest.mark.xfail(
+    sys.version_info >= (3, 14), strict=True, reason="lead: inline Handle._run on 3.14+"
+)
 def test_a_failing_callback_leaves_no_cycle_through_the_handle(instrumented: Any) -> None:
     """The inlined body keeps the stdlib's ``self = None``: the handle dies by refcount alone.
 
