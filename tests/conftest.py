@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import span_profiles
+from span_profiles import _sampler_choice
 from span_profiles.testing import RecordingSink, recording
 from tests.backends import BACKENDS, backend_name
 
@@ -172,12 +173,28 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``sampled`` tests get two reruns (pytest-rerunfailures).
+    """``sampled`` tests get two reruns (pytest-rerunfailures); ``agent`` tests are skipped, with
+    the reason, where pyroscope-io cannot run.
 
-    They check shares of real samples against bounds (<= 1 % foreign, enough samples per request).
-    On a loaded 2-CPU machine the kernel can preempt the sampler between a stack and its labels,
-    or starve it, and push a single run over; a labelling bug gives tens of percent in every run.
+    Sampled tests check shares of real samples against bounds (<= 1 % foreign, enough samples per
+    request). On a loaded 2-CPU machine the kernel can preempt the sampler between a stack and its
+    labels, or starve it, and push a single run over; a labelling bug gives tens of percent in
+    every run.
+
+    Agent tests need the real pyroscope-io. Where it has no build (Python 3.15, free-threaded
+    builds: ``span_profiles._sampler_choice``) they skip with that reason; where it only is not
+    installed (the ``core`` session, which installs no extra), they skip saying so. The ``tests``
+    sessions install the ``pyroscope`` extra, so on 3.10-3.14 they always run there.
     """
+    missing = _sampler_choice.pyroscope_io_missing()
+    skip_agent = None
+    if missing is not None:
+        reason, no_build = missing
+        if not no_build:
+            reason += " (the `pyroscope` extra)"
+        skip_agent = pytest.mark.skip(reason=f"needs the real pyroscope-io agent: {reason}")
     for item in items:
         if item.get_closest_marker("sampled") is not None:
             item.add_marker(pytest.mark.flaky(reruns=2, reruns_delay=1))
+        if skip_agent is not None and item.get_closest_marker("agent") is not None:
+            item.add_marker(skip_agent)

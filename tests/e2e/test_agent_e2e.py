@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pyroscope")
 pytest.importorskip("uvicorn")
 pytest.importorskip("google.protobuf")
 httpx = pytest.importorskip("httpx")
 
 from span_profiles.receiver import ProfileStore, Receiver  # noqa: E402
 from tests.servers import ROOT, Server, agent_env, serving  # noqa: E402
+
+pytestmark = pytest.mark.agent
 
 ROUNDS = 2
 CONCURRENCY = 20

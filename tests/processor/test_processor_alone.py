@@ -127,9 +127,9 @@ def test_without_hooks_it_still_takes_the_default_sink(monkeypatch: pytest.Monke
         engine.reset_state()
 
 
+@pytest.mark.agent
 def test_alone_it_uses_the_pyroscope_agent_sink() -> None:
     """With pyroscope-io importable, the default sink is the agent's."""
-    pytest.importorskip("pyroscope")
     span_profiles.uninstrument()
     provider = TracerProvider()
     provider.add_span_processor(SpanProfilesProcessor())

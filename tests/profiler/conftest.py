@@ -65,7 +65,7 @@ def clean_profiler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     _profiler.stop_profiler()
     _profiler._agent = None
-    _profiler._name_warned = _profiler._fork_warned = False
+    _profiler._name_warned = _profiler._fork_warned = _profiler._no_sampler_warned = False
     _placement.reset_for_tests()
     guard.reset()
     if mask is not None:

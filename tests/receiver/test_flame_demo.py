@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pyroscope")
 pytest.importorskip("fastapi")
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.agent, pytest.mark.e2e]
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.py"
 
