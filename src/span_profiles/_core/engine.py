@@ -64,11 +64,16 @@ KERNEL_MARK = "# kernel: keep in step with engine.refresh_from"
 """The comment every inlined copy of :func:`refresh_from` carries (the kernel test greps it)."""
 
 
+_holder_lock = threading.Lock()
+"""Orders a rename against the end of the same span (``Holder.renamed``/``Holder.end``)."""
+
+
 class Holder:
     """The labels of one local root span (or of every span, with scope ``"all"``).
 
     Child spans share their root's holder, so a rename of the root reaches them, and ending the
-    root empties the labels of the whole chain at once.
+    root empties the labels of the whole chain at once. ``labels`` is only ever rebound to a
+    complete tuple, so a hook on another thread reads the old tuple or the new one, never a mix.
     """
 
     __slots__ = ("labels", "make", "parent", "profile_id", "span")
@@ -84,12 +89,17 @@ class Holder:
 
     def renamed(self) -> None:
         """Rebuild the labels after the span's name changed (no-op once ended)."""
-        if self.labels:
-            self.labels = self.make(self.span)
+        # Check and rebind under one lock: without the GIL, a rename racing the span's end on
+        # another thread could otherwise bring the ended span's labels back (with the GIL too,
+        # were a thread switch to fall between the check and the store).
+        with _holder_lock:
+            if self.labels:
+                self.labels = self.make(self.span)
 
     def end(self) -> None:
         """The span ended: from now on it gives no labels."""
-        self.labels = EMPTY
+        with _holder_lock:
+            self.labels = EMPTY
 
 
 # -- process-wide state: the table, the sink behind its cell, the installation ----------------
