@@ -13,6 +13,12 @@ Rows:
   RecordingSink and with the real pyroscope-io agent (configured, sampling at 100 Hz); once more
   with ``span_name`` too (the default labels), where a switch touches two pairs;
 * pyroscope-otel: its ``PyroscopeSpanProcessor`` (tags at span start/end only) as the reference.
+
+A second table: time per task created and run to its end (a coroutine that returns at once,
+created in batches of 100 and gathered) under a root span, bare and with our hooks, for lazy
+tasks, ``asyncio.eager_task_factory`` (3.12+) and ``create_task(..., eager_start=True)`` (3.14+):
+an eager task runs its only step inside ``create_task``, and the hooks give the creator its
+labels back right after.
 """
 
 from __future__ import annotations
@@ -115,6 +121,91 @@ def _measure_once(loop_name: str, tracer: Any, steps: int, mode: str) -> float:
     else:
         elapsed = asyncio.run(_run(tracer, steps, mode))
     return float(elapsed / steps * 1e9)
+
+
+CREATIONS = 20_000
+
+
+async def _create_tasks(tracer: Any, count: int, how: str) -> float:
+    """Seconds to create ``count`` one-step tasks (in batches of 100) and gather them."""
+
+    async def child() -> None:
+        return None
+
+    loop = asyncio.get_running_loop()
+    kwargs: dict[str, Any] = {}
+    if how == "eager factory":
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    elif how == "eager_start":
+        kwargs["eager_start"] = True
+    with tracer.start_as_current_span("creator"):
+        await asyncio.sleep(0)
+        start = time.perf_counter()
+        for _ in range(count // 100):
+            await asyncio.gather(*[loop.create_task(child(), **kwargs) for _ in range(100)])
+        return time.perf_counter() - start
+
+
+def _creation_modes() -> list[str]:
+    modes = ["lazy"]
+    if sys.version_info >= (3, 12):
+        modes.append("eager factory")
+    if sys.version_info >= (3, 14):
+        modes.append("eager_start")
+    return modes
+
+
+def _measure_creation(loop_name: str, hooked: bool, count: int, how: str) -> float:
+    """Nanoseconds per task created and run, bare or with our hooks (RecordingSink)."""
+    span_profiles.uninstrument()
+    provider = TracerProvider()
+    if hooked:
+        span_profiles.instrument(tracer_provider=provider, sink=RecordingSink())
+    tracer = provider.get_tracer("bench")
+    gc.collect()
+    try:
+        if loop_name == "uvloop":
+            import uvloop
+
+            elapsed = uvloop.run(_create_tasks(tracer, count, how))
+        else:
+            elapsed = asyncio.run(_create_tasks(tracer, count, how))
+    finally:
+        span_profiles.uninstrument()
+        provider.shutdown()
+    return float(elapsed / count * 1e9)
+
+
+def _creation_table(loops: list[str], count: int, repeats: int) -> str:
+    """Per loop and creation mode: ns per task bare and hooked, best of ``repeats`` (interleaved)."""
+    loops = [name for name in loops if name != "trio"]
+    best: dict[tuple[str, str, bool], float] = {}
+    for _ in range(repeats):
+        for loop_name in loops:
+            for how in _creation_modes():
+                if loop_name == "uvloop" and not _uvloop_runs(how):
+                    continue
+                for hooked in (False, True):
+                    ns = _measure_creation(loop_name, hooked, count, how)
+                    key = (loop_name, how, hooked)
+                    best[key] = min(ns, best.get(key, ns))
+    lines = [
+        "| loop | tasks | bare ns/task | hooked ns/task | added |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for loop_name, how, hooked in best:
+        if hooked:
+            bare, ours = best[(loop_name, how, False)], best[(loop_name, how, True)]
+            lines.append(
+                f"| {loop_name} | {how} | {bare:.0f} | {ours:.0f} | {ours - bare:+.0f} ns |"
+            )
+    return "\n".join(lines)
+
+
+def _uvloop_runs(how: str) -> bool:
+    # uvloop 0.23 passes eager_start=None to a task factory on 3.13+, which 3.13's eager factory
+    # rejects and 3.14's takes as "not eager": the eager factory runs eagerly only on 3.12.
+    return how != "eager factory" or sys.version_info[:2] == (3, 12)
 
 
 Config = tuple[str, str, Callable[[TracerProvider], Any] | None]
@@ -226,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         floor = (
             f"One agent remove+add pair alone (native calls, no Python around them): {best:.0f} ns."
         )
+    creations = _creation_table(loops, CREATIONS // 4 if args.quick else CREATIONS, repeats)
     bare = table["bare"]
     header = (
         "| configuration | " + " | ".join(f"{name} ns/step | {name} added" for name in loops) + " |"
@@ -241,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}, {platform.machine()}, {steps} steps x best of "
         f"{repeats}; agent: {'pyroscope-io configured, 100 Hz' if agent else 'not installed'}"
     )
-    text = "\n".join([meta, "", *lines, "", floor]).rstrip()
+    text = "\n".join(
+        [meta, "", *lines, "", floor, "", "Task creation (create, run, gather):", "", creations]
+    ).rstrip()
     print(text)
     if agent is not None:
         agent.shutdown()
