@@ -2,7 +2,8 @@
 
 asyncio, asyncio with eager tasks (3.12+), uvloop, uvloop with eager tasks (where uvloop runs
 them), trio. :data:`ASYNCIO_BACKENDS` is the part with asyncio's APIs (tasks, task factories,
-``eager_start``), for tests of those APIs.
+``eager_start``), :data:`TRIO_BACKENDS` trio's, for tests of one runtime's own APIs (a test
+overrides the fixture with ``@pytest.mark.parametrize("anyio_backend", ASYNCIO_BACKENDS)``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from typing import Any
 
 import pytest
 
-__all__ = ["ASYNCIO_BACKENDS", "BACKENDS", "EAGER", "backend_name", "uvloop_runs_eager_factory"]
+__all__ = [
+    "ASYNCIO_BACKENDS",
+    "BACKENDS",
+    "EAGER",
+    "TRIO_BACKENDS",
+    "backend_name",
+    "uvloop_runs_eager_factory",
+]
 
 
 def _eager_loop() -> asyncio.AbstractEventLoop:
@@ -81,9 +89,11 @@ if importlib.util.find_spec("uvloop") is not None:
             pytest.param(("asyncio", {"loop_factory": _uvloop_eager_loop}), id="uvloop-eager")
         )
 
-BACKENDS: list[Any] = list(ASYNCIO_BACKENDS)
+TRIO_BACKENDS: list[Any] = []
 if importlib.util.find_spec("trio") is not None:
-    BACKENDS.append(pytest.param(("trio", {}), id="trio"))
+    TRIO_BACKENDS.append(pytest.param(("trio", {}), id="trio"))
+
+BACKENDS: list[Any] = ASYNCIO_BACKENDS + TRIO_BACKENDS
 
 
 def backend_name(anyio_backend: Any) -> str:

@@ -35,12 +35,6 @@ EAGER_START = sys.version_info >= (3, 14)
 """``create_task(..., eager_start=True)`` exists (stdlib loops and uvloop 0.23 pass it on)."""
 
 
-@pytest.fixture(params=ASYNCIO_BACKENDS)
-def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    """The asyncio backends only: trio has no eager tasks."""
-    return request.param
-
-
 Spawn = Callable[[Coroutine[Any, Any, None], "Creator"], "asyncio.Task[None]"]
 
 
@@ -96,6 +90,7 @@ def _spawns(backend_id: str) -> dict[str, tuple[Spawn, bool, bool]]:
     return spawns
 
 
+@pytest.mark.parametrize("anyio_backend", ASYNCIO_BACKENDS)  # trio has no eager tasks
 async def test_eager_children_and_their_creators_show_their_own_labels(
     instrumented: Any, backend_id: str
 ) -> None:
@@ -211,12 +206,12 @@ def _eager_start(coro: Any) -> Any:
         pytest.param(
             _eager_factory,
             id="eager_task_factory",
-            marks=pytest.mark.skipif(sys.version_info < (3, 12), reason="Python 3.12+"),
+            marks=pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+"),
         ),
         pytest.param(
             _eager_start,
             id="eager_start",
-            marks=pytest.mark.skipif(not EAGER_START, reason="Python 3.14+"),
+            marks=pytest.mark.skipif(not EAGER_START, reason="eager_start is 3.14+"),
         ),
     ],
 )
