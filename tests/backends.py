@@ -99,4 +99,4 @@ BACKENDS: list[Any] = ASYNCIO_BACKENDS + TRIO_BACKENDS
 def backend_name(anyio_backend: Any) -> str:
     """The id of an ``anyio_backend`` value: asyncio, asyncio-eager, uvloop, uvloop-eager, trio."""
     name, options = anyio_backend
-    return _NAMES.get(options.get("loop_factory"), str(name))  # type: ignore[arg-type]
+    return _NAMES.get(options.get("loop_factory"), str(name))

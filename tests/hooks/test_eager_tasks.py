@@ -135,8 +135,9 @@ async def test_eager_children_and_their_creators_show_their_own_labels(
         with tracer.start_as_current_span(f"creator-{i}") as span:
             own = labels_of(span)
             tasks = []
-            group = asyncio.TaskGroup() if sys.version_info >= (3, 11) else None
-            if group is not None:
+            group: Any = None
+            if sys.version_info >= (3, 11):
+                group = asyncio.TaskGroup()
                 await group.__aenter__()
             for name, (spawn, eager, in_other) in spawns.items():
                 for own_root in (False, True):
