@@ -225,7 +225,7 @@ def _no_sampler(settings: Settings, choice: _sampler_choice.SamplerChoice) -> No
         if not _no_sampler_warned:
             _no_sampler_warned = True
             logger.warning(
-                "span-profiles: no sampler is available for this Python: %s. To take profiles, %s",
+                "span-profiles: no sampler is available for this Python: %s. Fix: %s",
                 choice.reason,
                 choice.fix,
             )
