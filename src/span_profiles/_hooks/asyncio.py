@@ -190,14 +190,6 @@ def _refresh() -> None:
         guard.fail("the asyncio task hook", exc)
 
 
-def _show_context_labels(otel_ctx: Any) -> None:
-    """Show the labels of ``otel_ctx`` (an OTel context, or ``None``) on this thread."""
-    try:
-        engine.refresh_from(otel_ctx)
-    except Exception as exc:
-        guard.fail("the asyncio task hook", exc)
-
-
 _EAGER_FACTORY_CODE = getattr(getattr(asyncio, "eager_task_factory", None), "__code__", None)
 
 
@@ -306,7 +298,7 @@ def install(hot: HotPath) -> Callable[[], None]:
 
     base = asyncio.base_events.BaseEventLoop
     original_create_task = base.create_task
-    show = _show_context_labels
+    refresh_from = engine.refresh_from
 
     def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
         # The new task's first step runs inside this call only when it starts eagerly: with a
@@ -317,10 +309,18 @@ def install(hot: HotPath) -> Callable[[], None]:
         context = kwargs.get("context")
         if context is not None:
             # The eager step runs in that context from its first line: show its labels.
-            show(context.get(var))
-        task = original_create_task(self, coro, **kwargs)
-        # The creator's step goes on: its own labels again (a dict lookup when unchanged).
-        show(var.get(None))
+            try:
+                refresh_from(context.get(var))
+            except Exception as exc:
+                guard.fail("the asyncio task hook", exc)
+        try:
+            task = original_create_task(self, coro, **kwargs)
+        finally:
+            # The creator's step goes on: its own labels again (no agent call when unchanged).
+            try:
+                refresh_from(var.get(None))
+            except Exception as exc:
+                guard.fail("the asyncio task hook", exc)
         try:
             return task
         finally:
