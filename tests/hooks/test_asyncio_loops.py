@@ -59,8 +59,11 @@ def _uvloop() -> Any:
     return pytest.importorskip("uvloop")
 
 
-def test_uvloop_chains_to_the_users_task_factory() -> None:
-    """On uvloop our factory wraps coroutines and still goes through the user's own factory."""
+@pytest.mark.parametrize("instrument_first", [False, True], ids=["factory-first", "hook-first"])
+def test_uvloop_chains_to_the_users_task_factory(instrument_first: bool) -> None:
+    """On uvloop our factory wraps coroutines and still goes through the user's own factory,
+    whether the user's was there first (we chain onto it) or was set on a loop already hooked
+    at construction (it goes under ours instead of replacing it); uninstrument() leaves it."""
     uv = _uvloop()
     provider, sink = TracerProvider(), RecordingSink()
     created: list[Any] = []
@@ -81,7 +84,7 @@ def test_uvloop_chains_to_the_users_task_factory() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         loop.set_task_factory(user_factory)
-        span_profiles.instrument(tracer_provider=provider, sink=sink)
+        span_profiles.instrument(tracer_provider=provider, sink=sink)  # hooks it, or idempotent
         assert loop.get_task_factory() is not user_factory
         span_profiles.instrument(tracer_provider=provider, sink=sink)  # idempotent
         tracer = provider.get_tracer("t")
@@ -90,6 +93,8 @@ def test_uvloop_chains_to_the_users_task_factory() -> None:
         assert loop.get_task_factory() is user_factory
 
     span_profiles.uninstrument()
+    if instrument_first:
+        span_profiles.instrument(tracer_provider=provider, sink=sink)
     try:
         uv.run(main())
     finally:
@@ -125,45 +130,3 @@ def test_uvloop_created_after_instrument_covers_its_first_task() -> None:
         span_profiles.uninstrument()
     assert check.failures == []
     assert check.count == 90
-
-
-def test_uvloop_keeps_its_hook_under_a_factory_set_later() -> None:
-    """A task factory set on a hooked uvloop loop (the eager one, say) goes under ours instead of
-    replacing it; uninstrument() leaves the user's factory in place."""
-    uv = _uvloop()
-    provider, sink = TracerProvider(), RecordingSink()
-    check = Checker(sink)
-    created: list[Any] = []
-
-    def user_factory(loop: Any, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
-        task = asyncio.Task(coro, loop=loop, **kwargs)
-        created.append(task)
-        return task
-
-    span_profiles.uninstrument()
-    span_profiles.instrument(tracer_provider=provider, sink=sink)
-    tracer = provider.get_tracer("t")
-
-    async def unit(i: int) -> None:
-        with tracer.start_as_current_span(f"u-{i}") as span:
-            own = labels_of(span)
-            for k in range(3):
-                await asyncio.sleep(0)
-                check(own, f"{i} {k}")
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()  # hooked at construction
-        loop.set_task_factory(user_factory)
-        assert loop.get_task_factory() is not user_factory
-        await asyncio.gather(*(unit(i) for i in range(20)))
-        span_profiles.uninstrument()
-        assert loop.get_task_factory() is user_factory
-
-    try:
-        uv.run(main())
-    finally:
-        span_profiles.uninstrument()
-    assert check.failures == []
-    assert check.count == 60
-    assert len(created) >= 20
-    assert all(isinstance(task.get_coro(), StepCoroutine) for task in created[:20])

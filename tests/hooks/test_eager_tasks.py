@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import gc
 import sys
 import weakref
 from collections.abc import Callable, Coroutine
@@ -25,7 +24,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from tests.backends import ASYNCIO_BACKENDS, EAGER
-from tests.hooks.helpers import Checker, labels_of
+from tests.hooks.helpers import Checker, freed_by_refcount, labels_of
 
 pytestmark = pytest.mark.anyio
 
@@ -169,12 +168,11 @@ async def test_eager_children_and_their_creators_show_their_own_labels(
 
 def _failing_eager_task_freed_without_gc(create: Callable[[Any], Any]) -> bool:
     """Whether an eager task whose first step raised dies by refcount alone (no GC cycle)."""
-    refs: list[weakref.ref[Any]] = []
 
     async def fails() -> None:
         raise ValueError("first step")
 
-    async def main() -> None:
+    async def main(refs: list[weakref.ref[Any]]) -> None:
         task = create(fails())
         refs.append(weakref.ref(task))
         assert task.done()
@@ -182,13 +180,7 @@ def _failing_eager_task_freed_without_gc(create: Callable[[Any], Any]) -> bool:
         del task
         await asyncio.sleep(0)
 
-    gc.collect()
-    gc.disable()
-    try:
-        asyncio.run(main())
-        return refs[0]() is None
-    finally:
-        gc.enable()
+    return freed_by_refcount(main)
 
 
 def _eager_factory(coro: Any) -> Any:

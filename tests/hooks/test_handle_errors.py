@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import weakref
 from typing import Any
 
 import pytest
+
+from tests.hooks.helpers import freed_by_refcount
 
 
 def _run_with_failing_callback() -> list[dict[str, Any]]:
@@ -70,12 +73,7 @@ class _KeepsItsError:
 
 
 def _handle_freed_without_gc() -> bool:
-    import gc
-    import weakref
-
-    refs: list[weakref.ref[asyncio.Handle]] = []
-
-    async def main() -> None:
+    async def main(refs: list[weakref.ref[Any]]) -> None:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(lambda _loop, _context: None)
         handle = loop.call_soon(_KeepsItsError())
@@ -84,13 +82,7 @@ def _handle_freed_without_gc() -> bool:
         await asyncio.sleep(0)
         await asyncio.sleep(0)
 
-    gc.collect()
-    gc.disable()
-    try:
-        asyncio.run(main())
-        return refs[0]() is None
-    finally:
-        gc.enable()
+    return freed_by_refcount(main)
 
 
 @pytest.mark.xfail(
