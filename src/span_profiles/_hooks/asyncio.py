@@ -201,7 +201,10 @@ def _eager_task_constructor(factory: Any) -> Any | None:
     return closure[0].cell_contents if closure else None
 
 
-def _chain_factory(inner: Any, wrap: type[StepCoroutine]) -> Callable[..., asyncio.Task[Any]]:
+def _chain_factory(
+    inner: Any, wrap: type[StepCoroutine], var: ContextVar[Any]
+) -> Callable[..., asyncio.Task[Any]]:
+    refresh_from = engine.refresh_from
     constructor = _eager_task_constructor(inner)
     factory: Callable[..., asyncio.Task[Any]]
     if constructor is not None:
@@ -215,7 +218,10 @@ def _chain_factory(inner: Any, wrap: type[StepCoroutine]) -> Callable[..., async
             if kwargs.get("eager_start"):
                 # The first step ran in this call (its StepCoroutine showed the task's labels):
                 # the creator's labels again.
-                _refresh()
+                try:
+                    refresh_from(var.get(None))
+                except Exception as exc:
+                    guard.fail("the asyncio task hook", exc)
             return task
 
         factory = asyncio.create_eager_task_factory(construct)  # type: ignore[attr-defined]
@@ -233,7 +239,10 @@ def _chain_factory(inner: Any, wrap: type[StepCoroutine]) -> Callable[..., async
                 task = inner(loop, coro, **kwargs)
             # An eager first step ran inside this call (its StepCoroutine showed the task's
             # labels): the creator's labels again.
-            _refresh()
+            try:
+                refresh_from(var.get(None))
+            except Exception as exc:
+                guard.fail("the asyncio task hook", exc)
             return task
 
     setattr(factory, _FACTORY_MARK, inner)
@@ -252,6 +261,7 @@ class _LoopHooks:
 
     def __init__(self, hot: HotPath, var: ContextVar[Any]) -> None:
         self.wrap = _step_coroutine_class(hot, var)
+        self.var = var
         self.loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
     def install_on(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -260,7 +270,7 @@ class _LoopHooks:
             return
         current = loop.get_task_factory()
         if current is None or not hasattr(current, _FACTORY_MARK):
-            loop.set_task_factory(_chain_factory(current, self.wrap))
+            loop.set_task_factory(_chain_factory(current, self.wrap, self.var))
         self.loops.add(loop)
 
     def on_root_started(self) -> None:
@@ -368,7 +378,7 @@ def _hook_uvloop_construction(patches: Patches, loops: _LoopHooks) -> None:
         # which it would otherwise replace: the loop's tasks would lose their step hook.
         if self in loops.loops and not hasattr(factory, _FACTORY_MARK):
             try:
-                factory = _chain_factory(factory, loops.wrap)
+                factory = _chain_factory(factory, loops.wrap, loops.var)
             except Exception as exc:
                 guard.fail("the uvloop task factory", exc)
         original_set(self, factory)
