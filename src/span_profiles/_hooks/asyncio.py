@@ -314,7 +314,7 @@ def install(hot: HotPath) -> Callable[[], None]:
         # The new task's first step runs inside this call only when it starts eagerly: with a
         # task factory (asyncio.eager_task_factory, 3.12+) or eager_start=True (3.14+). That
         # step runs outside Handle._run; otherwise creating a task costs this one test more.
-        if self._task_factory is None and not kwargs.get("eager_start"):
+        if self._task_factory is None and not (kwargs and kwargs.get("eager_start")):
             return original_create_task(self, coro, **kwargs)
         context = kwargs.get("context")
         if context is not None:
