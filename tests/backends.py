@@ -58,7 +58,12 @@ def uvloop_runs_eager_factory() -> bool:
         started.append(True)
 
     async def main() -> bool:
-        task = asyncio.get_running_loop().create_task(first_step())
+        step = first_step()
+        try:
+            task = asyncio.get_running_loop().create_task(step)
+        except TypeError:  # 3.13: the eager factory rejects uvloop's eager_start=None
+            step.close()
+            return False
         eager = bool(started)
         await task
         return eager
@@ -66,8 +71,6 @@ def uvloop_runs_eager_factory() -> bool:
     loop = _uvloop_eager_loop()
     try:
         return loop.run_until_complete(main())
-    except TypeError:
-        return False
     finally:
         loop.close()
 
