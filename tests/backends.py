@@ -58,9 +58,11 @@ def uvloop_runs_eager_factory() -> bool:
         started.append(True)
 
     async def main() -> bool:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)
         step = first_step()
         try:
-            task = asyncio.get_running_loop().create_task(step)
+            task = loop.create_task(step)
         except TypeError:  # 3.13: the eager factory rejects uvloop's eager_start=None
             step.close()
             return False
@@ -68,7 +70,7 @@ def uvloop_runs_eager_factory() -> bool:
         await task
         return eager
 
-    loop = _uvloop_eager_loop()
+    loop = _uvloop_loop()  # the factory is set inside: on 3.13 it would fail to start main()
     try:
         return loop.run_until_complete(main())
     finally:
