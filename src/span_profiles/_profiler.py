@@ -258,8 +258,9 @@ def start_profiler(
     ``True``. ``profiler="off"`` (or ``"auto"`` without pyroscope-io, or ``enabled=False``)
     returns ``False``; so does a Python no sampler runs on (3.15, free-threaded builds: see
     :mod:`span_profiles._sampler_choice`), after one warning saying so. Start the agent after
-    the last fork (see :mod:`span_profiles.gunicorn`). Invalid settings raise :class:`~span_profiles.SettingsError`; any failure of the agent
-    itself is logged once and gives ``False``: the application keeps running unprofiled.
+    the last fork (see :mod:`span_profiles.gunicorn`). Invalid settings raise
+    :class:`~span_profiles.SettingsError`; any failure of the agent itself is logged once and
+    gives ``False``: the application keeps running unprofiled.
     """
     global _agent
     resolved = _resolve(settings, explicit)
