@@ -10,6 +10,9 @@ zlib, numpy) and then some pure Python, while 20 idle threads wait. A capture se
   is the span's, and of all scrypt samples (fidelity: 100 % means the span shows its native work);
 - **agent CPU per sample**: CPU time of the agent's native threads divided by samples taken;
 - **upload bytes per second of profile** (gzip'd push bodies).
+
+``--report-thread-name`` turns on the agent's ``report_thread_name`` (py-spy then looks up each
+thread's name), to see what that costs per sample on each Python.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ CHILD = textwrap.dedent(
     span_profiles.instrument(tracer_provider=provider)
     assert span_profiles.start_profiler(
         tracer_provider=provider, server_address=sys.argv[1], upload_interval=1,
-        gil_only=sys.argv[2] == "true", pin_cpu="off")
+        gil_only=sys.argv[2] == "true", pin_cpu="off",
+        report_thread_name=os.environ.get("BENCH_REPORT_THREAD_NAME") == "true")
     stop = threading.Event()
     idle = [threading.Thread(target=stop.wait) for _ in range(int(os.environ.get("IDLE_THREADS", "20")))]
     for t in idle: t.start()
@@ -121,6 +125,11 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--report-thread-name",
+        action="store_true",
+        help="the agent labels samples with thread names",
+    )
     args = parser.parse_args()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Capture)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -131,6 +140,7 @@ def main() -> int:
             Capture.bodies = []
             env = {k: v for k, v in os.environ.items() if not k.startswith(("PYROSCOPE_", "SPAN_"))}
             env["PYTHONPATH"] = str(ROOT)
+            env["BENCH_REPORT_THREAD_NAME"] = "true" if args.report_thread_name else "false"
             done = subprocess.run(
                 [sys.executable, "-c", CHILD, url, gil_only],
                 capture_output=True, text=True, timeout=120, env=env,

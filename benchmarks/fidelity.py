@@ -152,6 +152,8 @@ def server_env(receiver: Receiver, config: Config, service: str) -> dict[str, st
 
 LOOP = -1
 """Key of the loop-work counter in :func:`classify`'s result."""
+ALL = -2
+"""Key of the counter of every sample of the service (``all``), handler or not."""
 
 # The event loop running with no Python frame above it (C internals of uvloop, the selector).
 _LOOP_LEAVES = {
@@ -201,6 +203,7 @@ def classify(reader: ProfileReader, service: str, spans: dict[int, str]) -> dict
     """
     result: dict[int, Counter[str]] = {}
     for sample in reader.samples(Selection(service=service)):
+        result.setdefault(ALL, Counter())["all"] += sample.count
         if _is_loop_work(sample.functions):
             kind = "labelled" if sample.label_values("span_id") else "unlabelled"
             result.setdefault(LOOP, Counter())[kind] += sample.count
@@ -288,6 +291,15 @@ def run_fidelity(
     time.sleep(0.5)  # the last upload is acknowledged before uvicorn exits; be generous
     with ProfileReader(receiver.db_path) as reader:
         counts = classify(reader, service, spans)
+    cpu = re.search(r"native_cpu_s=([\d.]+) python_cpu_s=([\d.]+)", log.read_text())
+    sampler = {
+        # Every sample stored for this server, over the seconds of load it served.
+        "all_samples": counts.get(ALL, Counter())["all"],
+        "load_s": sum(load.seconds for load in loads.values()),
+        # CPU of the server's native threads (the agent's) and Python threads, start to exit.
+        "native_cpu_s": float(cpu.group(1)) if cpu else None,
+        "python_cpu_s": float(cpu.group(2)) if cpu else None,
+    }
     rows = []
     for index, case in enumerate(CASES):
         if index not in loads:
@@ -308,6 +320,7 @@ def run_fidelity(
         loop = counts.get(LOOP, Counter())
         row["loop_samples"] = loop["labelled"] + loop["unlabelled"]
         row["loop_labelled"] = loop["labelled"]
+        row.update(sampler)
         row["goal"] = case.goal
         row["sched"] = sched.get(index, {})
         row["placement_moves"] = int(at_exit.group(2)) if at_exit else None
@@ -452,6 +465,21 @@ def render(
             f"carrying a `span_id`"
             + (f" ({pct(config_rows[0]['loop_labelled'] / loop_total)})." if loop_total else "."),
         ]
+        first = config_rows[0]
+        if first.get("load_s"):
+            rate = first["all_samples"] / first["load_s"]
+            line = (
+                f"Sampler: {first['all_samples']} samples stored over {first['load_s']:.1f} s of "
+                f"load ({rate:.1f}/s)"
+            )
+            if first.get("native_cpu_s") is not None:
+                per_sample = first["native_cpu_s"] / max(first["all_samples"], 1) * 1e6
+                line += (
+                    f"; the server's native threads (the agent's) used {first['native_cpu_s']:.2f} "
+                    f"s of CPU ({per_sample:.0f} µs per stored sample), its Python threads "
+                    f"{first['python_cpu_s']:.2f} s"
+                )
+            lines += ["", line + "."]
         lines.append("")
     if rates:
         lines += [
@@ -597,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --busy: record the pinned CPU's scheduling with perf (root, tracefs)",
     )
+    parser.add_argument(
+        "--tag", help="write results/fidelity-TAG.* (e.g. the Python version) instead of fidelity.*"
+    )
     args = parser.parse_args(argv)
     case_seconds = args.case_seconds or (2.5 if args.quick else 6.0)
     throughput_seconds = args.throughput_seconds or (3.0 if args.quick else 6.0)
@@ -667,7 +698,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "fidelity-busy" if args.busy else "fidelity"
-    stem += ("-priority" if args.busy and args.priority else "") + ("-quick" if args.quick else "")
+    stem += ("-priority" if args.busy and args.priority else "") + (
+        f"-{args.tag}" if args.tag else ""
+    )
+    stem += "-quick" if args.quick else ""
     (RESULTS / f"{stem}.md").write_text(report + f"\nTotal run time: {meta['seconds']} s.\n")
     (RESULTS / f"{stem}.json").write_text(
         json.dumps({"meta": meta, "fidelity": rows, "throughput": rates}, indent=2) + "\n"

@@ -13,6 +13,12 @@ Rows:
   RecordingSink and with the real pyroscope-io agent (configured, sampling at 100 Hz); once more
   with ``span_name`` too (the default labels), where a switch touches two pairs;
 * pyroscope-otel: its ``PyroscopeSpanProcessor`` (tags at span start/end only) as the reference.
+
+A second table: time per ``loop.create_task`` of a coroutine that returns at once, by a creator
+inside a root span, bare and with our hooks, for lazy tasks, ``asyncio.eager_task_factory``
+(3.12+) and ``create_task(..., eager_start=True)`` (3.14+). An eager task runs its only step
+inside that call, and the hooks give the creator its labels back right after it; a lazy task
+costs the patched ``create_task`` one test more.
 """
 
 from __future__ import annotations
@@ -115,6 +121,95 @@ def _measure_once(loop_name: str, tracer: Any, steps: int, mode: str) -> float:
     else:
         elapsed = asyncio.run(_run(tracer, steps, mode))
     return float(elapsed / steps * 1e9)
+
+
+BATCHES = 30
+"""Task creation: the best of this many batches (the fastest is the least disturbed one)."""
+
+
+async def _create_tasks(tracer: Any, batches: int, how: str) -> float:
+    """Nanoseconds per ``loop.create_task`` of a coroutine that returns at once, the fastest of
+    ``batches`` batches of 1000 (eager: the call includes the task's only step); each batch is
+    gathered outside the timing."""
+
+    async def child() -> None:
+        return None
+
+    loop = asyncio.get_running_loop()
+    kwargs: dict[str, Any] = {}
+    if how == "eager factory":
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    elif how == "eager_start":
+        kwargs["eager_start"] = True
+    best = float("inf")
+    with tracer.start_as_current_span("creator"):
+        for _ in range(batches):
+            coros = [child() for _ in range(1000)]
+            start = time.perf_counter_ns()
+            tasks = [loop.create_task(coro, **kwargs) for coro in coros]
+            best = min(best, (time.perf_counter_ns() - start) / 1000)
+            await asyncio.gather(*tasks)
+    return best
+
+
+def _creation_modes() -> list[str]:
+    modes = ["lazy"]
+    if sys.version_info >= (3, 12):
+        modes.append("eager factory")
+    if sys.version_info >= (3, 14):
+        modes.append("eager_start")
+    return modes
+
+
+def _measure_creation(loop_name: str, hooked: bool, batches: int, how: str) -> float:
+    """Nanoseconds per task creation, bare or with our hooks (RecordingSink)."""
+    span_profiles.uninstrument()
+    provider = TracerProvider()
+    if hooked:
+        span_profiles.instrument(tracer_provider=provider, sink=RecordingSink())
+    tracer = provider.get_tracer("bench")
+    gc.collect()
+    try:
+        if loop_name == "uvloop":
+            import uvloop
+
+            return float(uvloop.run(_create_tasks(tracer, batches, how)))
+        return float(asyncio.run(_create_tasks(tracer, batches, how)))
+    finally:
+        span_profiles.uninstrument()
+        provider.shutdown()
+
+
+def _creation_table(loops: list[str], batches: int, repeats: int) -> str:
+    """Per loop and creation mode: ns per task bare and hooked, best of ``repeats`` (interleaved)."""
+    loops = [name for name in loops if name != "trio"]
+    best: dict[tuple[str, str, bool], float] = {}
+    for _ in range(repeats):
+        for loop_name in loops:
+            for how in _creation_modes():
+                if loop_name == "uvloop" and not _uvloop_runs(how):
+                    continue
+                for hooked in (False, True):
+                    ns = _measure_creation(loop_name, hooked, batches, how)
+                    key = (loop_name, how, hooked)
+                    best[key] = min(ns, best.get(key, ns))
+    lines = [
+        "| loop | tasks | bare ns/create_task | hooked ns/create_task | added |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for loop_name, how, hooked in best:
+        if hooked:
+            bare, ours = best[(loop_name, how, False)], best[(loop_name, how, True)]
+            lines.append(
+                f"| {loop_name} | {how} | {bare:.0f} | {ours:.0f} | {ours - bare:+.0f} ns |"
+            )
+    return "\n".join(lines)
+
+
+def _uvloop_runs(how: str) -> bool:
+    # uvloop 0.23 passes eager_start=None to a task factory on 3.13+, which 3.13's eager factory
+    # rejects and 3.14's takes as "not eager": the eager factory runs eagerly only on 3.12.
+    return how != "eager factory" or sys.version_info[:2] == (3, 12)
 
 
 Config = tuple[str, str, Callable[[TracerProvider], Any] | None]
@@ -226,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         floor = (
             f"One agent remove+add pair alone (native calls, no Python around them): {best:.0f} ns."
         )
+    creations = _creation_table(loops, BATCHES // 3 if args.quick else BATCHES, repeats)
     bare = table["bare"]
     header = (
         "| configuration | " + " | ".join(f"{name} ns/step | {name} added" for name in loops) + " |"
@@ -241,7 +337,19 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}, {platform.machine()}, {steps} steps x best of "
         f"{repeats}; agent: {'pyroscope-io configured, 100 Hz' if agent else 'not installed'}"
     )
-    text = "\n".join([meta, "", *lines, "", floor]).rstrip()
+    text = "\n".join(
+        [
+            meta,
+            "",
+            *lines,
+            "",
+            floor,
+            "",
+            "Task creation (ns per create_task; eager: with the task's only step):",
+            "",
+            creations,
+        ]
+    ).rstrip()
     print(text)
     if agent is not None:
         agent.shutdown()

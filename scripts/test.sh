@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every check on a fresh machine: sets up nox in .venv-tools, then the default nox sessions:
-# lint (ruff + mypy --strict on src and tests), core (the core's tests without any extra), and the whole
-# suite on Python 3.10, 3.11, 3.12 and 3.13. Extra arguments go to nox, e.g.
-# `scripts/test.sh -s fast` (the tests not marked e2e, in seconds) or `scripts/test.sh -s tests-3.12`.
+# Runs every check on a fresh machine: installs what the tests need (Chromium; Python 3.14 and 3.15,
+# which pyenv has no build of here), sets up nox in .venv-tools, then the default nox sessions:
+# lint (ruff + mypy --strict on src and tests), core (tests/core/ without any extra), and the whole
+# suite on Python 3.10 to 3.15. Extra arguments go to nox, e.g.
+# `scripts/test.sh -s fast` (the tests not marked e2e, in seconds) or `scripts/test.sh -s tests-3.14`.
 #
 # Exit status: 0 only if every selected session passed. A session whose Python is missing fails
 # (noxfile: error_on_missing_interpreters), and so does a pytest run that collects no test (pytest's
@@ -18,6 +19,13 @@ if command -v pyenv >/dev/null 2>&1; then
   done
   export PATH
 fi
+
+# 3.14 and 3.15 from Debian's forky (scripts/install-pythons.sh; cached: a quick check once
+# installed). PYTHONS_PREFIX is where they go, PREFIX for that script.
+pythons_prefix=${PYTHONS_PREFIX:-/opt/newpy}
+PREFIX=$pythons_prefix scripts/install-pythons.sh
+PATH="$pythons_prefix/bin:$PATH"
+export PATH
 
 # The receiver UI's browser tests need Debian's chromium; they fail (never skip) in CI without it.
 scripts/install-browser.sh

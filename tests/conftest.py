@@ -4,7 +4,6 @@ the check that every test starting a subprocess, a server or the real agent is m
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import importlib.util
@@ -20,7 +19,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import span_profiles
+from span_profiles import _sampler_choice
 from span_profiles.testing import RecordingSink, recording
+from tests.support.backends import BACKENDS, backend_name
 
 if TYPE_CHECKING:
     from span_profiles.receiver import Receiver
@@ -28,43 +29,17 @@ if TYPE_CHECKING:
 pytest_plugins = ["pytester"]  # tests/test_e2e_marker.py runs pytest on the rules below
 
 
-def _eager_loop() -> asyncio.AbstractEventLoop:
-    loop = asyncio.new_event_loop()
-    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
-    return loop
-
-
-def _uvloop_loop() -> asyncio.AbstractEventLoop:
-    import uvloop
-
-    return uvloop.new_event_loop()
-
-
-_BACKENDS: list[Any] = [pytest.param(("asyncio", {}), id="asyncio")]
-if sys.version_info >= (3, 12):
-    _BACKENDS.append(pytest.param(("asyncio", {"loop_factory": _eager_loop}), id="asyncio-eager"))
-if importlib.util.find_spec("uvloop") is not None:
-    _BACKENDS.append(pytest.param(("asyncio", {"loop_factory": _uvloop_loop}), id="uvloop"))
-if importlib.util.find_spec("trio") is not None:
-    _BACKENDS.append(pytest.param(("trio", {}), id="trio"))
-
-
-@pytest.fixture(params=_BACKENDS)
+@pytest.fixture(params=BACKENDS)
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    """Every async test runs on asyncio, asyncio with eager tasks (3.12+), uvloop and trio."""
+    """Every async test runs on asyncio, asyncio with eager tasks (3.12+), uvloop, uvloop with
+    eager tasks (where uvloop runs them) and trio: ``tests/backends.py``."""
     return request.param
 
 
 @pytest.fixture
 def backend_id(request: pytest.FixtureRequest, anyio_backend: Any) -> str:
-    """The id of the current backend: asyncio, asyncio-eager, uvloop or trio."""
-    name, options = anyio_backend
-    factory = options.get("loop_factory")
-    if factory is _eager_loop:
-        return "asyncio-eager"
-    if factory is _uvloop_loop:
-        return "uvloop"
-    return str(name)
+    """The id of the current backend: asyncio, asyncio-eager, uvloop, uvloop-eager or trio."""
+    return backend_name(anyio_backend)
 
 
 class Instrumented:
@@ -204,12 +179,28 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``sampled`` tests get two reruns (pytest-rerunfailures).
+    """``sampled`` tests get two reruns (pytest-rerunfailures); ``agent`` tests are skipped, with
+    the reason, where pyroscope-io cannot run.
 
-    They check shares of real samples against bounds (<= 1 % foreign, enough samples per request).
-    On a loaded 2-CPU machine the kernel can preempt the sampler between a stack and its labels,
-    or starve it, and push a single run over; a labelling bug gives tens of percent in every run.
+    Sampled tests check shares of real samples against bounds (<= 1 % foreign, enough samples per
+    request). On a loaded 2-CPU machine the kernel can preempt the sampler between a stack and its
+    labels, or starve it, and push a single run over; a labelling bug gives tens of percent in
+    every run.
+
+    Agent tests need the real pyroscope-io. Where it has no build (Python 3.15, free-threaded
+    builds: ``span_profiles._sampler_choice``) they skip with that reason; where it only is not
+    installed (the ``core`` session, which installs no extra), they skip saying so. The ``tests``
+    sessions install the ``pyroscope`` extra, so on 3.10-3.14 they always run there.
     """
+    missing = _sampler_choice.pyroscope_io_missing()
+    skip_agent = None
+    if missing is not None:
+        reason, no_build = missing
+        if not no_build:
+            reason += " (the `pyroscope` extra)"
+        skip_agent = pytest.mark.skip(reason=f"needs the real pyroscope-io agent: {reason}")
     for item in items:
         if item.get_closest_marker("sampled") is not None:
             item.add_marker(pytest.mark.flaky(reruns=2, reruns_delay=1))
+        if skip_agent is not None and item.get_closest_marker("agent") is not None:
+            item.add_marker(skip_agent)

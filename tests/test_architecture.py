@@ -26,6 +26,7 @@ LIBRARY: tuple[tuple[str, tuple[str, ...]], ...] = (
             "span_profiles",
             "span_profiles._instrument",
             "span_profiles._profiler",
+            "span_profiles._sampler_choice",
             "span_profiles._placement",
             "span_profiles._doctor",
             "span_profiles.logging",

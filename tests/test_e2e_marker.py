@@ -34,8 +34,11 @@ def test_marked():
 """
 
 
-def test_unmarked_tests_that_start_a_process_or_a_server_fail(pytester: pytest.Pytester) -> None:
+def test_unmarked_tests_that_start_a_process_or_a_server_fail(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Both fail at teardown with the marker to add; the marked and the hermetic ones pass."""
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1]))  # the conftest's imports
     pytester.makeconftest(CONFTEST)
     pytester.makeini("[pytest]\nmarkers =\n    e2e: end to end\n")
     pytester.makepyfile(TESTS)

@@ -203,12 +203,32 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     )
     yield
     placement = span_profiles.current_placement()
+    native, python = _thread_cpu()
     print(
         f"span-profiles bench: at exit cpu={placement.cpu} moves={placement.moves} "
-        f"reason={placement.reason!r}",
+        f"reason={placement.reason!r} native_cpu_s={native:.3f} python_cpu_s={python:.3f}",
         file=sys.stderr,
         flush=True,
     )
+
+
+def _thread_cpu() -> tuple[float, float]:
+    """CPU seconds of this process's native (non-Python: the agent's) and Python threads."""
+    python_tids = {t.native_id for t in threading.enumerate()}
+    native = python = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        if int(tid) in python_tids:
+            python += seconds
+        else:
+            native += seconds
+    return native, python
 
 
 app = build()

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from span_profiles import _placement
+from span_profiles import _placement, _sampler_choice
 from span_profiles._settings import Settings
 
 __all__ = ["Check", "checks"]
 
 Status = Literal["ok", "warning", "problem"]
 
-SUPPORTED_PYTHONS = ((3, 10), (3, 13))
+SUPPORTED_PYTHONS = ((3, 10), (3, 15))
 """The oldest and newest supported ``(major, minor)``."""
 AGENT_MINIMUM = (1, 4)
 """The oldest supported pyroscope-io."""
@@ -57,12 +57,11 @@ def check_agent() -> Check:
     try:
         version = metadata.version("pyroscope-io")
     except metadata.PackageNotFoundError:
-        return Check(
-            "agent",
-            "problem",
-            "pyroscope-io is not installed: no profiles are taken",
-            "pip install 'span-profiles[pyroscope]'",
-        )
+        # No build for this Python, or not installed: the reason and fix the app logs too.
+        choice = _sampler_choice.choose()
+        reason = choice.reason or "pyroscope-io is not installed: no profiles are taken"
+        fix = choice.fix or "pip install 'span-profiles[pyroscope]'"
+        return Check("agent", "problem", f"no sampler: {reason}", fix)
     try:
         import pyroscope  # noqa: F401
     except Exception as exc:  # a broken wheel raises anything
@@ -83,12 +82,24 @@ def check_agent() -> Check:
     return Check("agent", "ok", f"pyroscope-io {version}")
 
 
-def check_python(version: tuple[int, int] | None = None) -> Check:
-    """The running Python is one of the supported versions."""
+def check_python(
+    version: tuple[int, int] | None = None, free_threaded: bool | None = None
+) -> Check:
+    """The running Python is one of the supported versions, and not a free-threaded build."""
     current = version or (sys.version_info.major, sys.version_info.minor)
+    if free_threaded is None:
+        free_threaded = _sampler_choice.FREE_THREADED
     (low_major, low), (high_major, high) = SUPPORTED_PYTHONS
     text = f"Python {current[0]}.{current[1]}"
     supported = f"{low_major}.{low}-{high_major}.{high}"
+    if free_threaded:
+        return Check(
+            "python",
+            "warning",
+            f"{text} free-threaded is not tested (supported: {supported} with the GIL; "
+            "no sampler runs there)",
+            "use a build with the GIL (python3.X, not python3.Xt)",
+        )
     if (low_major, low) <= current <= (high_major, high):
         return Check("python", "ok", f"{text} (supported: {supported})")
     return Check(

@@ -423,9 +423,10 @@ class _State:
 _system: System = LinuxSystem()
 _lock = threading.RLock()
 _state = _State()
-_restore_mask: frozenset[int] | None = None
-"""While a pin is active: the mask a new thread started on the pinned CPU gets back."""
-_pinned_set: frozenset[int] | None = None
+_restore: tuple[frozenset[int], frozenset[int]] | None = None
+"""While a pin is active: the mask a new thread started on the pinned CPU gets back, and that
+pinned CPU set. One tuple, rebound whole: a thread starting while the loop moves reads one
+consistent pair, with or without the GIL."""
 _wrapper: Callable[..., None] | None = None
 _wrapped: Any = None
 _forking_loop = False
@@ -438,8 +439,9 @@ _fork_hooks = False
 def _make_wrapper(original: Callable[[threading.Thread], None]) -> Callable[..., None]:
     @functools.wraps(original)
     def _bootstrap_inner(self: threading.Thread) -> None:
-        mask, pinned = _restore_mask, _pinned_set
-        if mask is not None:
+        restore = _restore
+        if restore is not None:
+            mask, pinned = restore
             try:
                 # Only a thread born with the pin: one that a user confined stays confined.
                 if _system.get_affinity(0) == pinned:
@@ -475,8 +477,8 @@ def _wrap_threads() -> None:
 
 def _unwrap_threads() -> None:
     """Remove the wrapper if it is on top; under another hook's wrapper it stays, inert."""
-    global _wrapper, _wrapped, _restore_mask, _pinned_set
-    _restore_mask = _pinned_set = None
+    global _wrapper, _wrapped, _restore
+    _restore = None
     if _wrapper is not None and threading.Thread.__dict__.get("_bootstrap_inner") is _wrapper:
         threading.Thread._bootstrap_inner = _wrapped  # type: ignore[attr-defined]
         _wrapper = _wrapped = None
@@ -602,7 +604,7 @@ def pin_current_thread() -> bool:
 
 
 def _pin_loop(state: _State, tid: int, mask: frozenset[int], why: str) -> bool:
-    global _restore_mask, _pinned_set
+    global _restore
     assert state.cpu is not None
     # The loop joins the agent's CPU rather than the other way round: the agent's threads keep
     # starting threads of their own for a while, and those inherit the CPU they were born on.
@@ -613,7 +615,7 @@ def _pin_loop(state: _State, tid: int, mask: frozenset[int], why: str) -> bool:
     _move_agent(state, target)
     _prioritise(state)
     state.policy.restart()
-    _restore_mask, _pinned_set = state.process_mask, target
+    _restore = (state.process_mask, target)
     _wrap_threads()
     _start_monitor(state)
     logger.info(
@@ -744,7 +746,7 @@ def _monitor(stop: threading.Event) -> None:
 
 def tick() -> bool:
     """One look at the loop thread (the monitor calls it each second); ``False`` ends the monitor."""
-    global _pinned_set
+    global _restore
     with _lock:
         state = _state
         if not state.active or state.loop_tid is None or state.cpu is None:
@@ -773,7 +775,8 @@ def tick() -> bool:
         old, state.cpu, state.reason = state.cpu, cpu, why
         state.moves += 1
         _move_agent(state, target)
-        _pinned_set = target
+        if _restore is not None:
+            _restore = (_restore[0], target)
         logger.info(
             "span-profiles: moved event-loop thread %d and the profiler's threads %s from CPU %d "
             "to CPU %d (%s)",
@@ -840,11 +843,11 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _lock, _state, _forking_loop, _restore_mask, _pinned_set
+    global _lock, _state, _forking_loop, _restore
     # Another thread may have held the lock at the fork: it would stay held in the child.
     _lock = threading.RLock()
     old, _state = _state, _State()
-    _restore_mask = _pinned_set = None
+    _restore = None
     if _forking_loop and old.loop_mask is not None:
         # The child's only thread inherited the loop's pin; a new process places itself anew.
         _system.set_affinity(0, old.loop_mask)

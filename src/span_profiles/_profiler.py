@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from span_profiles import _placement
+from span_profiles import _placement, _sampler_choice
 from span_profiles._core import guard, sampler_gate
 from span_profiles._placement import in_event_loop as in_event_loop
 from span_profiles._placement import pin_current_thread as pin_current_thread
@@ -101,6 +101,7 @@ _agent: _Agent | None = None
 _hooks_registered = False
 _fork_warned = False
 _name_warned = False
+_no_sampler_warned = False
 
 
 def _live_agent() -> _Agent | None:
@@ -216,18 +217,24 @@ def _wanted(settings: Settings) -> bool:
     return settings.profiler == "on" or (settings.profiler == "auto" and settings.enabled)
 
 
-def _import_agent(settings: Settings) -> Any | None:
-    try:
-        import pyroscope
-    except ImportError as exc:
-        if settings.profiler == "on":
-            guard.fail(
-                "the profiler (profiler='on' but pyroscope-io is not installed; "
-                "pip install 'span-profiles[pyroscope]')",
-                exc,
+def _no_sampler(settings: Settings, choice: _sampler_choice.SamplerChoice) -> None:
+    """Say why no profiles are taken: once when no sampler exists for this Python (a warning,
+    no traceback); once as an error when ``profiler='on'`` asked for one that is not installed."""
+    global _no_sampler_warned
+    if choice.no_build:
+        if not _no_sampler_warned:
+            _no_sampler_warned = True
+            logger.warning(
+                "span-profiles: no sampler is available for this Python: %s. Fix: %s",
+                choice.reason,
+                choice.fix,
             )
-        return None
-    return pyroscope
+    elif settings.profiler == "on":
+        guard.fail(
+            "the profiler (profiler='on' but pyroscope-io is not installed; "
+            "pip install 'span-profiles[pyroscope]')",
+            ImportError(choice.reason),
+        )
 
 
 def start_profiler(
@@ -249,9 +256,11 @@ def start_profiler(
 
     Idempotent: once the agent runs in this process, further calls change nothing and return
     ``True``. ``profiler="off"`` (or ``"auto"`` without pyroscope-io, or ``enabled=False``)
-    returns ``False``. Start the agent after the last fork (see :mod:`span_profiles.gunicorn`).
-    Invalid settings raise :class:`~span_profiles.SettingsError`; any failure of the agent
-    itself is logged once and gives ``False``: the application keeps running unprofiled.
+    returns ``False``; so does a Python no sampler runs on (3.15, free-threaded builds: see
+    :mod:`span_profiles._sampler_choice`), after one warning saying so. Start the agent after
+    the last fork (see :mod:`span_profiles.gunicorn`). Invalid settings raise
+    :class:`~span_profiles.SettingsError`; any failure of the agent itself is logged once and
+    gives ``False``: the application keeps running unprofiled.
     """
     global _agent
     resolved = _resolve(settings, explicit)
@@ -260,9 +269,12 @@ def start_profiler(
             return True
         if not _wanted(resolved):
             return False
-        agent_module = _import_agent(resolved)
-        if agent_module is None:
+        choice = _sampler_choice.choose()
+        if choice.name is None:
+            _no_sampler(resolved, choice)
             return False
+        import pyroscope as agent_module
+
         try:
             name = application_name_for(resolved, _provider(tracer_provider))
             in_loop = in_event_loop()

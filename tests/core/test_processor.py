@@ -114,6 +114,7 @@ def test_processor_rejects_an_unknown_scope() -> None:
         SpanProfilesProcessor(scope="every")  # type: ignore[arg-type]
 
 
+@pytest.mark.agent
 def test_same_attribute_as_pyroscope_otel() -> None:
     """The attribute key matches pyroscope-otel's, so it is a drop-in replacement."""
     otel = pytest.importorskip("pyroscope.otel")

@@ -34,7 +34,7 @@ class Clocks:
 def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The gate watching the scripted sampler (t101) and labeller (t102), settled at 0 and 0."""
     monkeypatch.setattr(sampler_gate, "_clocks", (SAMPLER, LABELLER))
-    monkeypatch.setattr(sampler_gate, "_settled", [0, 0])
+    monkeypatch.setattr(sampler_gate, "_settled", (0, 0))
     monkeypatch.setattr(sampler_gate, "_now", lambda: 0)  # never past the bound
     yield
     sampler_gate.unwatch()
@@ -74,7 +74,7 @@ def test_a_running_sampler_is_waited_for_then_its_labeller(monkeypatch: pytest.M
     sampler_gate.wait()
     assert clocks.scripts[SAMPLER] == [30]
     assert clocks.scripts[LABELLER] == [9]
-    assert sampler_gate._settled == [30, 9]
+    assert sampler_gate._settled == (30, 9)
 
 
 @pytest.mark.usefixtures("gate")
@@ -86,7 +86,7 @@ def test_a_sample_handed_over_before_the_first_look_is_waited_for(
     monkeypatch.setattr(sampler_gate, "_clock", clocks)
     sampler_gate.wait()
     assert clocks.reads == 16  # four rounds: handed over, still handed over, labelling, done
-    assert sampler_gate._settled == [50, 7]
+    assert sampler_gate._settled == (50, 7)
 
 
 @pytest.mark.usefixtures("gate")

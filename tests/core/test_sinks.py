@@ -96,9 +96,11 @@ def test_recording_sink_reports_duplicate_keys() -> None:
         sink.current()
 
 
+@pytest.mark.agent
 def test_real_pyroscope_agent_accepts_calls_before_configure() -> None:
     """With the real pyroscope-io, the sink uses its native functions and calls succeed."""
-    pyroscope = pytest.importorskip("pyroscope")
+    import pyroscope
+
     sink = PyroscopeSink()
     assert sink._add is pyroscope.lib.add_thread_tag
     sink.apply(A)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,11 +45,11 @@ def run_json(
 
 
 @pytest.mark.e2e
+@pytest.mark.agent
 def test_a_good_setup_passes(
     receiver: Receiver, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reachable server and agreeing names: no problem, exit status 0."""
-    pytest.importorskip("pyroscope")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "shop")
     status, checks = run_json(
         capsys, "--server-address", receiver.url, "--db", str(receiver.db_path)
@@ -106,11 +107,52 @@ def test_invalid_setting_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_python_outside_the_tested_range_is_a_warning() -> None:
-    """3.9 and 3.14 are flagged; 3.10 and 3.13 are fine."""
-    assert _doctor.check_python((3, 9)).status == "warning"
-    assert _doctor.check_python((3, 14)).status == "warning"
-    assert _doctor.check_python((3, 10)).status == "ok"
-    assert _doctor.check_python((3, 13)).status == "ok"
+    """3.9 and 3.16 are flagged; 3.10 to 3.15 are fine; a free-threaded build is flagged."""
+    assert _doctor.check_python((3, 9), free_threaded=False).status == "warning"
+    assert _doctor.check_python((3, 16), free_threaded=False).status == "warning"
+    for minor in range(10, 16):
+        assert _doctor.check_python((3, minor), free_threaded=False).status == "ok", minor
+    threaded = _doctor.check_python((3, 14), free_threaded=True)
+    assert threaded.status == "warning"
+    assert "free-threaded" in threaded.detail
+    assert "GIL" in threaded.fix
+
+
+@pytest.mark.parametrize(
+    ("python", "free_threaded", "said"),
+    [
+        ((3, 15), False, "pyroscope-io has no build for Python 3.15"),
+        ((3, 14), True, "pyroscope-io has no build for free-threaded Python 3.14t"),
+        ((3, 12), False, "pyroscope-io is not installed"),
+    ],
+)
+def test_no_sampler_is_a_problem_that_says_why_and_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+    python: tuple[int, int],
+    free_threaded: bool,
+    said: str,
+) -> None:
+    """Without pyroscope-io the agent check is a problem; where it has no build for this Python
+    it says so and points to a Python that has one, rather than to pip."""
+    from importlib import metadata
+
+    from span_profiles import _sampler_choice
+
+    def not_installed(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    monkeypatch.setitem(sys.modules, "pyroscope", None)
+    monkeypatch.setattr(_sampler_choice, "PYTHON", python)
+    monkeypatch.setattr(_sampler_choice, "FREE_THREADED", free_threaded)
+    check = _doctor.check_agent()
+    assert check.status == "problem"
+    assert check.detail.startswith(f"no sampler: {said}")
+    if python == (3, 12):
+        assert check.fix == "pip install 'span-profiles[pyroscope]'"
+    else:
+        assert "no sampler of its own yet" in check.detail
+        assert check.fix.startswith("run on CPython 3.10-3.14 (not free-threaded)")
 
 
 @pytest.mark.parametrize(

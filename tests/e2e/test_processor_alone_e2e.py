@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pyroscope")
 pytest.importorskip("google.protobuf")
 
 from span_profiles.receiver import ProfileReader, Receiver, start_receiver_in_thread
 from tests.support.servers import run_agent_script
 
-pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
+pytestmark = [pytest.mark.agent, pytest.mark.e2e, pytest.mark.sampled]
 
 # As in pyroscope-otel's README ("Pyroscope Configuration", then "Manual Instrumentation"), with
 # our processor in place of PyroscopeSpanProcessor.

@@ -15,13 +15,13 @@ from collections import Counter
 
 import pytest
 
-pytest.importorskip("pyroscope")
 pytest.importorskip("google.protobuf")
 
 from span_profiles.receiver import ProfileReader, Receiver, Selection
 from tests.support.servers import run_agent_script
 
 pytestmark = [
+    pytest.mark.agent,
     pytest.mark.e2e,
     pytest.mark.sampled,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the gate is Linux only"),

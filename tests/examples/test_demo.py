@@ -14,12 +14,11 @@ import pytest
 
 from tests.support.examples import EXAMPLES
 
-pytest.importorskip("pyroscope")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("google.protobuf")
 
-pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
+pytestmark = [pytest.mark.agent, pytest.mark.e2e, pytest.mark.sampled]
 
 DEMO = EXAMPLES / "demo.py"
 ENDPOINTS = ["GET /checkout", "GET /search", "GET /report", "GET /items/{item_id}"]

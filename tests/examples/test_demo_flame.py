@@ -16,10 +16,9 @@ import pytest
 
 from tests.support.servers import ROOT
 
-pytest.importorskip("pyroscope")
 pytest.importorskip("fastapi")
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.agent, pytest.mark.e2e]
 
 DEMO = ROOT / "examples" / "demo.py"
 

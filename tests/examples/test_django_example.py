@@ -24,11 +24,10 @@ from tests.support.examples import (
 if TYPE_CHECKING:
     from span_profiles.receiver.web.server import Receiver
 
-pytest.importorskip("pyroscope")
 pytest.importorskip("django")
 pytest.importorskip("httpx")
 
-pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
+pytestmark = [pytest.mark.agent, pytest.mark.e2e, pytest.mark.sampled]
 
 APP_DIR = EXAMPLES / "django"
 OWN = {"/checkout": "burn_checkout", "/search": "burn_search"}

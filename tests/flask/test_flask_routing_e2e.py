@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-pytest.importorskip("pyroscope")
 pytest.importorskip("flask.app")
 pytest.importorskip("gunicorn.app.wsgiapp")
 pytest.importorskip("httpx")
@@ -30,7 +29,7 @@ from tests.support.routing import routing_receiver as routing_receiver
 if TYPE_CHECKING:
     from span_profiles.receiver.web.server import Receiver
 
-pytestmark = [pytest.mark.e2e, pytest.mark.sampled]
+pytestmark = [pytest.mark.agent, pytest.mark.e2e, pytest.mark.sampled]
 
 
 def template(path: str) -> str:

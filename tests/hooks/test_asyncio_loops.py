@@ -1,13 +1,12 @@
-"""asyncio specifics: tasks from before instrument(), eager tasks, user task factories, uvloop."""
+"""asyncio specifics: tasks from before instrument(), user task factories, uvloop (eager tasks:
+test_eager_tasks.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 import pytest
-from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import TracerProvider
 
 import span_profiles
@@ -56,43 +55,15 @@ def test_tasks_created_before_instrument_are_labelled() -> None:
     assert check.count == 300
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
-def test_eager_tasks_and_their_creator_keep_their_own_labels(instrumented: Any) -> None:
-    """An eager task starting its own span does not leave its labels on the creating task."""
-    check = Checker(instrumented.sink)
-    tracer = instrumented.tracer
-
-    async def eager_child(i: int) -> None:
-        # A new trace, so a local root of its own rather than a child of the creator's span.
-        with tracer.start_as_current_span(f"eager-{i}", context=otel_context.Context()) as span:
-            own = labels_of(span)
-            check(own, f"eager {i} first step")
-            await asyncio.sleep(0)
-            check(own, f"eager {i} second step")
-
-    async def creator(i: int) -> None:
-        with tracer.start_as_current_span(f"creator-{i}") as span:
-            own = labels_of(span)
-            task = asyncio.get_running_loop().create_task(eager_child(i))
-            check(own, f"creator {i} right after eager create_task")
-            await task
-            check(own, f"creator {i} after await")
-
-    async def main() -> None:
-        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
-        await asyncio.gather(*(creator(i) for i in range(50)))
-
-    asyncio.run(main())
-    assert check.failures == []
-    assert check.count == 200
-
-
 def _uvloop() -> Any:
     return pytest.importorskip("uvloop")
 
 
-def test_uvloop_chains_to_the_users_task_factory() -> None:
-    """On uvloop our factory wraps coroutines and still goes through the user's own factory."""
+@pytest.mark.parametrize("instrument_first", [False, True], ids=["factory-first", "hook-first"])
+def test_uvloop_chains_to_the_users_task_factory(instrument_first: bool) -> None:
+    """On uvloop our factory wraps coroutines and still goes through the user's own factory,
+    whether the user's was there first (we chain onto it) or was set on a loop already hooked
+    at construction (it goes under ours instead of replacing it); uninstrument() leaves it."""
     uv = _uvloop()
     provider, sink = TracerProvider(), RecordingSink()
     created: list[Any] = []
@@ -113,7 +84,7 @@ def test_uvloop_chains_to_the_users_task_factory() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         loop.set_task_factory(user_factory)
-        span_profiles.instrument(tracer_provider=provider, sink=sink)
+        span_profiles.instrument(tracer_provider=provider, sink=sink)  # hooks it, or idempotent
         assert loop.get_task_factory() is not user_factory
         span_profiles.instrument(tracer_provider=provider, sink=sink)  # idempotent
         tracer = provider.get_tracer("t")
@@ -122,6 +93,8 @@ def test_uvloop_chains_to_the_users_task_factory() -> None:
         assert loop.get_task_factory() is user_factory
 
     span_profiles.uninstrument()
+    if instrument_first:
+        span_profiles.instrument(tracer_provider=provider, sink=sink)
     try:
         uv.run(main())
     finally:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
+
+from tests.support.labels import freed_by_refcount
 
 
 def _run_with_failing_callback() -> list[dict[str, Any]]:
@@ -67,12 +70,7 @@ class _KeepsItsError:
 
 
 def _handle_freed_without_gc() -> bool:
-    import gc
-    import weakref
-
-    refs: list[weakref.ref[asyncio.Handle]] = []
-
-    async def main() -> None:
+    async def main(refs: list[weakref.ref[Any]]) -> None:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(lambda _loop, _context: None)
         handle = loop.call_soon(_KeepsItsError())
@@ -81,13 +79,7 @@ def _handle_freed_without_gc() -> bool:
         await asyncio.sleep(0)
         await asyncio.sleep(0)
 
-    gc.collect()
-    gc.disable()
-    try:
-        asyncio.run(main())
-        return refs[0]() is None
-    finally:
-        gc.enable()
+    return freed_by_refcount(main)
 
 
 def test_a_failing_callback_leaves_no_cycle_through_the_handle(instrumented: Any) -> None:

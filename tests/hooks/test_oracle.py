@@ -13,6 +13,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from tests.support.backends import ASYNCIO_BACKENDS, TRIO_BACKENDS
 from tests.support.labels import Checker, labels_of
 
 pytestmark = pytest.mark.anyio
@@ -87,10 +88,9 @@ async def test_every_checkpoint_shows_its_own_labels(instrumented: Any) -> None:
     assert instrumented.sink.current() == {}
 
 
-async def test_asyncio_apis(instrumented: Any, backend_id: str) -> None:
+@pytest.mark.parametrize("anyio_backend", ASYNCIO_BACKENDS)
+async def test_asyncio_apis(instrumented: Any) -> None:
     """create_task, gather, TaskGroup, wait_for, shield, to_thread and executors keep labels."""
-    if backend_id == "trio":
-        pytest.skip("asyncio APIs")
     import asyncio
     import concurrent.futures
 
@@ -164,10 +164,9 @@ async def test_worker_threads_carry_no_labels_after_the_job(
         assert instrumented.sink.current(tid) == {}, tid
 
 
-async def test_trio_native_apis(instrumented: Any, backend_id: str) -> None:
+@pytest.mark.parametrize("anyio_backend", TRIO_BACKENDS)
+async def test_trio_native_apis(instrumented: Any) -> None:
     """trio nurseries and trio.to_thread.run_sync keep labels on every step."""
-    if backend_id != "trio":
-        pytest.skip("trio APIs")
     import trio
 
     check = Checker(instrumented.sink)

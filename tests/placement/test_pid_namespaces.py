@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pyroscope")
 pytest.importorskip("uvicorn")
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.agent, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parents[2]
 

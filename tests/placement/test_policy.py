@@ -280,7 +280,7 @@ def test_wrapper_stacks_with_another_hook_in_either_order(fake: FakeSystem) -> N
     start_agent(fake)
     patches.set(threading.Thread, "_bootstrap_inner", other(threading.Thread._bootstrap_inner))  # type: ignore[attr-defined]
     _placement.release()
-    assert _placement._restore_mask is None
+    assert _placement._restore is None
     patches.undo()
     assert threading.Thread.__dict__["_bootstrap_inner"] is _placement._wrapper
     start_agent(fake)  # a new pin reuses the wrapper still in place

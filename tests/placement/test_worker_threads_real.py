@@ -11,8 +11,7 @@ import textwrap
 
 import pytest
 
-pytest.importorskip("pyroscope")
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.agent, pytest.mark.e2e]
 
 SCRIPT = """
 import asyncio, concurrent.futures, json, os, sys, threading

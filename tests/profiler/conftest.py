@@ -26,7 +26,7 @@ def clean_profiler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     _profiler.stop_profiler()
     _profiler._agent = None
-    _profiler._name_warned = _profiler._fork_warned = False
+    _profiler._name_warned = _profiler._fork_warned = _profiler._no_sampler_warned = False
     reset_placement()
     guard.reset()
     if mask is not None:

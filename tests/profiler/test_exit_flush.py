@@ -16,8 +16,7 @@ import pytest
 
 from tests.support.servers import ROOT, agent_env
 
-pytest.importorskip("pyroscope")
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.agent, pytest.mark.e2e]
 
 
 @pytest.fixture

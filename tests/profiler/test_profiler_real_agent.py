@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pyroscope")
 pytest.importorskip("google.protobuf")
 
 from span_profiles.receiver import ProfileReader, Receiver, start_receiver_in_thread
 from tests.support.servers import run_agent_script
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.agent, pytest.mark.e2e]
 
 
 PRELUDE = """

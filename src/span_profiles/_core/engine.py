@@ -67,11 +67,16 @@ KERNEL_MARK = "# kernel: keep in step with engine.refresh_from"
 """The comment every inlined copy of :func:`refresh_from` carries (the kernel test greps it)."""
 
 
+_holder_lock = threading.Lock()
+"""Orders a rename against the end of the same span (``Holder.renamed``/``Holder.end``)."""
+
+
 class Holder:
     """The labels of one local root span (or of every span, with scope ``"all"``).
 
     Child spans share their root's holder, so a rename of the root reaches them, and ending the
-    root empties the labels of the whole chain at once.
+    root empties the labels of the whole chain at once. ``labels`` is only ever rebound to a
+    complete tuple, so a hook on another thread reads the old tuple or the new one, never a mix.
     """
 
     __slots__ = ("_ended", "_holds", "labels", "make", "parent", "profile_id", "span")
@@ -89,8 +94,12 @@ class Holder:
 
     def renamed(self) -> None:
         """Rebuild the labels after the span's name changed (no-op once its labels are gone)."""
-        if self.labels:
-            self.labels = self.make(self.span)
+        # Check and rebind under one lock: without the GIL, a rename racing the span's end on
+        # another thread could otherwise bring the ended span's labels back (with the GIL too,
+        # were a thread switch to fall between the check and the store).
+        with _holder_lock:
+            if self.labels:
+                self.labels = self.make(self.span)
 
     def hold(self) -> None:
         """Keep the labels after the span ends, until :meth:`release`: a request's window.
@@ -99,26 +108,29 @@ class Holder:
         its span at the last body message, before ``yield`` dependencies are torn down); the work
         that follows is still that request's.
         """
-        self._holds += 1
+        with _holder_lock:
+            self._holds += 1
 
     def release(self) -> bool:
         """Undo one :meth:`hold`; whether the labels went away now (the span had ended)."""
-        self._holds -= 1
-        if self._holds <= 0 and self._ended and self.labels:
-            self.labels = EMPTY
-            return True
-        return False
+        with _holder_lock:
+            self._holds -= 1
+            if self._holds <= 0 and self._ended and self.labels:
+                self.labels = EMPTY
+                return True
+            return False
 
     def end(self) -> bool:
         """The span ended: no labels from now on, or from the last :meth:`release`.
 
         Whether the labels went away now.
         """
-        self._ended = True
-        if self._holds > 0 or not self.labels:
-            return False
-        self.labels = EMPTY
-        return True
+        with _holder_lock:
+            self._ended = True
+            if self._holds > 0 or not self.labels:
+                return False
+            self.labels = EMPTY
+            return True
 
 
 # -- process-wide state: the table, the sink behind its cell, the installation ----------------

@@ -58,9 +58,10 @@ _BUSY_THREADS = 2
 
 _clocks: tuple[int, ...] = ()
 """The sampler's clock, then the clock of the thread that applies labels (when found)."""
-_settled: list[int] = []
+_settled: tuple[int, ...] = ()
 """Their readings when a switch last went ahead: the sampler has not run since, or has been
-followed by the labelling thread."""
+followed by the labelling thread. Rebound whole (never changed in place), so a worker thread
+reads a consistent pair while another one stores a new one, with or without the GIL."""
 _generation = 0
 """Bumped by :func:`watch` and :func:`unwatch`: a search that started earlier keeps quiet."""
 
@@ -154,7 +155,7 @@ def _find(
     gate: bool,
     found: Callable[[tuple[int, ...]], None] | None,
 ) -> None:
-    global _clocks
+    global _clocks, _settled
     try:
         time.sleep(_SETTLE_S)
         for _ in range(_ATTEMPTS):
@@ -164,7 +165,7 @@ def _find(
             if len(busy) == _BUSY_THREADS:
                 tids = tuple(~(clock >> 3) for clock in busy)
                 if gate:
-                    _settled[:] = [_clock(c) for c in busy]
+                    _settled = tuple(_clock(c) for c in busy)
                     _clocks = tuple(busy)
                     logger.debug(
                         "span-profiles: worker-thread label switches wait for threads %s", tids
@@ -210,6 +211,7 @@ def wait() -> None:
     labelling thread ran after it (between the two, the sampler has handed a sample over that
     still waits for its labels). Gives up after :data:`MAX_WAIT_NS`.
     """
+    global _settled
     clocks = _clocks
     if not clocks:
         return
@@ -217,8 +219,8 @@ def wait() -> None:
         settled = _settled
         deadline = 0
         while True:
-            first = [_clock(clock) for clock in clocks]
-            now = [_clock(clock) for clock in clocks]
+            first = tuple([_clock(clock) for clock in clocks])
+            now = tuple([_clock(clock) for clock in clocks])
             if first == now and (now[0] == settled[0] or now[1] != settled[1]):
                 break
             now_ns = _now()
@@ -227,6 +229,6 @@ def wait() -> None:
             elif now_ns >= deadline:
                 break
             _yield()
-        settled[:] = now
+        _settled = now
     except Exception as exc:
         guard.fail("waiting for the sampler before a worker-thread label switch", exc, unwatch)

@@ -241,17 +241,60 @@ def _step_over() -> None:
         guard.fail("the asyncio task hook", exc)
 
 
-def _chain_factory(inner: Any, wrap: type[StepCoroutine]) -> Callable[..., asyncio.Task[Any]]:
-    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
-        if not isinstance(coro, StepCoroutine):
-            coro = wrap(coro)
-        if inner is None:
-            task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kwargs)
-        else:
-            task = inner(loop, coro, **kwargs)
-        # An eager task's first step ran inside this call, in the new task's context.
-        _refresh()
-        return task
+_EAGER_FACTORY_CODE = getattr(getattr(asyncio, "eager_task_factory", None), "__code__", None)
+
+
+def _eager_task_constructor(factory: Any) -> Any | None:
+    """The task constructor of a factory made by ``asyncio.create_eager_task_factory``."""
+    if _EAGER_FACTORY_CODE is None or getattr(factory, "__code__", None) is not _EAGER_FACTORY_CODE:
+        return None
+    closure = getattr(factory, "__closure__", None)
+    return closure[0].cell_contents if closure else None
+
+
+def _chain_factory(
+    inner: Any, wrap: type[StepCoroutine], var: ContextVar[Any]
+) -> Callable[..., asyncio.Task[Any]]:
+    refresh_from = engine.refresh_from
+    constructor = _eager_task_constructor(inner)
+    factory: Callable[..., asyncio.Task[Any]]
+    if constructor is not None:
+        # An eager factory (asyncio.eager_task_factory) is chained as one made the same way, so
+        # it stays recognisable: anyio takes such a factory's task constructor and starts its
+        # own tasks lazily with it (its cancel scopes need that); ours wraps the coroutine.
+        def construct(coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            if not isinstance(coro, StepCoroutine):
+                coro = wrap(coro)
+            task: asyncio.Task[Any] = constructor(coro, **kwargs)
+            if kwargs.get("eager_start"):
+                # The first step ran in this call (its StepCoroutine showed the task's labels):
+                # the creator's labels again.
+                try:
+                    refresh_from(var.get(None))
+                except Exception as exc:
+                    guard.fail("the asyncio task hook", exc)
+            return task
+
+        factory = asyncio.create_eager_task_factory(construct)  # type: ignore[attr-defined]
+    else:
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            if not isinstance(coro, StepCoroutine):
+                coro = wrap(coro)
+            if inner is None:
+                task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kwargs)
+                if not kwargs.get("eager_start"):
+                    return task  # no step ran: the creator's labels are still shown
+            else:
+                # Any factory may start the task eagerly.
+                task = inner(loop, coro, **kwargs)
+            # An eager first step ran inside this call (its StepCoroutine showed the task's
+            # labels): the creator's labels again.
+            try:
+                refresh_from(var.get(None))
+            except Exception as exc:
+                guard.fail("the asyncio task hook", exc)
+            return task
 
     setattr(factory, _FACTORY_MARK, inner)
     return factory
@@ -269,6 +312,7 @@ class _LoopHooks:
 
     def __init__(self, hot: HotPath, var: ContextVar[Any]) -> None:
         self.wrap = _step_coroutine_class(hot, var)
+        self.var = var
         self.loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
     def install_on(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -277,7 +321,7 @@ class _LoopHooks:
             return
         current = loop.get_task_factory()
         if current is None or not hasattr(current, _FACTORY_MARK):
-            loop.set_task_factory(_chain_factory(current, self.wrap))
+            loop.set_task_factory(_chain_factory(current, self.wrap, self.var))
         self.loops.add(loop)
 
     def on_root_started(self) -> None:
@@ -295,10 +339,11 @@ class _LoopHooks:
 
     def undo(self) -> None:
         """Restore the task factories replaced on loops still alive."""
-        for loop in list(self.loops):
+        hooked = list(self.loops)
+        self.loops.clear()  # first: uvloop's patched set_task_factory chains on hooked loops
+        for loop in hooked:
             if not loop.is_closed():
                 uninstall_from_loop(loop)
-        self.loops.clear()
 
 
 def install(hot: HotPath) -> Callable[[], None]:
@@ -316,14 +361,34 @@ def install(hot: HotPath) -> Callable[[], None]:
     if not hasattr(base._run_once, "__wrapped__"):
         patches.set(base, "_run_once", _make_run_once(base._run_once, hot))
     original_create_task = base.create_task
+    refresh_from = engine.refresh_from
 
     def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
-        task = original_create_task(self, coro, **kwargs)
-        # With an eager task factory the new task's first step already ran here; give the
-        # creator its own labels back.
-        if self._task_factory is not None:
-            _refresh()
-        return task
+        # The new task's first step runs inside this call only when it starts eagerly: with a
+        # task factory (asyncio.eager_task_factory, 3.12+) or eager_start=True (3.14+). That
+        # step runs outside Handle._run; otherwise creating a task costs this one test more.
+        if self._task_factory is None and not (kwargs and kwargs.get("eager_start")):
+            return original_create_task(self, coro, **kwargs)
+        context = kwargs.get("context")
+        if context is not None:
+            # The eager step runs in that context from its first line: show its labels.
+            try:
+                refresh_from(context.get(var))
+            except Exception as exc:
+                guard.fail("the asyncio task hook", exc)
+        try:
+            task = original_create_task(self, coro, **kwargs)
+        finally:
+            # The creator's step goes on: its own labels again (no agent call when unchanged).
+            try:
+                refresh_from(var.get(None))
+            except Exception as exc:
+                guard.fail("the asyncio task hook", exc)
+        try:
+            return task
+        finally:
+            # As in the stdlib (gh-128552): a failed eager step's traceback holds this frame.
+            del task
 
     create_task.__wrapped__ = original_create_task  # type: ignore[attr-defined]
     if not hasattr(base.create_task, "__wrapped__"):
@@ -358,6 +423,21 @@ def _hook_uvloop_construction(patches: Patches, loops: _LoopHooks) -> None:
 
     __init__.__wrapped__ = original_init  # type: ignore[attr-defined]
     patches.set(loop_class, "__init__", __init__)
+
+    original_set = loop_class.set_task_factory
+
+    def set_task_factory(self: Any, factory: Any) -> None:
+        # A factory set on a hooked loop (asyncio.eager_task_factory, say) goes under ours,
+        # which it would otherwise replace: the loop's tasks would lose their step hook.
+        if self in loops.loops and not hasattr(factory, _FACTORY_MARK):
+            try:
+                factory = _chain_factory(factory, loops.wrap, loops.var)
+            except Exception as exc:
+                guard.fail("the uvloop task factory", exc)
+        original_set(self, factory)
+
+    set_task_factory.__wrapped__ = original_set  # type: ignore[attr-defined]
+    patches.set(loop_class, "set_task_factory", set_task_factory)
 
 
 __all__ = ["StepCoroutine", "install", "uninstall_from_loop"]
