@@ -84,12 +84,19 @@ class Holder:
 
     def renamed(self) -> None:
         """Rebuild the labels after the span's name changed (no-op once ended)."""
-        if self.labels:
+        old = self.labels
+        if old:
             self.labels = self.make(self.span)
+            changed = lifecycle[0]
+            if changed is not None:
+                changed(old, self.labels)
 
     def end(self) -> None:
         """The span ended: from now on it gives no labels."""
-        self.labels = EMPTY
+        old, self.labels = self.labels, EMPTY
+        changed = lifecycle[0]
+        if changed is not None and old:
+            changed(old, EMPTY)
 
 
 # -- process-wide state: the table, the sink behind its cell, the installation ----------------
@@ -107,6 +114,11 @@ _sink: list[ThreadLabelSink] = [_placeholder]
 
 apply_cell: list[Callable[[Labels], None]] = [_placeholder.apply]
 """The current sink's ``apply``. Hooks hold this cell; only its content ever changes."""
+
+lifecycle: list[Callable[[Labels, Labels], None] | None] = [None]
+"""The current sink's ``labels_changed(old, new)``, if it has one: a holder's labels were
+replaced (a rename) or ended (``new`` empty). For sinks that keep labels elsewhere than on
+threads (the built-in sampler's event ring); ``None`` for the others."""
 
 _lock = threading.RLock()
 
@@ -182,6 +194,7 @@ def set_sink(sink: Sink, *, release: bool = True) -> ThreadLabelSink:
         new._applied = shown
         _sink[0] = new
         apply_cell[0] = new.apply
+        lifecycle[0] = getattr(new, "labels_changed", None)
     return new
 
 

@@ -1,0 +1,1 @@
+"""Samplers behind one contract (filled in below)."""
