@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from span_profiles import _placement
+from span_profiles import _placement, _samplers
 from span_profiles._settings import Settings, SettingsError
 
 __all__ = ["Check", "checks", "register", "run"]
@@ -28,7 +28,7 @@ Status = Literal["ok", "warning", "problem"]
 
 SUPPORTED_PYTHONS = ((3, 10), (3, 13))
 """The oldest and newest supported ``(major, minor)``."""
-AGENT_MINIMUM = (1, 4)
+AGENT_MINIMUM = _samplers.AGENT_MINIMUM
 """The oldest supported pyroscope-io."""
 
 
@@ -40,16 +40,6 @@ class Check:
     status: Status
     detail: str
     fix: str = ""
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts: list[int] = []
-    for piece in text.split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
 
 
 def check_agent() -> Check:
@@ -74,7 +64,7 @@ def check_agent() -> Check:
             f"pyroscope-io {version} is installed but does not import: {exc!r}",
             "reinstall it for this platform: pip install --force-reinstall pyroscope-io",
         )
-    if _version_tuple(version) < AGENT_MINIMUM:
+    if _samplers.version_tuple(version) < AGENT_MINIMUM:
         minimum = ".".join(map(str, AGENT_MINIMUM))
         return Check(
             "agent",
@@ -257,16 +247,28 @@ def check_receiver_db(path: Path | None) -> Check | None:
     return Check("receiver-db", "ok", f"{db}: retention {', '.join(limits)}; {held}")
 
 
+def check_sampler(settings: Settings) -> Check:
+    """Which sampler the app would start here, and why."""
+    choice = _samplers.choose(settings.sampler)
+    if choice.name is None:
+        return Check(
+            "sampler",
+            "problem",
+            choice.reason,
+            "install pyroscope-io (CPython 3.10-3.14), or use CPython 3.14+ (built-in sampler)",
+        )
+    return Check("sampler", "ok", f"{choice.name} ({choice.reason})")
+
+
 def checks(settings: Settings, environ: Mapping[str, str], db: Path | None = None) -> list[Check]:
-    """Every check, in the order they are printed."""
-    found = [
-        check_agent(),
-        check_python(),
-        check_cpus(),
-        check_pinning(settings),
-        check_server(settings),
-        check_names(settings, environ),
-    ]
+    """Every check, in the order they are printed; the sampler's own checks after its line."""
+    choice = _samplers.choose(settings.sampler)
+    found = [check_sampler(settings), check_python(), check_cpus()]
+    if choice.name is not None:
+        found += _samplers.get(choice.name).doctor_checks(settings)
+    else:
+        found.append(check_agent())
+    found += [check_server(settings), check_names(settings, environ)]
     receiver = check_receiver_db(db)
     if receiver is not None:
         found.append(receiver)
@@ -282,6 +284,11 @@ def register(subparsers: Any) -> None:
     doctor.add_argument(
         "--pin-cpu", choices=("auto", "on", "off"), help="default: SPAN_PROFILES_PIN_CPU"
     )
+    doctor.add_argument(
+        "--sampler",
+        choices=("auto", "pyroscope", "builtin"),
+        help="default: SPAN_PROFILES_SAMPLER",
+    )
     doctor.add_argument("--db", type=Path, help="the local receiver's database (default path)")
 
 
@@ -293,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
                 "server_address": args.server_address,
                 "application_name": args.application_name,
                 "pin_cpu": args.pin_cpu,
+                "sampler": args.sampler,
             }
         )
     except SettingsError as exc:

@@ -77,14 +77,18 @@ def test_settings_are_frozen() -> None:
         s.scope = "all"  # type: ignore[misc]
 
 
-def test_every_setting_is_in_the_readme_table() -> None:
-    """Each field, with its environment variable, has a row in README's settings table."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+def test_every_setting_is_in_a_documentation_table() -> None:
+    """Each field, with its environment variable, has a row in a settings table of README.md or
+    of a page under docs/."""
+    root = Path(__file__).resolve().parents[2]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    rows = [
+        line for page in pages for line in page.read_text().splitlines() if line.startswith("| `")
+    ]
     for field in dataclasses.fields(Settings):
         row = next((r for r in rows if f"`{field.name}`" in r.split("|")[1]), None)
-        assert row is not None, f"README has no settings row for {field.name}"
-        assert f"`{ENV[field.name]}`" in row, f"README row for {field.name} lacks {ENV[field.name]}"
+        assert row is not None, f"no documentation has a settings row for {field.name}"
+        assert f"`{ENV[field.name]}`" in row, f"the row for {field.name} lacks {ENV[field.name]}"
 
 
 def test_with_overrides_parses_like_arguments_and_keeps_the_rest() -> None:

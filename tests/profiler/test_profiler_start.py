@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import ProxyTracerProvider
 
 from span_profiles import SettingsError
+from span_profiles import _samplers
 from span_profiles._profiler import profiler_running, start_profiler, stop_profiler
 from span_profiles.gunicorn import make_post_fork, post_fork
 from tests.profiler.conftest import FakeAgent
@@ -199,8 +200,10 @@ def test_profiler_on_overrides_disabled_labels(fake_agent: FakeAgent) -> None:
 def test_missing_agent_returns_false(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Without pyroscope-io, 'auto' quietly returns False and 'on' logs one error."""
+    """Without pyroscope-io (and no built-in sampler for this Python), 'auto' returns False with
+    no error and 'on' logs one error."""
     monkeypatch.setitem(sys.modules, "pyroscope", None)
+    monkeypatch.setattr(_samplers, "builtin_usable", lambda: (False, "no built-in sampler"))
     caplog.set_level(logging.ERROR, logger="span_profiles")
     assert not start_profiler(tracer_provider=provider("svc"))
     assert not caplog.records

@@ -131,9 +131,9 @@ class RingWriter:
         )
 
     def close(self) -> None:
-        """Unmap and close (the sampler keeps its own mapping)."""
+        """Stop writing and close the file (the mapping goes with its last user: a hook may
+        still be in a write; the sampler keeps its own mapping)."""
         self.write = _discard
-        self.buffer.close()
         os.close(self.fd)
 
 
