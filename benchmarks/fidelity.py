@@ -23,6 +23,12 @@ installed; ``pin_cpu="auto"``), the same on the stdlib asyncio loop, the same wi
 Throughput: requests/s with the agent running and no labels, with span-profiles labels, and with
 labels but ``pin_cpu="off"``, at 5 µs slices (200 per request) and 2 ms slices (10 per request),
 repeated in alternating order; the median is reported.
+
+``--sampler builtin`` (CPython 3.14+) measures the built-in sampler instead: its default settings
+(uvloop), the stdlib asyncio loop, ``builtin_pause=false``, and a reference without labels. For
+each case it also reports the share of samples the sampler dropped (torn reads, an identity that
+changed during the read, lost events) and the burn samples per request against the reference:
+dropping must not bias the profile. ``--hog`` runs a CPU hog on every CPU during the cases.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -92,6 +99,8 @@ class Config:
     labels: str
     pin: str
     loop: str
+    env: tuple[tuple[str, str], ...] = ()
+    """More environment for the server."""
 
 
 FIDELITY_CONFIGS = [
@@ -100,6 +109,36 @@ FIDELITY_CONFIGS = [
     Config("pin-off", "span-profiles, pin_cpu=off", "ours", "off", "auto"),
     Config("naive", "pyroscope-otel PyroscopeSpanProcessor", "naive", "auto", "auto"),
 ]
+
+BUILTIN = (("SPAN_PROFILES_SAMPLER", "builtin"),)
+BUILTIN_CONFIGS = [
+    Config("builtin", "built-in sampler, default settings", "ours", "auto", "auto", BUILTIN),
+    Config(
+        "builtin-asyncio",
+        "built-in sampler, stdlib asyncio loop",
+        "ours",
+        "auto",
+        "asyncio",
+        BUILTIN,
+    ),
+    Config(
+        "builtin-unpaused",
+        "built-in sampler, builtin_pause=false",
+        "ours",
+        "auto",
+        "auto",
+        (*BUILTIN, ("SPAN_PROFILES_BUILTIN_PAUSE", "false")),
+    ),
+    Config(
+        "builtin-reference",
+        "built-in sampler, no labels (reference)",
+        "none",
+        "auto",
+        "auto",
+        BUILTIN,
+    ),
+]
+REFERENCE = "builtin-reference"
 
 THROUGHPUT_CONFIGS = [
     Config("none", "profiling, no labels", "none", "auto", "auto"),
@@ -114,15 +153,21 @@ THROUGHPUT_SHAPES = [
 ]
 
 
-def server_env(receiver: Receiver, config: Config, service: str) -> dict[str, str]:
+def server_env(
+    receiver: Receiver, config: Config, service: str, stats: Path | None = None
+) -> dict[str, str]:
     """Environment of the uvicorn subprocess for one configuration."""
-    return {
+    env = {
         "PYROSCOPE_SERVER_ADDRESS": receiver.url,
         "OTEL_SERVICE_NAME": service,
         "SP_BENCH_LABELS": config.labels,
         "SPAN_PROFILES_PIN_CPU": config.pin,
         "SPAN_PROFILES_WAIT_FOR_SAMPLER": os.environ.get("SPAN_PROFILES_WAIT_FOR_SAMPLER", "true"),
+        **dict(config.env),
     }
+    if stats is not None:
+        env["SP_BENCH_STATS"] = str(stats)
+    return env
 
 
 LOOP = -1
@@ -209,7 +254,8 @@ def run_fidelity(
     spans: dict[int, str] = {}
     loads: dict[int, Any] = {}
     log = workdir / f"{config.key}.stderr"
-    server = Server(server_env(receiver, config, service), loop=config.loop)
+    stats_file = workdir / f"{config.key}.stats.json"
+    server = Server(server_env(receiver, config, service, stats_file), loop=config.loop)
     try:
         server.start(log)
         for index, case in enumerate(CASES):
@@ -232,6 +278,7 @@ def run_fidelity(
     time.sleep(0.5)  # the last upload is acknowledged before uvicorn exits; be generous
     with ProfileStore(receiver.db_path) as store:
         counts = classify(store, service, spans)
+    stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
     rows = []
     for index, case in enumerate(CASES):
         if index not in loads:
@@ -250,6 +297,11 @@ def run_fidelity(
         loop = counts.get(LOOP, Counter())
         row["loop_samples"] = loop["labelled"] + loop["unlabelled"]
         row["loop_labelled"] = loop["labelled"]
+        row["burn_per_request"] = (
+            total / len(loads[index].requests) if loads[index].requests else 0.0
+        )
+        row["all_burn"] = sum(counter.values())
+        row["sampler_stats"] = stats
         row["goal"] = case.goal
         row["meets_goal"] = bool(
             total
@@ -291,9 +343,75 @@ def run_throughput(
     return rates
 
 
+HOG = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
+
+
+def _start_hogs() -> list[subprocess.Popen[bytes]]:
+    """One busy process per CPU this process may use."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    return [subprocess.Popen([sys.executable, "-c", HOG, str(cpu)]) for cpu in cpus]
+
+
 def pct(value: float) -> str:
     """A fraction as a percentage with two decimals."""
     return f"{100 * value:.2f} %"
+
+
+def _dropped(stats: dict[str, Any]) -> str:
+    """The sampler's dropped share: torn reads dropped, identities changed during the read,
+    samples whose events were lost, over every thread sample it took."""
+    if not stats:
+        return "-"
+    attribution = stats.get("attribution", {})
+    dropped = (
+        stats.get("dropped_torn", 0) + attribution.get("changed", 0) + attribution.get("lost", 0)
+    )
+    taken = stats.get("samples", 0) + stats.get("dropped_torn", 0)
+    torn = stats.get("torn", 0)
+    return (
+        f"{pct(dropped / taken) if taken else '-'} dropped of {taken} "
+        f"(torn reads {stats.get('dropped_torn', 0)} of {torn} retried, changed "
+        f"{attribution.get('changed', 0)}, lost {attribution.get('lost', 0)}; "
+        f"{stats.get('paused_reads', 0)} reads paused)"
+    )
+
+
+def render_builtin(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    """The built-in sampler's tables: fidelity, drops, burn samples per request vs reference."""
+    lines: list[str] = []
+    reference = {r["case"]: r["burn_per_request"] for r in rows if r["config"] == REFERENCE}
+    for config in BUILTIN_CONFIGS:
+        config_rows = [r for r in rows if r["config"] == config.key]
+        if not config_rows:
+            continue
+        lines += [
+            f"## {config.title}",
+            "",
+            "| case | requests | samples | exact | wrong | multi | unlabelled | burn samples / request (vs reference) | goal |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in config_rows:
+            goal = "met" if r["meets_goal"] else "MISSED"
+            base = reference.get(r["case"])
+            ratio = f" ({100 * r['burn_per_request'] / base:.1f} %)" if base else ""
+            lines.append(
+                f"| {r['case']} | {r['requests']} | {r['samples']} | {pct(r['exact'])} "
+                f"| {pct(r['wrong'])} | {pct(r['multi'])} | {pct(r['unlabelled'])} "
+                f"| {r['burn_per_request']:.2f}{ratio} "
+                f"| {goal} (≥{100 * r['goal']:g} % exact) |"
+                if config.key != REFERENCE
+                else f"| {r['case']} | {r['requests']} | {r['samples']} | - | - | - | "
+                f"{pct(r['unlabelled'])} | {r['burn_per_request']:.2f} | reference |"
+            )
+        loop_total = config_rows[0]["loop_samples"]
+        lines += [
+            "",
+            f"Sampler: {_dropped(config_rows[0]['sampler_stats'])}. Event-loop work outside any "
+            f"request: {loop_total} samples, {config_rows[0]['loop_labelled']} carrying a "
+            "`span_id`.",
+            "",
+        ]
+    return lines
 
 
 def render(
@@ -306,11 +424,14 @@ def render(
         f"`{meta['command']}` — {meta['date']}, Python {meta['python']}, {meta['cpus']} CPUs, "
         f"{meta['platform']}; pyroscope-io {meta['pyroscope_io']}, uvicorn {meta['uvicorn']}, "
         f"starlette {meta['starlette']}; 20 concurrent requests on two endpoints, "
-        f"{meta['case_seconds']} s per case, agent at 100 Hz.",
+        f"{meta['case_seconds']} s per case, sampler at 100 Hz"
+        + (f"; a CPU hog on each of the {meta['cpus']} CPUs" if meta.get("hog") else "")
+        + ".",
         "",
         "Handler samples (stack contains the request's `burn_*` function) by `span_id` labels.",
         "",
     ]
+    lines += render_builtin(rows, meta)
     for config in FIDELITY_CONFIGS:
         config_rows = [r for r in rows if r["config"] == config.key]
         if not config_rows:
@@ -371,8 +492,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-seconds", type=float, help="load per throughput run")
     parser.add_argument("--repeats", type=int, help="throughput repeats per configuration")
     parser.add_argument(
+        "--sampler",
+        choices=["pyroscope", "builtin"],
+        default="pyroscope",
+        help="measure pyroscope-io's configurations (default) or the built-in sampler's",
+    )
+    parser.add_argument("--hog", action="store_true", help="a CPU hog on every CPU meanwhile")
+    parser.add_argument(
         "--only",
-        choices=[c.key for c in FIDELITY_CONFIGS] + ["throughput"],
+        choices=[c.key for c in FIDELITY_CONFIGS + BUILTIN_CONFIGS] + ["throughput"],
         action="append",
         help="run only these parts (repeatable)",
     )
@@ -387,12 +515,21 @@ def main(argv: list[str] | None = None) -> int:
     throughput_seconds = args.throughput_seconds or (3.0 if args.quick else 6.0)
     repeats = args.repeats or (1 if args.quick else 3)
     only = set(args.only or [])
+    configs = BUILTIN_CONFIGS if args.sampler == "builtin" else FIDELITY_CONFIGS
+    if args.sampler == "builtin" and not only:
+        only = {c.key for c in BUILTIN_CONFIGS}  # the throughput part is pyroscope-io's
 
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    import pyroscope  # noqa: F401  (fail early without the agent)
+    if args.sampler == "pyroscope":
+        import pyroscope  # noqa: F401  (fail early without the agent)
     import starlette
     import uvicorn
+
+    try:
+        agent_version = version("pyroscope-io")
+    except PackageNotFoundError:
+        agent_version = "not installed"
 
     meta = {
         "command": " ".join(
@@ -404,7 +541,9 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "platform": platform.platform(terse=True),
-        "pyroscope_io": version("pyroscope-io"),
+        "pyroscope_io": agent_version,
+        "sampler": args.sampler,
+        "hog": args.hog,
         "uvicorn": uvicorn.__version__,
         "starlette": starlette.__version__,
         "case_seconds": case_seconds,
@@ -417,8 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="span-profiles-fidelity-") as tmp:
         workdir = Path(tmp)
         receiver = start_receiver_in_thread(port=0, db_path=workdir / "profiles.db")
+        hogs = _start_hogs() if args.hog else []
         try:
-            for config in FIDELITY_CONFIGS:
+            for config in configs:
                 if only and config.key not in only:
                     continue
                 print(f"fidelity: {config.title} ...", file=sys.stderr, flush=True)
@@ -429,12 +569,19 @@ def main(argv: list[str] | None = None) -> int:
                 print("throughput ...", file=sys.stderr, flush=True)
                 rates = run_throughput(receiver, throughput_seconds, repeats, workdir)
         finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
             receiver.stop()
     meta["seconds"] = round(time.monotonic() - started, 1)
     report = render(rows, rates, meta)
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "fidelity-quick" if args.quick else "fidelity"
+    if args.sampler == "builtin":
+        stem += f"-builtin-py{sys.version_info.major}{sys.version_info.minor}"
+    if args.hog:
+        stem += "-hog"
     (RESULTS / f"{stem}.md").write_text(report + f"\nTotal run time: {meta['seconds']} s.\n")
     (RESULTS / f"{stem}.json").write_text(
         json.dumps({"meta": meta, "fidelity": rows, "throughput": rates}, indent=2) + "\n"

@@ -2,9 +2,16 @@
 
 ``SP_BENCH_LABELS`` picks the labelling: ``ours`` (``span_profiles.instrument()``), ``naive``
 (pyroscope-otel's ``PyroscopeSpanProcessor``) or ``none`` (profiling without labels). In every
-mode the agent runs (``start_profiler()``, configured by the ``PYROSCOPE_*``/``SPAN_PROFILES_*``
-environment) and every request gets a root span from OpenTelemetry's ASGI middleware, so modes
-differ only in labelling. Every response carries ``x-span-id``, the root span's id.
+mode a sampler runs (``start_profiler()``, configured by the ``PYROSCOPE_*``/``SPAN_PROFILES_*``
+environment: ``SPAN_PROFILES_SAMPLER`` picks pyroscope-io or the built-in one) and every request
+gets a root span from OpenTelemetry's ASGI middleware, so modes differ only in labelling. Every
+response carries ``x-span-id``, the root span's id.
+
+``SP_BENCH_PROFILER=off`` runs no sampler at all (cost baselines); with ``SP_BENCH_LABELS=ours``
+and the built-in sampler chosen, ``SP_BENCH_EVENTS_ONLY=1`` writes the label events into a ring
+that no sampler reads (the labels' cost without the sampler's). ``SP_BENCH_STATS`` names a file
+the app writes at exit: the built-in sampler's last counters, and its process id. ``/_profiler``
+answers the sampler's pid and the agent's thread ids (for CPU accounting).
 
 Handlers burn CPU in a function named ``burn_<endpoint>_r<rid>`` (``rid``: a request number the
 client chooses), so every sample says which request it belongs to. ``rid=0`` uses the plain
@@ -155,6 +162,35 @@ def sync_endpoint(request: Request) -> Response:
     return PlainTextResponse("ok", headers=_span_header())
 
 
+def _builtin_state() -> Any:
+    from span_profiles._samplers.builtin.sampler import SAMPLER
+
+    return SAMPLER
+
+
+def profiler_info(request: Request) -> Response:
+    """The sampler's process id (built-in) or the agent's thread ids (pyroscope-io)."""
+    import json
+
+    running = _profiler.running_sampler()
+    pid = None
+    if running is not None and running.name == "builtin":
+        pid = _builtin_state().process_id()
+    body = {
+        "sampler": running.name if running is not None else None,
+        "sampler_pid": pid,
+        "agent_threads": sorted(_profiler.agent_thread_ids()),
+    }
+    return Response(json.dumps(body), media_type="application/json")
+
+
+def _write_stats(path: str) -> None:
+    import json
+
+    with open(path, "w") as file:
+        json.dump(_builtin_state().last_stats, file)
+
+
 def build() -> Any:
     """Configure tracing, labelling and the agent from the environment; return the ASGI app."""
     labels = os.environ.get("SP_BENCH_LABELS", "ours")
@@ -169,11 +205,27 @@ def build() -> Any:
         provider.add_span_processor(PyroscopeSpanProcessor())
     elif labels != "none":
         sys.exit(f"SP_BENCH_LABELS must be ours, naive or none, not {labels!r}")
-    if not start_profiler(tracer_provider=provider):
+    import atexit
+    import json
+
+    stats_file = os.environ.get("SP_BENCH_STATS")
+    if stats_file:
+        # Registered before the profiler's own exit hook, so it runs after it (atexit is LIFO).
+        atexit.register(_write_stats, stats_file)
+    if os.environ.get("SP_BENCH_PROFILER") == "off":
+        pass
+    elif os.environ.get("SP_BENCH_EVENTS_ONLY") == "1":
+        from span_profiles._samplers.builtin.ring import RingWriter
+        from span_profiles._samplers.builtin.sampler import SAMPLER
+
+        SAMPLER.sink.attach(RingWriter())
+    elif not start_profiler(tracer_provider=provider):
         sys.exit("the profiler did not start")
+    del json
     # uvicorn imports the app before its loop runs: the loop thread announces itself here, at
     # lifespan startup (what SpanProfilesMiddleware does).
     routes = [
+        Route("/_profiler", profiler_info),
         Route("/slices/{endpoint}", slices),
         Route("/children/{endpoint}", children),
         Route("/taskgroup/{endpoint}", task_group),

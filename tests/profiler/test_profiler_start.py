@@ -12,8 +12,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import ProxyTracerProvider
 
-from span_profiles import SettingsError
-from span_profiles import _samplers
+from span_profiles import SettingsError, _samplers
 from span_profiles._profiler import profiler_running, start_profiler, stop_profiler
 from span_profiles.gunicorn import make_post_fork, post_fork
 from tests.profiler.conftest import FakeAgent

@@ -265,6 +265,7 @@ def run(config: dict[str, Any], control: int) -> int:
     sampler.drain()
     sampler.flush_ready(time.monotonic_ns(), final=True)
     done = sampler.uploader.finish(deadline - 0.2)
+    sampler._report()
     _emit("flushed", complete=done, uploads=sampler.uploader.sent)
     return 0
 

@@ -147,6 +147,9 @@ class BuiltinSampler:
 
     def __init__(self) -> None:
         self.sink = EventSink()
+        self.last_stats: dict[str, Any] = {}
+        """The sampler process's last counters (samples, torn reads, attribution outcomes,
+        lost events, uploads, its CPU seconds), kept after it stopped."""
         self._running: _Running | None = None
         self._lock = threading.Lock()
 
@@ -297,6 +300,7 @@ class BuiltinSampler:
             )
         elif kind == "stats":
             running.stats = message
+            self.last_stats = message
             logger.debug("span-profiles: built-in sampler: %s", message)
         elif kind == "flushed":
             running.flushed = message

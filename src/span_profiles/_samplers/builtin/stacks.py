@@ -187,9 +187,12 @@ class StackReader:
 
     def _read_once(self, running: list[int], last: bool) -> tuple[list[Sample], list[int]]:
         loops = [tid for tid in running if tid in self.loop_threads]
-        t0 = time.monotonic_ns()
         pauser = self._pauser
         paused = self._pause(loops)
+        # After the pause: a paused thread wrote its last event before it stopped, so a window
+        # that starts here holds no change of its own (waiting for it to stop can take a
+        # scheduler slice on a busy machine, during which it runs on).
+        t0 = time.monotonic_ns()
         tasks: dict[int, tuple[int, Stack]] = {}
         threads: dict[int, Stack] = {}
         torn: list[int] = []
