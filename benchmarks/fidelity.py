@@ -493,9 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="throughput repeats per configuration")
     parser.add_argument(
         "--sampler",
-        choices=["pyroscope", "builtin"],
+        choices=["pyroscope", "builtin", "both"],
         default="pyroscope",
-        help="measure pyroscope-io's configurations (default) or the built-in sampler's",
+        help="measure pyroscope-io's configurations (default), the built-in sampler's, or both "
+        "samplers' default configurations side by side",
     )
     parser.add_argument("--hog", action="store_true", help="a CPU hog on every CPU meanwhile")
     parser.add_argument(
@@ -515,13 +516,17 @@ def main(argv: list[str] | None = None) -> int:
     throughput_seconds = args.throughput_seconds or (3.0 if args.quick else 6.0)
     repeats = args.repeats or (1 if args.quick else 3)
     only = set(args.only or [])
-    configs = BUILTIN_CONFIGS if args.sampler == "builtin" else FIDELITY_CONFIGS
-    if args.sampler == "builtin" and not only:
-        only = {c.key for c in BUILTIN_CONFIGS}  # the throughput part is pyroscope-io's
+    configs = {
+        "builtin": BUILTIN_CONFIGS,
+        "pyroscope": FIDELITY_CONFIGS,
+        "both": [FIDELITY_CONFIGS[0], BUILTIN_CONFIGS[0], BUILTIN_CONFIGS[-1]],
+    }[args.sampler]
+    if args.sampler != "pyroscope" and not only:
+        only = {c.key for c in configs}  # the throughput part is pyroscope-io's
 
     from importlib.metadata import PackageNotFoundError, version
 
-    if args.sampler == "pyroscope":
+    if args.sampler != "builtin":
         import pyroscope  # noqa: F401  (fail early without the agent)
     import starlette
     import uvicorn
@@ -578,8 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "fidelity-quick" if args.quick else "fidelity"
-    if args.sampler == "builtin":
-        stem += f"-builtin-py{sys.version_info.major}{sys.version_info.minor}"
+    if args.sampler != "pyroscope":
+        stem += f"-{args.sampler}-py{sys.version_info.major}{sys.version_info.minor}"
     if args.hog:
         stem += "-hog"
     (RESULTS / f"{stem}.md").write_text(report + f"\nTotal run time: {meta['seconds']} s.\n")

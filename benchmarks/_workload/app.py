@@ -7,9 +7,10 @@ environment: ``SPAN_PROFILES_SAMPLER`` picks pyroscope-io or the built-in one) a
 gets a root span from OpenTelemetry's ASGI middleware, so modes differ only in labelling. Every
 response carries ``x-span-id``, the root span's id.
 
-``SP_BENCH_PROFILER=off`` runs no sampler at all (cost baselines); with ``SP_BENCH_LABELS=ours``
+``SP_BENCH_PROFILER=off`` runs no sampler at all and ``SP_BENCH_OTEL=off`` no tracing
+(cost baselines); with ``SP_BENCH_LABELS=ours``
 and the built-in sampler chosen, ``SP_BENCH_EVENTS_ONLY=1`` writes the label events into a ring
-that no sampler reads (the labels' cost without the sampler's). ``SP_BENCH_STATS`` names a file
+that no sampler reads (the labels' cost without the sampler's). ``SP_BENCH_THREADS`` starts that many threads, each busy 1 ms in every 10 ms. ``SP_BENCH_STATS`` names a file
 the app writes at exit: the built-in sampler's last counters, and its process id. ``/_profiler``
 answers the sampler's pid and the agent's thread ids (for CPU accounting).
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -46,9 +48,9 @@ from span_profiles._profiler import pin_current_thread, start_profiler
 _now = time.perf_counter_ns
 
 
-def _burn(duration_ns: int) -> None:
-    end = _now() + duration_ns
-    while _now() < end:
+def _burn(duration_ns: int, clock: Callable[[], int] = _now) -> None:
+    end = clock() + duration_ns
+    while clock() < end:
         pass
 
 
@@ -77,7 +79,12 @@ def _params(request: Request) -> tuple[str, Callable[[int], None], int, int]:
     rid = int(query.get("rid", "0"))
     slice_ns = int(float(query.get("slice_us", "2000")) * 1000)
     steps = int(query.get("n", "10"))
-    return endpoint, burner(endpoint, rid), slice_ns, steps
+    burn = burner(endpoint, rid)
+    if query.get("clock") == "cpu":
+        # Burn CPU time, not wall time: on a busy machine a wall-clock slice gets less CPU,
+        # which would hide what the CPU cost benchmark measures.
+        burn = functools.partial(burn, clock=time.thread_time_ns)
+    return endpoint, burn, slice_ns, steps
 
 
 def _span_header() -> dict[str, str]:
@@ -212,6 +219,17 @@ def build() -> Any:
     if stats_file:
         # Registered before the profiler's own exit hook, so it runs after it (atexit is LIFO).
         atexit.register(_write_stats, stats_file)
+    threads = int(os.environ.get("SP_BENCH_THREADS", "0"))
+    for index in range(threads):
+        # Busy 1 ms in every 10 ms: many threads, a few on a CPU at any time.
+        import threading
+
+        def busy() -> None:
+            while True:
+                _burn(1_000_000)
+                time.sleep(0.009)
+
+        threading.Thread(target=busy, name=f"busy-{index}", daemon=True).start()
     if os.environ.get("SP_BENCH_PROFILER") == "off":
         pass
     elif os.environ.get("SP_BENCH_EVENTS_ONLY") == "1":
@@ -235,6 +253,8 @@ def build() -> Any:
         Route("/sync/{endpoint}", sync_endpoint),
     ]
     starlette = Starlette(routes=routes, lifespan=lifespan)
+    if os.environ.get("SP_BENCH_OTEL") == "off":
+        return starlette  # no tracing at all (cost baseline)
     return OpenTelemetryMiddleware(starlette, tracer_provider=provider)
 
 

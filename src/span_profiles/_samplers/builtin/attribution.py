@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from span_profiles._samplers.builtin import ring
 from span_profiles._samplers.builtin.ring import Event, Labels
@@ -33,8 +33,7 @@ Key = tuple[int, int]
 """``(ring.TASK, task id)`` or ``(ring.THREAD, native thread id)``."""
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """The labels of a sample, or why it was dropped (``labels`` is then ``None``)."""
 
     labels: Labels | None
@@ -46,10 +45,12 @@ _LOST = Outcome(None, "lost")
 _NONE = Outcome(EMPTY)
 
 
-@dataclass
 class _Timeline:
-    times: list[int] = field(default_factory=list)
-    lids: list[int] = field(default_factory=list)
+    __slots__ = ("lids", "times")
+
+    def __init__(self) -> None:
+        self.times: list[int] = []
+        self.lids: list[int] = []
 
     def add(self, t: int, lid: int) -> None:
         if not self.times or t >= self.times[-1]:

@@ -27,7 +27,7 @@ import os
 import struct
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "DEFINE",
@@ -141,8 +141,7 @@ def _discard(kind: int, ident: int, aux: int) -> None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One record as the reader sees it; ``labels`` only for :data:`DEFINE`."""
 
     kind: int

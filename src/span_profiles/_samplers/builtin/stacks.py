@@ -26,7 +26,6 @@ import importlib
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from span_profiles._samplers.builtin.ptrace import PauseError, Pauser
@@ -48,39 +47,47 @@ _THREAD_LIST_S = 1.0
 """How often the thread list is read again (threads that appear meanwhile wait that long)."""
 
 
-@dataclass(slots=True)
+# Plain classes rather than dataclasses: ``dataclasses`` imports ``inspect``, ~4 MiB of memory
+# in a process that otherwise needs very little.
+
+
 class Sample:
-    """One thread's stack, and what it ran: a task (``task`` = its id) or itself (``task`` = 0)."""
+    """One thread's stack, and what it ran: a task (``task`` = its id) or itself (``task`` = 0).
 
-    tid: int
-    task: int
-    stack: Stack
-    t0: int
-    """``time.monotonic_ns()`` before the read."""
-    t1: int
-    """``time.monotonic_ns()`` after the read: identity changes inside ``[t0, t1]`` void it."""
+    ``t0``/``t1``: ``time.monotonic_ns()`` around the read; identity changes inside that
+    window void the sample.
+    """
+
+    __slots__ = ("stack", "t0", "t1", "task", "tid")
+
+    def __init__(self, tid: int, task: int, stack: Stack, t0: int, t1: int) -> None:
+        self.tid = tid
+        self.task = task
+        self.stack = stack
+        self.t0 = t0
+        self.t1 = t1
 
 
-@dataclass
 class ReadStats:
-    """Counters over the reader's life."""
+    """Counters over the reader's life.
 
-    reads: int = 0
-    """Calls of :meth:`StackReader.read` that found a thread on a CPU."""
-    samples: int = 0
-    """Thread samples kept."""
-    torn: int = 0
-    """Task reads that straddled a task switch (unpaused only), retried or dropped."""
-    dropped_torn: int = 0
-    """Thread samples dropped because every attempt was torn."""
-    failed: int = 0
-    """Reads that raised (memory changed under the reader)."""
-    paused: int = 0
-    """Reads made with the loop thread stopped."""
-    pause_error: str = ""
-    """Why pausing was given up (empty while it works or was not asked for)."""
-    task_reads: int = field(default=0)
-    """Thread samples taken inside an asyncio task."""
+    ``reads``: calls of :meth:`StackReader.read` that found a thread on a CPU; ``samples``:
+    thread samples kept; ``task_reads``: those taken inside an asyncio task; ``torn``: task
+    reads that straddled a task switch (unpaused only), retried or dropped; ``dropped_torn``:
+    thread samples dropped because every attempt was torn; ``failed``: reads that raised
+    (memory changed under the reader); ``paused``: reads made with the loop thread stopped;
+    ``pause_error``: why pausing was given up (empty while it works or was not asked for).
+    """
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.samples = 0
+        self.task_reads = 0
+        self.torn = 0
+        self.dropped_torn = 0
+        self.failed = 0
+        self.paused = 0
+        self.pause_error = ""
 
 
 def frame_parts(frame: Any) -> tuple[str, str, int]:
