@@ -10,7 +10,8 @@ response carries ``x-span-id``, the root span's id.
 ``SP_BENCH_PROFILER=off`` runs no sampler at all and ``SP_BENCH_OTEL=off`` no tracing
 (cost baselines); with ``SP_BENCH_LABELS=ours``
 and the built-in sampler chosen, ``SP_BENCH_EVENTS_ONLY=1`` writes the label events into a ring
-that no sampler reads (the labels' cost without the sampler's). ``SP_BENCH_THREADS`` starts that many threads, each busy 1 ms in every 10 ms. ``SP_BENCH_STATS`` names a file
+that no sampler reads (the labels' cost without the sampler's). ``SP_BENCH_KEEP_DROPPED=1`` has the built-in sampler upload what it drops, labelled
+``span_profiles_dropped``. ``SP_BENCH_THREADS`` starts that many threads, each busy 1 ms in every 10 ms. ``SP_BENCH_STATS`` names a file
 the app writes at exit: the built-in sampler's last counters, and its process id. ``/_profiler``
 answers the sampler's pid and the agent's thread ids (for CPU accounting).
 
@@ -68,7 +69,7 @@ def burner(endpoint: str, rid: int) -> Callable[[int], None]:
         code = _burn.__code__.replace(co_name=name)
         if hasattr(code, "co_qualname"):  # 3.11+: the profiler reports the qualified name
             code = code.replace(co_qualname=name)
-        function = types.FunctionType(code, _burn.__globals__, name)
+        function = types.FunctionType(code, _burn.__globals__, name, _burn.__defaults__)
         _functions[key] = function
     return function
 
@@ -230,6 +231,8 @@ def build() -> Any:
                 time.sleep(0.009)
 
         threading.Thread(target=busy, name=f"busy-{index}", daemon=True).start()
+    if os.environ.get("SP_BENCH_KEEP_DROPPED") == "1":
+        _builtin_state().keep_dropped = True
     if os.environ.get("SP_BENCH_PROFILER") == "off":
         pass
     elif os.environ.get("SP_BENCH_EVENTS_ONLY") == "1":

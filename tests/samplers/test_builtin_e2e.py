@@ -22,7 +22,7 @@ import pytest
 
 from span_profiles import _samplers
 from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread
-from tests.servers import ROOT, Server, agent_env, serving
+from tests.servers import ROOT, Server, agent_env, free_port, serving
 
 if sys.version_info < (3, 14):
     pytest.skip("the built-in sampler needs CPython 3.14+", allow_module_level=True)
@@ -134,6 +134,38 @@ def test_each_request_gets_exactly_its_own_work(receiver: Receiver, tmp_path: Pa
         assert counts[(endpoint, "exact")] >= 5, (endpoint, counts, server.output())
     bad = {key: n for key, n in counts.items() if key[1] != "exact"}
     assert not bad, (bad, counts)
+
+
+@pytest.mark.sampled
+def test_each_gunicorn_worker_gets_its_own_sampler(receiver: Receiver, tmp_path: Path) -> None:
+    """Two workers (no preload: each imports the app, and so starts, after its fork): each is
+    sampled by its own sampler process, and both workers' requests are labelled."""
+    port = free_port()
+    env = agent_env(
+        E2E_RECEIVER_URL=receiver.url,
+        PYTHONPATH=str(ROOT),
+        SPAN_PROFILES_SAMPLER="builtin",
+        PYROSCOPE_UPLOAD_INTERVAL="1",
+        PYROSCOPE_REPORT_PID="true",
+    )
+    argv = [
+        *(sys.executable, "-m", "gunicorn", "tests.samplers.apps.builtin_app:app"),
+        *("-k", "uvicorn.workers.UvicornWorker", "-w", "2", "-b", f"127.0.0.1:{port}"),
+        *("--graceful-timeout", "8"),
+    ]
+    with serving(argv, port=port, env=env, log=tmp_path / "gunicorn.log") as server:
+        requests = asyncio.run(_drive(server.url, rounds=8, concurrency=8))
+        samplers = {httpx.get(server.url + "/sampler", timeout=10).json()["pid"] for _ in range(20)}
+        server.stop(signal.SIGTERM)
+    assert len(samplers - {None}) == 2, (samplers, server.output())
+    span_of = {span_id: endpoint for endpoint, span_id, _ in requests}
+    pids: Counter[str] = Counter()
+    with ProfileStore(receiver.db_path) as store:
+        for sample in store.samples(service="builtin-e2e"):
+            values = sample.label_values("span_id")
+            if values and values[0] in span_of:
+                pids[sample.label_values("pid")[0]] += sample.count
+    assert len(pids) == 2, (pids, server.output())
 
 
 def test_killing_the_sampler_never_breaks_a_request(receiver: Receiver, tmp_path: Path) -> None:

@@ -240,3 +240,19 @@ def test_the_choice_of_sampler(setting: str, agent: bool, builtin: bool, expecte
     assert choice.name == expected
     if expected is None:
         assert "builtin?" in choice.reason
+
+
+def test_doctor_reads_yama_and_the_interpreter(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from span_profiles._samplers.builtin import checks
+
+    scope = tmp_path / "ptrace_scope"
+    for value, status in (("0", "ok"), ("1", "ok"), ("2", "problem"), ("3", "problem")):
+        scope.write_text(value + "\n")
+        assert checks.check_yama(str(scope)).status == status
+    assert checks.check_yama(str(tmp_path / "absent")).status == "ok"
+    monkeypatch.setattr(_samplers, "builtin_usable", lambda: (False, "needs CPython 3.14"))
+    found = checks.all_checks(Settings())
+    assert [c.name for c in found] == ["builtin"]
+    assert found[0].status == "problem"

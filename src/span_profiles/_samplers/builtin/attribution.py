@@ -25,7 +25,7 @@ from typing import NamedTuple
 from span_profiles._samplers.builtin import ring
 from span_profiles._samplers.builtin.ring import Event, Labels
 
-__all__ = ["Attributor", "Outcome"]
+__all__ = ["Attributor", "Labels", "Outcome"]
 
 EMPTY: Labels = ()
 

@@ -13,7 +13,7 @@ import json
 import subprocess
 from typing import TYPE_CHECKING
 
-from span_profiles._samplers import builtin_usable
+from span_profiles import _samplers
 from span_profiles._samplers.builtin import launch, sampler
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def check_interpreter() -> Check:
     """CPython 3.14+, GIL build, Linux, ``_remote_debugging`` present."""
     from span_profiles._doctor import Check
 
-    ok, why = builtin_usable()
+    ok, why = _samplers.builtin_usable()
     if ok:
         return Check("builtin", "ok", f"the built-in sampler can run here ({why})")
     return Check("builtin", "problem", why, "use CPython 3.14+ on Linux, or sampler=pyroscope")

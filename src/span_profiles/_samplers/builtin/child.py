@@ -157,11 +157,18 @@ class Sampler:
         config = self.config
         builder = ProfileBuilder(("cpu", "nanoseconds"), self.period_ns)
         attribute = self.attributor.attribute
+        keep_dropped = config.get("keep_dropped", False)
         for sample in samples:
-            outcome = attribute(sample.tid, sample.task, sample.t0, sample.t1)
+            if sample.task == stacks.TORN:
+                outcome = attribution.Outcome(None, "torn")
+            else:
+                outcome = attribute(sample.tid, sample.task, sample.t0, sample.t1)
             if outcome.labels is None:
-                continue
-            labels = outcome.labels
+                if not keep_dropped:
+                    continue
+                labels: attribution.Labels = (("span_profiles_dropped", outcome.reason),)
+            else:
+                labels = outcome.labels
             if config["report_pid"]:
                 labels += (("pid", str(config["ppid"])),)
             if config["report_thread_id"]:
@@ -222,7 +229,12 @@ def run(config: dict[str, Any], control: int) -> int:
     """Sample until the control pipe closes or the parent is gone."""
     ppid = config["ppid"]
     try:
-        reader = stacks.StackReader(ppid, pause=config["pause"], oncpu=config["oncpu"])
+        reader = stacks.StackReader(
+            ppid,
+            pause=config["pause"],
+            oncpu=config["oncpu"],
+            keep_torn=config.get("keep_dropped", False),
+        )
         reader.read()  # the first read proves that this process may be read
     except Exception as exc:
         permission = (

@@ -147,6 +147,10 @@ class BuiltinSampler:
 
     def __init__(self) -> None:
         self.sink = EventSink()
+        self.keep_dropped = False
+        """Benchmarks only: upload the samples the sampler drops (torn reads, identities that
+        changed during the read, lost events) with the label ``span_profiles_dropped=<why>``
+        instead of leaving them out, to measure whether dropping biases the profile."""
         self.last_stats: dict[str, Any] = {}
         """The sampler process's last counters (samples, torn reads, attribution outcomes,
         lost events, uploads, its CPU seconds), kept after it stopped."""
@@ -206,6 +210,7 @@ class BuiltinSampler:
                 "report_thread_id": settings.report_thread_id,
                 "report_thread_name": settings.report_thread_name,
                 "pause": settings.builtin_pause,
+                "keep_dropped": self.keep_dropped,
                 "python": list(sys.version_info[:2]),
             }
             # The thread that spawns the sampler is its "parent" for PR_SET_PDEATHSIG: it must

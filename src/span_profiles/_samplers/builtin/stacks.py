@@ -43,6 +43,9 @@ _LOOP_FRAMES = frozenset(
     {"Handle._run", "BaseEventLoop._run_once", "BaseEventLoop.run_forever", "<module>"}
 )
 
+TORN = -1
+"""The ``task`` of a torn read returned with ``keep_torn`` (its stack may be either side's)."""
+
 _THREAD_LIST_S = 1.0
 """How often the thread list is read again (threads that appear meanwhile wait that long)."""
 
@@ -106,13 +109,21 @@ class StackReader:
     """
 
     def __init__(
-        self, pid: int, *, pause: bool = True, oncpu: bool = True, retries: int = 1
+        self,
+        pid: int,
+        *,
+        pause: bool = True,
+        oncpu: bool = True,
+        retries: int = 1,
+        keep_torn: bool = False,
     ) -> None:
         remote = importlib.import_module("_remote_debugging")
         options: dict[str, Any] = {"cache_frames": True} if _V315 else {}
         self.pid = pid
         self.oncpu = oncpu
         self.retries = retries
+        self.keep_torn = keep_torn
+        """Return dropped torn reads too, as samples of task :data:`TORN` (benchmarks)."""
         self.stats = ReadStats()
         self._all = remote.RemoteUnwinder(pid, all_threads=True, **options)
         self._main = remote.RemoteUnwinder(pid, all_threads=False, **options)
@@ -196,13 +207,15 @@ class StackReader:
         loops = [tid for tid in running if tid in self.loop_threads]
         pauser = self._pauser
         paused = self._pause(loops)
-        # After the pause: a paused thread wrote its last event before it stopped, so a window
-        # that starts here holds no change of its own (waiting for it to stop can take a
-        # scheduler slice on a busy machine, during which it runs on).
+        # The window starts after the pause and ends before the resume: a paused thread wrote
+        # its last event before it stopped and writes the next one after it runs again, so its
+        # own changes fall outside (waiting for it to stop can take a scheduler slice on a busy
+        # machine, and it runs on meanwhile).
         t0 = time.monotonic_ns()
         tasks: dict[int, tuple[int, Stack]] = {}
         threads: dict[int, Stack] = {}
         torn: list[int] = []
+        torn_stacks: dict[int, Stack] = {}
         try:
             if loops:
                 tasks = self._read_tasks()
@@ -212,11 +225,21 @@ class StackReader:
                         if again.get(tid, (0,))[0] != task or not _LOOP_FRAMES.isdisjoint(
                             frame.funcname for frame in stack
                         ):
-                            del tasks[tid]
+                            torn_stacks[tid] = tasks.pop(tid)[1]
                             torn.append(tid)
             rest = [tid for tid in running if tid not in tasks and tid not in torn]
             if rest:
                 threads = self._read_threads(rest)
+                unchecked = [tid for tid in loops if tid in threads]
+                if unchecked and not paused:
+                    # A loop thread outside any task when its running task was read may have
+                    # entered one before its stack was read: it must still be outside now.
+                    started = self._read_tasks()
+                    for tid in unchecked:
+                        if tid in started:
+                            torn_stacks[tid] = threads.pop(tid)
+                            torn.append(tid)
+            t1 = time.monotonic_ns()
         except ProcessLookupError:
             raise
         except (OSError, RuntimeError, UnicodeDecodeError, MemoryError, ValueError):
@@ -225,7 +248,6 @@ class StackReader:
         finally:
             if paused and pauser is not None:
                 pauser.resume(paused)
-        t1 = time.monotonic_ns()
         if paused:
             self.stats.paused += 1
         self.stats.torn += len(torn)
@@ -234,6 +256,8 @@ class StackReader:
         samples = [Sample(tid, task, stack, t0, t1) for tid, (task, stack) in tasks.items()]
         self.stats.task_reads += len(samples)
         samples += [Sample(tid, 0, stack, t0, t1) for tid, stack in threads.items()]
+        if last and self.keep_torn:
+            samples += [Sample(tid, TORN, stack, t0, t1) for tid, stack in torn_stacks.items()]
         return samples, torn
 
     def _read_tasks(self) -> dict[int, tuple[int, Stack]]:
