@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import sys
 import threading
@@ -27,6 +28,8 @@ from span_profiles._core.sinks import Labels, ThreadLabelSink
 from span_profiles._samplers.builtin import ring
 
 __all__ = ["EventSink"]
+
+logger = logging.getLogger("span_profiles")
 
 _IN_TASK: Labels = (("", ""),)
 """Stands in the thread's "applied" entry after a task-scoped write: never ``is`` a real labels
@@ -60,6 +63,7 @@ class EventSink(ThreadLabelSink):
         self._ids: dict[Labels, int] = {}
         self._next_id = itertools.count(1)
         self._main = threading.main_thread().ident
+        self._other_loop_logged = False
         self.active = False
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self.detach)
@@ -95,6 +99,15 @@ class EventSink(ThreadLabelSink):
         if _running_loop() is None:
             return None
         if not TASKS_ON_EVERY_THREAD and _get_ident() != self._main:
+            if not self._other_loop_logged:
+                self._other_loop_logged = True
+                logger.info(
+                    "span-profiles: an asyncio loop runs on thread %s, not the main thread; on "
+                    "Python 3.14 the built-in sampler sees the running task of the main thread's "
+                    "loop only, so this loop's samples take the thread's labels at its last "
+                    "context change (not exact across its task switches; 3.15 reads every loop)",
+                    threading.current_thread().name,
+                )
             return None
         return _current_task()
 

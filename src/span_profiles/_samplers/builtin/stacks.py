@@ -4,9 +4,10 @@ One :meth:`StackReader.read` is one sample of every thread that is on a CPU. A t
 an asyncio task comes back with the task's id (``id(task)`` in the app) and the task's frames;
 any other thread with its native id and its frames. Identity and frames are read together:
 
-* **Paused** (default): each event-loop thread that is on a CPU is stopped for the read
-  (:mod:`.ptrace`), so the running task and the frames are one consistent snapshot. A read then
-  costs that thread ~50-150 µs of stop per sample.
+* **Paused** (default): each thread that is on a CPU is stopped for the read (:mod:`.ptrace`),
+  so an event-loop thread's running task and frames are one consistent snapshot, and no thread
+  changes its labels (a worker thread its job) while it is read. A read costs each of those
+  threads ~50-150 µs of stop per sample.
 * **Unpaused** (when ptrace is not allowed): CPython reads the running task first and walks the
   frames afterwards while the loop keeps running, so a read can straddle a task switch (a
   *torn* read). Each task read is checked by a second one (the same task must still run) and by
@@ -206,7 +207,9 @@ class StackReader:
     def _read_once(self, running: list[int], last: bool) -> tuple[list[Sample], list[int]]:
         loops = [tid for tid in running if tid in self.loop_threads]
         pauser = self._pauser
-        paused = self._pause(loops)
+        # Every thread read is stopped: a loop thread so that its running task and its frames
+        # are one snapshot, any thread so that it cannot change jobs (labels) during the read.
+        paused = self._pause(running)
         # The window starts after the pause and ends before the resume: a paused thread wrote
         # its last event before it stopped and writes the next one after it runs again, so its
         # own changes fall outside (waiting for it to stop can take a scheduler slice on a busy
