@@ -579,11 +579,13 @@ def main(argv: list[str] | None = None) -> int:
     report = render(rows, rates, meta)
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "fidelity-quick" if args.quick else "fidelity"
+    stem = "fidelity"
     if args.sampler != "pyroscope":
         stem += f"-{args.sampler}-py{sys.version_info.major}{sys.version_info.minor}"
     if args.hog:
         stem += "-hog"
+    if args.quick:
+        stem += "-quick"  # not kept (.gitignore)
     (RESULTS / f"{stem}.md").write_text(report + f"\nTotal run time: {meta['seconds']} s.\n")
     (RESULTS / f"{stem}.json").write_text(
         json.dumps({"meta": meta, "fidelity": rows, "throughput": rates}, indent=2) + "\n"
