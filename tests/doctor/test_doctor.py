@@ -31,6 +31,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")):
             monkeypatch.delenv(name)
+    # The agent's checks (tests/samplers has the built-in sampler's).
+    monkeypatch.setenv("SPAN_PROFILES_SAMPLER", "pyroscope")
 
 
 def run_json(

@@ -80,6 +80,8 @@ def fake_agent(monkeypatch: pytest.MonkeyPatch) -> FakeAgent:
     for name in list(os.environ):
         if name.startswith(("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")):
             monkeypatch.delenv(name)
+    # These tests are about the agent: on CPython 3.14 "auto" would take the built-in sampler.
+    monkeypatch.setenv("SPAN_PROFILES_SAMPLER", "pyroscope")
     return agent
 
 

@@ -111,7 +111,9 @@ def test_settings_object_is_used_and_overridden(fake_agent: FakeAgent) -> None:
     """A Settings object supplies values; explicit arguments override single fields of it."""
     from span_profiles import Settings
 
-    settings = Settings.resolve({"sample_rate": 50, "upload_interval": 7}, environ={})
+    settings = Settings.resolve(
+        {"sample_rate": 50, "upload_interval": 7, "sampler": "pyroscope"}, environ={}
+    )
     assert start_profiler(settings=settings, upload_interval=2, tracer_provider=provider("a"))
     (call,) = fake_agent.configure_calls
     assert (call["sample_rate"], call["upload_interval"]) == (50, 2)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from span_profiles import _samplers
-from span_profiles.receiver import ProfileStore, Receiver, start_receiver_in_thread
+from span_profiles.receiver import ProfileStore, Receiver
 from tests.servers import ROOT, Server, agent_env, free_port, serving
 
 if sys.version_info < (3, 14):
@@ -36,15 +36,6 @@ ENDPOINTS = ("slices", "children", "thread", "sync")
 def test_the_builtin_sampler_can_run_here() -> None:
     ok, why = _samplers.builtin_usable()
     assert ok, why
-
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    started = start_receiver_in_thread(port=0, db_path=tmp_path / "profiles.db")
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 @contextmanager

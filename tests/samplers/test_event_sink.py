@@ -8,6 +8,7 @@ point in the code), then attributed from the events exactly as the sampler proce
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 import time
@@ -222,20 +223,26 @@ def test_nothing_is_written_before_the_sampler_starts(setup: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("setting", "agent", "builtin", "expected"),
+    ("setting", "agent", "builtin", "reads", "expected"),
     [
-        ("auto", True, True, "pyroscope"),
-        ("auto", False, True, "builtin"),
-        ("auto", True, False, "pyroscope"),
-        ("auto", False, False, None),
-        ("pyroscope", False, True, "pyroscope"),
-        ("builtin", True, True, "builtin"),
-        ("builtin", True, False, None),
+        ("auto", True, True, True, "builtin"),  # 3.14 with the agent: the built-in one...
+        ("auto", True, True, False, "pyroscope"),  # ...unless it could not read the app
+        ("auto", False, True, False, "builtin"),  # 3.15, or no agent: nothing else can run
+        ("auto", True, False, True, "pyroscope"),  # 3.10-3.13
+        ("auto", False, False, True, None),
+        ("pyroscope", False, True, True, "pyroscope"),
+        ("builtin", True, True, False, "builtin"),
+        ("builtin", True, False, True, None),
     ],
 )
-def test_the_choice_of_sampler(setting: str, agent: bool, builtin: bool, expected: str) -> None:
+def test_the_choice_of_sampler(
+    setting: str, agent: bool, builtin: bool, reads: bool, expected: str
+) -> None:
     choice = _samplers.choose(
-        setting, agent=lambda: (agent, "agent?"), builtin=lambda: (builtin, "builtin?")
+        setting,
+        agent=lambda: (agent, "agent?"),
+        builtin=lambda: (builtin, "builtin?"),
+        reads=lambda: (reads, "reads?"),
     )
     assert choice.name == expected
     if expected is None:
@@ -256,3 +263,35 @@ def test_doctor_reads_yama_and_the_interpreter(
     found = checks.all_checks(Settings())
     assert [c.name for c in found] == ["builtin"]
     assert found[0].status == "problem"
+
+
+@pytest.mark.e2e
+def test_preflight_sees_a_seccomp_filter_that_denies_process_vm_readv() -> None:
+    """In a child with the e2e app's seccomp filter, the preflight says the app is unreadable."""
+    import subprocess
+
+    from tests.servers import ROOT
+
+    if os.uname().machine != "x86_64":
+        pytest.skip("the test's seccomp filter is written for x86_64")
+    script = (
+        "from tests.samplers.apps.builtin_app import deny_process_vm_readv\n"
+        "from span_profiles._samplers.builtin import preflight\n"
+        "print(preflight.readable()[0])\n"
+        "deny_process_vm_readv()\n"
+        "print(preflight.readable())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "E2E_RECEIVER_URL": "http://127.0.0.1:9", "SP_IMPORT_ONLY": "1"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    before, after = done.stdout.splitlines()
+    assert before == "True"
+    assert after.startswith("(False"), after
+    assert "process_vm_readv" in after, after

@@ -33,7 +33,17 @@ if TYPE_CHECKING:
     from span_profiles._core.sinks import Sink
     from span_profiles._settings import Settings
 
-__all__ = ["AGENT_MINIMUM", "Choice", "Sampler", "SamplerName", "choose", "get"]
+__all__ = [
+    "AGENT_MINIMUM",
+    "Choice",
+    "Sampler",
+    "SamplerName",
+    "agent_usable",
+    "builtin_readable",
+    "builtin_usable",
+    "choose",
+    "get",
+]
 
 SamplerName = Literal["pyroscope", "builtin"]
 
@@ -125,17 +135,36 @@ def builtin_usable() -> tuple[bool, str]:
     return True, f"CPython {sys.version_info.major}.{sys.version_info.minor} on Linux"
 
 
+_readable: dict[int, tuple[bool, str]] = {}
+
+
+def builtin_readable() -> tuple[bool, str]:
+    """Whether a sampler process could read this one (dumpable, Yama, seccomp), once per pid."""
+    import os
+
+    pid = os.getpid()
+    if pid not in _readable:
+        from span_profiles._samplers.builtin import preflight
+
+        _readable[pid] = preflight.readable()
+    return _readable[pid]
+
+
 def choose(
     setting: str,
     *,
     agent: Callable[[], tuple[bool, str]] | None = None,
     builtin: Callable[[], tuple[bool, str]] | None = None,
+    reads: Callable[[], tuple[bool, str]] | None = None,
 ) -> Choice:
     """The sampler for ``setting`` (``auto``, ``pyroscope`` or ``builtin``) on this Python.
 
-    ``auto`` takes pyroscope-io where it can run and the built-in sampler where it cannot
-    (CPython 3.15+, or the agent not installed, on CPython 3.14+). An explicit choice is kept
-    even when it cannot run: starting it then fails with its reason.
+    ``auto`` takes the built-in sampler where pyroscope-io cannot run (CPython 3.15+, or the
+    agent not installed, on CPython 3.14+) and pyroscope-io where the built-in one cannot
+    (CPython 3.10-3.13); where both can (3.14 with the agent), the built-in one, unless what
+    this process can see of its setup says a sampler process could not read it
+    (:func:`builtin_readable`). An explicit choice is kept even when it cannot run: starting it
+    then fails with its reason.
     """
     if setting == "pyroscope":
         return Choice("pyroscope", "sampler='pyroscope'")
@@ -143,10 +172,19 @@ def choose(
     if setting == "builtin":
         return Choice("builtin" if builtin_ok else None, f"sampler='builtin': {builtin_why}")
     agent_ok, agent_why = (agent or agent_usable)()
-    if agent_ok:
-        return Choice("pyroscope", f"sampler='auto': {agent_why}")
+    if not agent_ok:
+        if builtin_ok:
+            return Choice("builtin", f"sampler='auto': {agent_why}; {builtin_why}")
+        return Choice(None, f"no sampler available for this Python: {agent_why}; {builtin_why}")
     if builtin_ok:
-        return Choice("builtin", f"sampler='auto': {agent_why}; {builtin_why}")
+        # Both can run (CPython 3.14 with pyroscope-io): the built-in sampler was exact in every
+        # measured case, loaded or not, with no pinning and less app CPU (benchmarks/README.md,
+        # "The built-in sampler"); it needs to be allowed to read the app, pyroscope-io does not.
+        readable, why = (reads or builtin_readable)()
+        if readable:
+            return Choice("builtin", f"sampler='auto': {builtin_why}; {why}")
+        return Choice("pyroscope", f"sampler='auto': {agent_why}; not the built-in one: {why}")
+    return Choice("pyroscope", f"sampler='auto': {agent_why}")
     return Choice(None, f"no sampler available for this Python: {agent_why}; {builtin_why}")
 
 

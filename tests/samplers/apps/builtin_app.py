@@ -159,4 +159,5 @@ def build() -> Any:
     return SpanProfilesMiddleware(app, tracer_provider=provider)
 
 
-app = build()
+if os.environ.get("SP_IMPORT_ONLY") != "1":
+    app = build()

@@ -46,7 +46,7 @@ from typing import IO, Any
 
 from span_profiles._core import guard
 from span_profiles._samplers import SamplerName
-from span_profiles._samplers.builtin import launch
+from span_profiles._samplers.builtin import launch, preflight
 from span_profiles._samplers.builtin.ring import RingWriter
 from span_profiles._samplers.builtin.sink import EventSink
 from span_profiles._settings import Settings
@@ -60,65 +60,15 @@ RING_SLOTS = 1 << 16
 sampler must have read them."""
 
 _PR_SET_PTRACER = 0x59616D61
-_PR_GET_DUMPABLE = 3
 
-YAMA = "/proc/sys/kernel/yama/ptrace_scope"
+YAMA = preflight.YAMA
+yama_scope = preflight.yama_scope
+permission_hints = preflight.permission_hints
 
 
 def _prctl(option: int, arg: int = 0) -> int:
     libc = ctypes.CDLL(None, use_errno=True)
     return int(libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0))
-
-
-def yama_scope(path: str = YAMA) -> int | None:
-    """Yama's ``ptrace_scope`` (``None``: no Yama)."""
-    try:
-        with open(path) as file:
-            return int(file.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def seccomp_mode(status: str = "/proc/self/status") -> int:
-    """This process's seccomp mode (0 off, 1 strict, 2 filter), inherited by the sampler."""
-    try:
-        with open(status) as file:
-            for line in file:
-                if line.startswith("Seccomp:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def dumpable() -> bool:
-    """Whether this process may be read by another process of its user."""
-    try:
-        return _prctl(_PR_GET_DUMPABLE) != 0
-    except (OSError, AttributeError):
-        return True
-
-
-def permission_hints() -> list[str]:
-    """What in this process's setup can keep the sampler from reading it."""
-    hints = []
-    if not dumpable():
-        hints.append(
-            "the process is not dumpable (prctl(PR_SET_DUMPABLE, 0), or a setuid/setcap "
-            "binary): only a sampler with CAP_SYS_PTRACE may read it"
-        )
-    scope = yama_scope()
-    if scope is not None and scope >= 2:
-        hints.append(
-            f"Yama ptrace_scope is {scope} ({YAMA}): "
-            + ("only CAP_SYS_PTRACE may read processes" if scope == 2 else "nobody may")
-        )
-    if seccomp_mode() == 2:
-        hints.append(
-            "a seccomp filter is active: it may deny process_vm_readv (containers: allow it "
-            "in the seccomp profile)"
-        )
-    return hints
 
 
 @dataclass
@@ -330,7 +280,8 @@ class BuiltinSampler:
         if running.stdin is not None:
             with contextlib.suppress(OSError):
                 running.stdin.close()
-        if running.exited.wait(max(0.0, deadline - time.monotonic())):
+        exited = running.exited.wait(max(0.0, deadline - time.monotonic()))
+        if exited and running.flushed.get("complete", True) is not False:
             logger.debug(
                 "span-profiles: built-in sampler stopped, flush took %.2f s (%s)",
                 time.monotonic() - begun,
@@ -345,8 +296,8 @@ class BuiltinSampler:
                 timeout,
                 running.settings.upload_interval + 1,
             )
-            if running.process is not None:
-                running.process.kill()
+        if not exited and running.process is not None:
+            running.process.kill()
         running.ring.close()
         return True
 
