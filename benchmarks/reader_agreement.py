@@ -1,7 +1,7 @@
 """Stage-1 check of the built-in sampler's reader: does each sample name the task it read?
 
 Run: ``python benchmarks/reader_agreement.py`` (CPython 3.14+; about 1 minute). Prints a table;
-writes ``benchmarks/results/reader_agreement.md``.
+writes ``benchmarks/results/reader_agreement-py3XX.md``.
 
 The app (this process) runs 20 asyncio tasks, each with its own coroutine function ``co<i>``
 burning slices of ``--slice-us`` with ``await asyncio.sleep(0)`` between them, plus two worker
@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "reader_agreement.md").write_text(text + "\n")
+    version = f"py{sys.version_info.major}{sys.version_info.minor}"
+    (RESULTS / f"reader_agreement-{version}.md").write_text(text + "\n")
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from collections.abc import Iterable
 
 __all__ = ["PauseError", "Pauser"]
@@ -46,10 +47,16 @@ class Pauser:
         result: int = self._ptrace(request, tid, None, ctypes.c_void_p(data))
         return 0 if result == 0 else ctypes.get_errno()
 
-    def pause(self, tids: Iterable[int]) -> list[int]:
-        """Stop each thread; return those that are stopped now (gone threads are left out).
+    def pause(self, tids: Iterable[int], settle_ns: int = 200_000) -> tuple[list[int], list[int]]:
+        """Stop each thread; return ``(stopped, pending)`` (gone threads are left out).
 
-        Every interrupt is sent before the first wait, so the threads stop together.
+        Every interrupt is sent before the first wait. A thread that runs on a CPU stops within
+        microseconds; one that waits for a CPU stops only once it gets one, but it cannot run a
+        single instruction of the app before that: once interrupted it traps on its way back to
+        user space. So the threads still not stopped after ``settle_ns`` are *pending*: frozen
+        all the same, and not worth waiting for now (waiting would keep the stopped ones stopped
+        until every runnable thread had its turn on a busy machine). :meth:`release` waits for
+        them after the read.
         """
         seized: list[int] = []
         for tid in tids:
@@ -63,27 +70,48 @@ class Pauser:
             if error == 3:  # ESRCH: the thread exited meanwhile
                 continue
             if error:
-                self.resume(seized)
+                self.release(seized)
                 raise PauseError(error, f"ptrace(thread {tid}): {os.strerror(error)}")
         stopped: list[int] = []
-        for tid in seized:
-            while True:
-                try:
-                    _, status = os.waitpid(tid, _WALL)
-                except ChildProcessError:
-                    break  # it exited
-                except InterruptedError:
-                    continue
-                if os.WIFSTOPPED(status):
-                    sig = os.WSTOPSIG(status)
-                    if status >> 16 == 0:
-                        # A signal arrived first: the thread is stopped all the same.
-                        self._signals[tid] = sig
-                    stopped.append(tid)
-                    break
-                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                    break
-        return stopped
+        waiting = list(seized)
+        deadline = time.monotonic_ns() + settle_ns
+        while waiting:
+            for tid in list(waiting):
+                state = self._wait(tid, block=False)
+                if state is not None:
+                    waiting.remove(tid)
+                    if state:
+                        stopped.append(tid)
+            if not waiting or time.monotonic_ns() >= deadline:
+                break
+            os.sched_yield()
+        return stopped, waiting
+
+    def _wait(self, tid: int, block: bool) -> bool | None:
+        """``True``: stopped; ``False``: gone; ``None``: not stopped yet (``block=False``)."""
+        flags = _WALL if block else _WALL | os.WNOHANG
+        while True:
+            try:
+                pid, status = os.waitpid(tid, flags)
+            except ChildProcessError:
+                return False  # it exited
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return None
+            if os.WIFSTOPPED(status):
+                if status >> 16 == 0:
+                    # A signal arrived first: the thread is stopped all the same.
+                    self._signals[tid] = os.WSTOPSIG(status)
+                return True
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                return False
+
+    def release(self, pending: Iterable[int]) -> None:
+        """Wait for interrupted threads to stop (when they next get a CPU), then resume them."""
+        for tid in pending:
+            if self._wait(tid, block=True):
+                self.resume((tid,))
 
     def resume(self, tids: Iterable[int]) -> None:
         """Let stopped threads run on, delivering any signal held back meanwhile."""

@@ -193,23 +193,24 @@ class StackReader:
         self.stats.samples += len(samples)
         return samples
 
-    def _pause(self, tids: list[int]) -> list[int]:
+    def _pause(self, tids: list[int]) -> tuple[list[int], list[int]]:
         pauser = self._pauser
         if pauser is None or not tids:
-            return []
+            return [], []
         try:
             return pauser.pause(tids)
         except PauseError as exc:
             self._pauser = None
             self.stats.pause_error = str(exc)
-            return []
+            return [], []
 
     def _read_once(self, running: list[int], last: bool) -> tuple[list[Sample], list[int]]:
         loops = [tid for tid in running if tid in self.loop_threads]
         pauser = self._pauser
         # Every thread read is stopped: a loop thread so that its running task and its frames
         # are one snapshot, any thread so that it cannot change jobs (labels) during the read.
-        paused = self._pause(running)
+        stopped, pending = self._pause(running)
+        paused = stopped + pending
         # The window starts after the pause and ends before the resume: a paused thread wrote
         # its last event before it stopped and writes the next one after it runs again, so its
         # own changes fall outside (waiting for it to stop can take a scheduler slice on a busy
@@ -249,8 +250,9 @@ class StackReader:
             self.stats.failed += 1
             return [], []
         finally:
-            if paused and pauser is not None:
-                pauser.resume(paused)
+            if pauser is not None:
+                pauser.resume(stopped)
+                pauser.release(pending)
         if paused:
             self.stats.paused += 1
         self.stats.torn += len(torn)
