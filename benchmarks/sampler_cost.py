@@ -22,8 +22,9 @@ App CPU per request: the server process's user+system CPU over the load, over th
 served; pyroscope-io's threads run inside the app, so their CPU is taken out (and reported as
 the sampler's). The sampler's CPU: the built-in sampler's process, or the agent's threads, as a
 share of one CPU over the load. RSS: the app's and the sampler process's resident memory at the
-end. ``--threads 20`` adds 20 worker threads to the app, each busy 1 ms in every 10 ms, to see
-the sampler's cost with many threads.
+end. ``--threads 20`` adds 20 worker threads to the app, each busy 1 ms in every 10 ms (both
+CPUs then busy), ``--idle-threads 20`` 20 threads that only wait: the sampler's cost with many
+threads.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="2ms")
     parser.add_argument("--threads", type=int, default=0, help="busy worker threads in the app")
+    parser.add_argument("--idle-threads", type=int, default=0, help="waiting threads in the app")
     parser.add_argument("--only", action="append", choices=sorted(CONFIGS))
     args = parser.parse_args(argv)
     import importlib.util
@@ -165,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         for c in CONFIGS
         if importlib.util.find_spec("pyroscope") is not None or c not in ("pyroscope", "agent")
     ]
-    extra = {"SP_BENCH_THREADS": str(args.threads)} if args.threads else {}
+    extra = {
+        "SP_BENCH_THREADS": str(args.threads),
+        "SP_BENCH_IDLE_THREADS": str(args.idle_threads),
+    }
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in names}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
@@ -190,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         f"`python benchmarks/sampler_cost.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
         f" — {time.strftime('%Y-%m-%d %H:%M')}, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, shape {args.shape} ({SHAPES[args.shape]}), "
-        f"{args.threads} extra busy threads, {args.seconds:g} s per run, medians of "
+        f"{args.threads} extra busy threads, {args.idle_threads} waiting threads, "
+        f"{args.seconds:g} s per run, medians of "
         f"{args.repeats} interleaved rounds. Shared machine: other sessions were running.",
         "",
         "| configuration | app CPU ms / request (runs) | vs otel | req/s | sampler CPU (share of one CPU) | app RSS MiB | sampler RSS MiB |",
@@ -208,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"sampler_cost-{args.shape}-t{args.threads}-py{sys.version_info.major}{sys.version_info.minor}"
+    stem = (
+        f"sampler_cost-{args.shape}-t{args.threads}-i{args.idle_threads}"
+        f"-py{sys.version_info.major}{sys.version_info.minor}"
+    )
     (RESULTS / f"{stem}.md").write_text(text + "\n")
     (RESULTS / f"{stem}.json").write_text(json.dumps({"runs": runs, "median": median}, indent=2))
     return 0

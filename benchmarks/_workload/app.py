@@ -11,7 +11,7 @@ response carries ``x-span-id``, the root span's id.
 (cost baselines); with ``SP_BENCH_LABELS=ours``
 and the built-in sampler chosen, ``SP_BENCH_EVENTS_ONLY=1`` writes the label events into a ring
 that no sampler reads (the labels' cost without the sampler's). ``SP_BENCH_KEEP_DROPPED=1`` has the built-in sampler upload what it drops, labelled
-``span_profiles_dropped``. ``SP_BENCH_THREADS`` starts that many threads, each busy 1 ms in every 10 ms. ``SP_BENCH_STATS`` names a file
+``span_profiles_dropped``. ``SP_BENCH_IDLE_THREADS`` starts that many threads that only wait; ``SP_BENCH_THREADS`` starts that many threads, each busy 1 ms in every 10 ms. ``SP_BENCH_STATS`` names a file
 the app writes at exit: the built-in sampler's last counters, and its process id. ``/_profiler``
 answers the sampler's pid and the agent's thread ids (for CPU accounting).
 
@@ -231,6 +231,11 @@ def build() -> Any:
                 time.sleep(0.009)
 
         threading.Thread(target=busy, name=f"busy-{index}", daemon=True).start()
+    for index in range(int(os.environ.get("SP_BENCH_IDLE_THREADS", "0"))):
+        import threading
+
+        stop = threading.Event()
+        threading.Thread(target=stop.wait, name=f"idle-{index}", daemon=True).start()
     if os.environ.get("SP_BENCH_KEEP_DROPPED") == "1":
         _builtin_state().keep_dropped = True
     if os.environ.get("SP_BENCH_PROFILER") == "off":
