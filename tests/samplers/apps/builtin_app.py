@@ -64,7 +64,8 @@ burn_sync = _named("burn_sync")
 
 
 def _span_header() -> dict[str, str]:
-    return {"x-span-id": format(trace.get_current_span().get_span_context().span_id, "016x")}
+    span_id = format(trace.get_current_span().get_span_context().span_id, "016x")
+    return {"x-span-id": span_id, "x-pid": str(os.getpid())}
 
 
 async def slices(request: Request) -> Response:

@@ -127,16 +127,19 @@ class Sampler:
         self.outcomes: Counter[str] = Counter()
 
     def tick(self) -> None:
-        """One sample of every thread on a CPU, then the events written meanwhile."""
+        """The events written since the last tick, then one sample of every thread on a CPU."""
+        self.drain()
         for sample in self.reader.read():
             window = (sample.t0 - self.start_mono) // self.interval_ns
             self.pending.setdefault(window, []).append(sample)
-        self.drain()
 
     def drain(self) -> None:
         add = self.attributor.add
+        watch = self.reader.watch
         for event in self.ring.drain():
             add(event)
+            if event is not None and event.kind == ring.THREAD:
+                watch(event.ident)  # a new worker thread: sampled from this tick on
 
     def flush_ready(self, now: int, final: bool = False) -> None:
         """Attribute and upload every window whose samples waited long enough (all if final)."""

@@ -48,7 +48,9 @@ TORN = -1
 """The ``task`` of a torn read returned with ``keep_torn`` (its stack may be either side's)."""
 
 _THREAD_LIST_S = 1.0
-"""How often the thread list is read again (threads that appear meanwhile wait that long)."""
+"""How often the whole thread list is read again (~10-30 µs with 20 threads). A thread that
+starts a labelled job meanwhile is added at once from its event (:meth:`StackReader.watch`): a
+thread pool's new worker runs a request's job from its first tick on."""
 
 
 # Plain classes rather than dataclasses: ``dataclasses`` imports ``inspect``, ~4 MiB of memory
@@ -156,6 +158,12 @@ class StackReader:
             with contextlib.suppress(OSError):
                 self._stat[tid] = os.open(f"/proc/{self.pid}/task/{tid}/stat", os.O_RDONLY)
         self.loop_threads &= tids | {self.pid}
+
+    def watch(self, tid: int) -> None:
+        """Sample thread ``tid`` from now on (it announced itself before the next thread list)."""
+        if tid not in self._stat:
+            with contextlib.suppress(OSError):
+                self._stat[tid] = os.open(f"/proc/{self.pid}/task/{tid}/stat", os.O_RDONLY)
 
     def on_cpu(self) -> list[int]:
         """Native ids of the threads running or runnable now (state ``R``)."""
