@@ -42,6 +42,14 @@ runs.
 Throughput: requests/s with the agent running and no labels, with span-profiles labels, and with
 labels but ``pin_cpu="off"``, at 5 µs slices (200 per request) and 2 ms slices (10 per request),
 repeated in alternating order; the median is reported.
+
+``--sampler builtin`` (CPython 3.14+) measures the built-in sampler instead: its default settings
+(uvloop), the stdlib asyncio loop and ``builtin_pause=false``. The sampler uploads the samples it
+drops (torn reads, an identity that changed during the read, lost events) with a label of their
+own, so each case also shows the burn samples per request kept against all taken in the same
+run (the unlabelled reference): dropping must not bias the profile. ``--hog`` runs a CPU hog on
+every CPU during the cases; ``--sampler both`` runs pyroscope-io's and the built-in sampler's
+default configurations in one run.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -117,6 +126,8 @@ class Config:
     labels: str
     pin: str
     loop: str
+    env: tuple[tuple[str, str], ...] = ()
+    """More environment for the server."""
 
 
 FIDELITY_CONFIGS = [
@@ -125,6 +136,29 @@ FIDELITY_CONFIGS = [
     Config("pin-off", "span-profiles, pin_cpu=off", "ours", "off", "auto"),
     Config("naive", "pyroscope-otel PyroscopeSpanProcessor", "naive", "auto", "auto"),
 ]
+
+BUILTIN = (("SPAN_PROFILES_SAMPLER", "builtin"), ("SP_BENCH_KEEP_DROPPED", "1"))
+BUILTIN_CONFIGS = [
+    Config("builtin", "built-in sampler, default settings", "ours", "auto", "auto", BUILTIN),
+    Config(
+        "builtin-asyncio",
+        "built-in sampler, stdlib asyncio loop",
+        "ours",
+        "auto",
+        "asyncio",
+        BUILTIN,
+    ),
+    Config(
+        "builtin-unpaused",
+        "built-in sampler, builtin_pause=false",
+        "ours",
+        "auto",
+        "auto",
+        (*BUILTIN, ("SPAN_PROFILES_BUILTIN_PAUSE", "false")),
+    ),
+]
+REFERENCE = "builtin-reference"
+"""(No longer run: the reference is the same run's samples with the dropped ones counted.)"""
 
 THROUGHPUT_CONFIGS = [
     Config("none", "profiling, no labels", "none", "auto", "auto"),
@@ -139,15 +173,21 @@ THROUGHPUT_SHAPES = [
 ]
 
 
-def server_env(receiver: Receiver, config: Config, service: str) -> dict[str, str]:
+def server_env(
+    receiver: Receiver, config: Config, service: str, stats: Path | None = None
+) -> dict[str, str]:
     """Environment of the uvicorn subprocess for one configuration."""
-    return {
+    env = {
         "PYROSCOPE_SERVER_ADDRESS": receiver.url,
         "OTEL_SERVICE_NAME": service,
         "SP_BENCH_LABELS": config.labels,
         "SPAN_PROFILES_PIN_CPU": config.pin,
         "SPAN_PROFILES_WAIT_FOR_SAMPLER": os.environ.get("SPAN_PROFILES_WAIT_FOR_SAMPLER", "true"),
+        **dict(config.env),
     }
+    if stats is not None:
+        env["SP_BENCH_STATS"] = str(stats)
+    return env
 
 
 LOOP = -1
@@ -213,7 +253,9 @@ def classify(reader: ProfileReader, service: str, spans: dict[int, str]) -> dict
             continue
         rid = int(burn.rsplit("_r", 1)[1])
         values = sample.label_values("span_id")
-        if not values:
+        if sample.label_values("span_profiles_dropped"):
+            kind = "dropped"  # the built-in sampler left it out (uploaded only for this count)
+        elif not values:
             kind = "unlabelled"
         elif len(values) > 1:
             kind = "multi"
@@ -243,7 +285,8 @@ def run_fidelity(
     loads: dict[int, Any] = {}
     sched: dict[int, dict[str, Any]] = {}
     log = workdir / f"{config.key}{label}.stderr"
-    server = Server(server_env(receiver, config, service), loop=config.loop)
+    stats_file = workdir / f"{config.key}{label}.stats.json"
+    server = Server(server_env(receiver, config, service, stats_file), loop=config.loop)
     try:
         server.start(log)
         assert server.process is not None
@@ -300,11 +343,13 @@ def run_fidelity(
         "native_cpu_s": float(cpu.group(1)) if cpu else None,
         "python_cpu_s": float(cpu.group(2)) if cpu else None,
     }
+    stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
     rows = []
     for index, case in enumerate(CASES):
         if index not in loads:
             continue
         counter = counts.get(index + 1, Counter())
+        dropped = counter.pop("dropped", 0)
         total = sum(counter.values())
         row = {
             "config": config.key,
@@ -321,6 +366,11 @@ def run_fidelity(
         row["loop_samples"] = loop["labelled"] + loop["unlabelled"]
         row["loop_labelled"] = loop["labelled"]
         row.update(sampler)
+        served = len(loads[index].requests)
+        row["burn_per_request"] = total / served if served else 0.0
+        row["burn_per_request_with_dropped"] = (total + dropped) / served if served else 0.0
+        row["dropped"] = dropped
+        row["sampler_stats"] = stats
         row["goal"] = case.goal
         row["sched"] = sched.get(index, {})
         row["placement_moves"] = int(at_exit.group(2)) if at_exit else None
@@ -420,9 +470,74 @@ def run_throughput(
     return rates
 
 
+HOG = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
+
+
+def _start_hogs() -> list[subprocess.Popen[bytes]]:
+    """One busy process per CPU this process may use."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    return [subprocess.Popen([sys.executable, "-c", HOG, str(cpu)]) for cpu in cpus]
+
+
 def pct(value: float) -> str:
     """A fraction as a percentage with two decimals."""
     return f"{100 * value:.2f} %"
+
+
+def _dropped(stats: dict[str, Any]) -> str:
+    """The sampler's dropped share: torn reads dropped, identities changed during the read,
+    samples whose events were lost, over every thread sample it took."""
+    if not stats:
+        return "-"
+    attribution = stats.get("attribution", {})
+    dropped = (
+        stats.get("dropped_torn", 0) + attribution.get("changed", 0) + attribution.get("lost", 0)
+    )
+    taken = stats.get("samples", 0) + stats.get("dropped_torn", 0)
+    torn = stats.get("torn", 0)
+    return (
+        f"{pct(dropped / taken) if taken else '-'} dropped of {taken} "
+        f"(torn reads {stats.get('dropped_torn', 0)} of {torn} retried, changed "
+        f"{attribution.get('changed', 0)}, lost {attribution.get('lost', 0)}; "
+        f"{stats.get('paused_reads', 0)} reads paused)"
+    )
+
+
+def render_builtin(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    """The built-in sampler's tables: fidelity, drops, burn samples per request vs reference."""
+    lines: list[str] = []
+    for config in BUILTIN_CONFIGS:
+        config_rows = [r for r in rows if r["config"] == config.key]
+        if not config_rows:
+            continue
+        lines += [
+            f"## {config.title}",
+            "",
+            "| case | requests | samples | exact | wrong | multi | unlabelled | dropped | burn samples / request: kept / all (kept share) | goal |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in config_rows:
+            goal = "met" if r["meets_goal"] else "MISSED"
+            kept, every = r["burn_per_request"], r["burn_per_request_with_dropped"]
+            share = f"{100 * kept / every:.1f} %" if every else "-"
+            lines.append(
+                f"| {r['case']} | {r['requests']} | {r['samples']} | {pct(r['exact'])} "
+                f"| {pct(r['wrong'])} | {pct(r['multi'])} | {pct(r['unlabelled'])} "
+                f"| {r['dropped']} | {kept:.2f} / {every:.2f} ({share}) "
+                f"| {goal} (≥{100 * r['goal']:g} % exact) |"
+                if config.key != REFERENCE
+                else f"| {r['case']} | {r['requests']} | {r['samples']} | - | - | - | "
+                f"{pct(r['unlabelled'])} | - | {kept:.2f} | reference |"
+            )
+        loop_total = config_rows[0]["loop_samples"]
+        lines += [
+            "",
+            f"Sampler: {_dropped(config_rows[0]['sampler_stats'])}. Event-loop work outside any "
+            f"request: {loop_total} samples, {config_rows[0]['loop_labelled']} carrying a "
+            "`span_id`.",
+            "",
+        ]
+    return lines
 
 
 def render(
@@ -435,11 +550,14 @@ def render(
         f"`{meta['command']}` — {meta['date']}, Python {meta['python']}, {meta['cpus']} CPUs, "
         f"{meta['platform']}; pyroscope-io {meta['pyroscope_io']}, uvicorn {meta['uvicorn']}, "
         f"starlette {meta['starlette']}; 20 concurrent requests on two endpoints, "
-        f"{meta['case_seconds']} s per case, agent at 100 Hz.",
+        f"{meta['case_seconds']} s per case, sampler at 100 Hz"
+        + (f"; a CPU hog on each of the {meta['cpus']} CPUs" if meta.get("hog") else "")
+        + ".",
         "",
         "Handler samples (stack contains the request's `burn_*` function) by `span_id` labels.",
         "",
     ]
+    lines += render_builtin(rows, meta)
     for config in FIDELITY_CONFIGS:
         config_rows = [r for r in rows if r["config"] == config.key]
         if not config_rows:
@@ -594,8 +712,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-seconds", type=float, help="load per throughput run")
     parser.add_argument("--repeats", type=int, help="throughput repeats per configuration")
     parser.add_argument(
+        "--sampler",
+        choices=["pyroscope", "builtin", "both"],
+        default="pyroscope",
+        help="measure pyroscope-io's configurations (default), the built-in sampler's, or both "
+        "samplers' default configurations side by side",
+    )
+    parser.add_argument("--hog", action="store_true", help="a CPU hog on every CPU meanwhile")
+    parser.add_argument(
         "--only",
-        choices=[c.key for c in FIDELITY_CONFIGS] + ["throughput"],
+        choices=[c.key for c in FIDELITY_CONFIGS + BUILTIN_CONFIGS] + ["throughput"],
         action="append",
         help="run only these parts (repeatable)",
     )
@@ -633,14 +759,25 @@ def main(argv: list[str] | None = None) -> int:
     throughput_seconds = args.throughput_seconds or (3.0 if args.quick else 6.0)
     repeats = args.repeats or (1 if args.quick else 3)
     only = set(args.only or [])
-    if args.busy:
-        repeats = args.repeats or (1 if args.quick else 3)
+    configs = {
+        "builtin": BUILTIN_CONFIGS,
+        "pyroscope": FIDELITY_CONFIGS,
+        "both": [FIDELITY_CONFIGS[0], BUILTIN_CONFIGS[0]],
+    }[args.sampler]
+    if args.sampler != "pyroscope" and not only:
+        only = {c.key for c in configs}  # the throughput part is pyroscope-io's
 
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    import pyroscope  # noqa: F401  (fail early without the agent)
+    if args.sampler != "builtin":
+        import pyroscope  # noqa: F401  (fail early without the agent)
     import starlette
     import uvicorn
+
+    try:
+        agent_version = version("pyroscope-io")
+    except PackageNotFoundError:
+        agent_version = "not installed"
 
     meta = {
         "command": " ".join(
@@ -652,7 +789,9 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "platform": platform.platform(terse=True),
-        "pyroscope_io": version("pyroscope-io"),
+        "pyroscope_io": agent_version,
+        "sampler": args.sampler,
+        "hog": args.hog,
         "uvicorn": uvicorn.__version__,
         "starlette": starlette.__version__,
         "case_seconds": case_seconds,
@@ -666,12 +805,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="span-profiles-fidelity-") as tmp:
         workdir = Path(tmp)
         receiver = start_receiver_in_thread(port=0, db_path=workdir / "profiles.db")
+        hogs = _start_hogs() if args.hog else []
         try:
             if args.busy:
-                configs = [c for c in FIDELITY_CONFIGS if c.key in (only or {"default", "asyncio"})]
+                busy_configs = [c for c in configs if c.key in (only or {"default", "asyncio"})]
                 rows = run_busy(
                     receiver,
-                    configs,
+                    busy_configs or configs,
                     case_seconds,
                     repeats,
                     workdir,
@@ -681,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
                     trace=args.trace,
                     priorities=tuple(args.priority or ["default"]),
                 )
-            for config in [] if args.busy else FIDELITY_CONFIGS:
+            for config in [] if args.busy else configs:
                 if only and config.key not in only:
                     continue
                 print(f"fidelity: {config.title} ...", file=sys.stderr, flush=True)
@@ -692,16 +832,21 @@ def main(argv: list[str] | None = None) -> int:
                 print("throughput ...", file=sys.stderr, flush=True)
                 rates = run_throughput(receiver, throughput_seconds, repeats, workdir)
         finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
             receiver.stop()
     meta["seconds"] = round(time.monotonic() - started, 1)
     report = render_busy(rows, meta) if args.busy else render(rows, rates, meta)
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "fidelity-busy" if args.busy else "fidelity"
-    stem += ("-priority" if args.busy and args.priority else "") + (
-        f"-{args.tag}" if args.tag else ""
-    )
-    stem += "-quick" if args.quick else ""
+    if args.sampler != "pyroscope":
+        stem += f"-{args.sampler}-py{sys.version_info.major}{sys.version_info.minor}"
+    stem += "-priority" if args.busy and args.priority else ""
+    stem += f"-{args.tag}" if args.tag else ""
+    stem += "-hog" if args.hog else ""
+    stem += "-quick" if args.quick else ""  # -quick: not kept (.gitignore)
     (RESULTS / f"{stem}.md").write_text(report + f"\nTotal run time: {meta['seconds']} s.\n")
     (RESULTS / f"{stem}.json").write_text(
         json.dumps({"meta": meta, "fidelity": rows, "throughput": rates}, indent=2) + "\n"

@@ -60,9 +60,14 @@ def _get_json(port: int, path: str) -> Any:
     return json.loads(body)
 
 
+SAMPLER = "auto"
+"""``--sampler``: the span-profiles configuration's sampler (``SPAN_PROFILES_SAMPLER``)."""
+
+
 def _server(mode: str, log: Path) -> Server:
     env = {
         "HARM_MODE": mode,
+        "SPAN_PROFILES_SAMPLER": SAMPLER,
         "PYROSCOPE_SERVER_ADDRESS": "http://127.0.0.1:9",  # refused at once: nothing to store
         "OTEL_SERVICE_NAME": "harm",
     }
@@ -110,7 +115,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="load per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (>= 3)")
+    parser.add_argument(
+        "--sampler",
+        choices=["auto", "pyroscope", "builtin"],
+        default="auto",
+        help="the span-profiles configuration's sampler (builtin: CPython 3.14+; nothing is "
+        "pinned and no worker thread waits)",
+    )
     args = parser.parse_args()
+    global SAMPLER
+    SAMPLER = args.sampler
     if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
         print("harm.py needs Linux and two usable CPUs", file=sys.stderr)
         return 2
@@ -145,7 +159,8 @@ def main() -> int:
     lines = [
         "# Do no harm: span-profiles against the same app without it",
         "",
-        f"`python benchmarks/harm.py --seconds {args.seconds:g} --repeats {args.repeats}`; "
+        f"`python benchmarks/harm.py --seconds {args.seconds:g} --repeats {args.repeats} "
+        f"--sampler {args.sampler}`; "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}",
         "",
         "| measurement | none | agent | span-profiles | ratio to agent | goal | ratio to none |",
@@ -182,8 +197,13 @@ def main() -> int:
     print()
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "harm.md").write_text(text + "\n")
-    (RESULTS / "harm.json").write_text(
+    stem = (
+        "harm"
+        if args.sampler == "auto"
+        else f"harm-{args.sampler}-py{sys.version_info.major}{sys.version_info.minor}"
+    )
+    (RESULTS / f"{stem}.md").write_text(text + "\n")
+    (RESULTS / f"{stem}.json").write_text(
         json.dumps(
             {
                 "runs": runs,

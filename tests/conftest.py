@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import span_profiles
-from span_profiles import _sampler_choice
+from span_profiles import _samplers
 from span_profiles.testing import RecordingSink, recording
 from tests.support.backends import BACKENDS, backend_name
 
@@ -188,11 +188,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     every run.
 
     Agent tests need the real pyroscope-io. Where it has no build (Python 3.15, free-threaded
-    builds: ``span_profiles._sampler_choice``) they skip with that reason; where it only is not
+    builds: ``span_profiles._samplers.agent_missing``) they skip with that reason; where it only is not
     installed (the ``core`` session, which installs no extra), they skip saying so. The ``tests``
     sessions install the ``pyroscope`` extra, so on 3.10-3.14 they always run there.
     """
-    missing = _sampler_choice.pyroscope_io_missing()
+    missing = _samplers.agent_missing()
     skip_agent = None
     if missing is not None:
         reason, no_build = missing

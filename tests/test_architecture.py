@@ -20,14 +20,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LIBRARY: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ground", ("span_profiles._core.*", "span_profiles._otel_compat", "span_profiles._settings")),
     ("hooks", ("span_profiles._hooks.*",)),
+    ("samplers", ("span_profiles._samplers.*", "span_profiles._placement")),
     (
         "wiring",
         (
             "span_profiles",
             "span_profiles._instrument",
             "span_profiles._profiler",
-            "span_profiles._sampler_choice",
-            "span_profiles._placement",
             "span_profiles._doctor",
             "span_profiles.logging",
             "span_profiles.testing",

@@ -2,9 +2,18 @@
 
 ``SP_BENCH_LABELS`` picks the labelling: ``ours`` (``span_profiles.instrument()``), ``naive``
 (pyroscope-otel's ``PyroscopeSpanProcessor``) or ``none`` (profiling without labels). In every
-mode the agent runs (``start_profiler()``, configured by the ``PYROSCOPE_*``/``SPAN_PROFILES_*``
-environment) and every request gets a root span from OpenTelemetry's ASGI middleware, so modes
-differ only in labelling. Every response carries ``x-span-id``, the root span's id.
+mode a sampler runs (``start_profiler()``, configured by the ``PYROSCOPE_*``/``SPAN_PROFILES_*``
+environment: ``SPAN_PROFILES_SAMPLER`` picks pyroscope-io or the built-in one) and every request
+gets a root span from OpenTelemetry's ASGI middleware, so modes differ only in labelling. Every
+response carries ``x-span-id``, the root span's id.
+
+``SP_BENCH_PROFILER=off`` runs no sampler at all and ``SP_BENCH_OTEL=off`` no tracing
+(cost baselines); with ``SP_BENCH_LABELS=ours``
+and the built-in sampler chosen, ``SP_BENCH_EVENTS_ONLY=1`` writes the label events into a ring
+that no sampler reads (the labels' cost without the sampler's). ``SP_BENCH_KEEP_DROPPED=1`` has the built-in sampler upload what it drops, labelled
+``span_profiles_dropped``. ``SP_BENCH_IDLE_THREADS`` starts that many threads that only wait; ``SP_BENCH_THREADS`` starts that many threads, each busy 1 ms in every 10 ms. ``SP_BENCH_STATS`` names a file
+the app writes at exit: the built-in sampler's last counters, and its process id. ``/_profiler``
+answers the sampler's pid and the agent's thread ids (for CPU accounting).
 
 Handlers burn CPU in a function named ``burn_<endpoint>_r<rid>`` (``rid``: a request number the
 client chooses), so every sample says which request it belongs to. ``rid=0`` uses the plain
@@ -16,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -40,9 +50,9 @@ from span_profiles._profiler import pin_current_thread, start_profiler
 _now = time.perf_counter_ns
 
 
-def _burn(duration_ns: int) -> None:
-    end = _now() + duration_ns
-    while _now() < end:
+def _burn(duration_ns: int, clock: Callable[[], int] = _now) -> None:
+    end = clock() + duration_ns
+    while clock() < end:
         pass
 
 
@@ -60,7 +70,7 @@ def burner(endpoint: str, rid: int) -> Callable[[int], None]:
         code = _burn.__code__.replace(co_name=name)
         if hasattr(code, "co_qualname"):  # 3.11+: the profiler reports the qualified name
             code = code.replace(co_qualname=name)
-        function = types.FunctionType(code, _burn.__globals__, name)
+        function = types.FunctionType(code, _burn.__globals__, name, _burn.__defaults__)
         _functions[key] = function
     return function
 
@@ -71,7 +81,12 @@ def _params(request: Request) -> tuple[str, Callable[[int], None], int, int]:
     rid = int(query.get("rid", "0"))
     slice_ns = int(float(query.get("slice_us", "2000")) * 1000)
     steps = int(query.get("n", "10"))
-    return endpoint, burner(endpoint, rid), slice_ns, steps
+    burn = burner(endpoint, rid)
+    if query.get("clock") == "cpu":
+        # Burn CPU time, not wall time: on a busy machine a wall-clock slice gets less CPU,
+        # which would hide what the CPU cost benchmark measures.
+        burn = functools.partial(burn, clock=time.thread_time_ns)
+    return endpoint, burn, slice_ns, steps
 
 
 def _span_header() -> dict[str, str]:
@@ -156,6 +171,35 @@ def sync_endpoint(request: Request) -> Response:
     return PlainTextResponse("ok", headers=_span_header())
 
 
+def _builtin_state() -> Any:
+    from span_profiles._samplers.builtin.sampler import SAMPLER
+
+    return SAMPLER
+
+
+def profiler_info(request: Request) -> Response:
+    """The sampler's process id (built-in) or the agent's thread ids (pyroscope-io)."""
+    import json
+
+    running = _profiler.running_sampler()
+    pid = None
+    if running is not None and running.name == "builtin":
+        pid = _builtin_state().process_id()
+    body = {
+        "sampler": running.name if running is not None else None,
+        "sampler_pid": pid,
+        "agent_threads": sorted(_profiler.agent_thread_ids()),
+    }
+    return Response(json.dumps(body), media_type="application/json")
+
+
+def _write_stats(path: str) -> None:
+    import json
+
+    with open(path, "w") as file:
+        json.dump(_builtin_state().last_stats, file)
+
+
 def build() -> Any:
     """Configure tracing, labelling and the agent from the environment; return the ASGI app."""
     labels = os.environ.get("SP_BENCH_LABELS", "ours")
@@ -170,11 +214,45 @@ def build() -> Any:
         provider.add_span_processor(PyroscopeSpanProcessor())
     elif labels != "none":
         sys.exit(f"SP_BENCH_LABELS must be ours, naive or none, not {labels!r}")
-    if not start_profiler(tracer_provider=provider):
+    import atexit
+    import json
+
+    stats_file = os.environ.get("SP_BENCH_STATS")
+    if stats_file:
+        # Registered before the profiler's own exit hook, so it runs after it (atexit is LIFO).
+        atexit.register(_write_stats, stats_file)
+    threads = int(os.environ.get("SP_BENCH_THREADS", "0"))
+    for index in range(threads):
+        # Busy 1 ms in every 10 ms: many threads, a few on a CPU at any time.
+        import threading
+
+        def busy() -> None:
+            while True:
+                _burn(1_000_000)
+                time.sleep(0.009)
+
+        threading.Thread(target=busy, name=f"busy-{index}", daemon=True).start()
+    for index in range(int(os.environ.get("SP_BENCH_IDLE_THREADS", "0"))):
+        import threading
+
+        stop = threading.Event()
+        threading.Thread(target=stop.wait, name=f"idle-{index}", daemon=True).start()
+    if os.environ.get("SP_BENCH_KEEP_DROPPED") == "1":
+        _builtin_state().keep_dropped = True
+    if os.environ.get("SP_BENCH_PROFILER") == "off":
+        pass
+    elif os.environ.get("SP_BENCH_EVENTS_ONLY") == "1":
+        from span_profiles._samplers.builtin.ring import RingWriter
+        from span_profiles._samplers.builtin.sampler import SAMPLER
+
+        SAMPLER.sink.attach(RingWriter())
+    elif not start_profiler(tracer_provider=provider):
         sys.exit("the profiler did not start")
+    del json
     # uvicorn imports the app before its loop runs: the loop thread announces itself here, at
     # lifespan startup (what SpanProfilesMiddleware does).
     routes = [
+        Route("/_profiler", profiler_info),
         Route("/slices/{endpoint}", slices),
         Route("/children/{endpoint}", children),
         Route("/taskgroup/{endpoint}", task_group),
@@ -184,6 +262,8 @@ def build() -> Any:
         Route("/sync/{endpoint}", sync_endpoint),
     ]
     starlette = Starlette(routes=routes, lifespan=lifespan)
+    if os.environ.get("SP_BENCH_OTEL") == "off":
+        return starlette  # no tracing at all (cost baseline)
     return OpenTelemetryMiddleware(starlette, tracer_provider=provider)
 
 

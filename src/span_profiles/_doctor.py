@@ -12,74 +12,18 @@ import os
 import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlsplit
 
-from span_profiles import _placement, _sampler_choice
+from span_profiles import _samplers
+from span_profiles._samplers.base import Check
+from span_profiles._samplers.pyroscope import check_agent, check_pinning
 from span_profiles._settings import Settings
 
-__all__ = ["Check", "checks"]
-
-Status = Literal["ok", "warning", "problem"]
+__all__ = ["Check", "check_agent", "check_pinning", "checks"]
 
 SUPPORTED_PYTHONS = ((3, 10), (3, 15))
 """The oldest and newest supported ``(major, minor)``."""
-AGENT_MINIMUM = (1, 4)
-"""The oldest supported pyroscope-io."""
-
-
-@dataclass(frozen=True)
-class Check:
-    """One finding: what was checked, what was found, and what to do about it."""
-
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts: list[int] = []
-    for piece in text.split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
-def check_agent() -> Check:
-    """pyroscope-io is installed, importable, and at least :data:`AGENT_MINIMUM`."""
-    from importlib import metadata
-
-    try:
-        version = metadata.version("pyroscope-io")
-    except metadata.PackageNotFoundError:
-        # No build for this Python, or not installed: the reason and fix the app logs too.
-        choice = _sampler_choice.choose()
-        reason = choice.reason or "pyroscope-io is not installed: no profiles are taken"
-        fix = choice.fix or "pip install 'span-profiles[pyroscope]'"
-        return Check("agent", "problem", f"no sampler: {reason}", fix)
-    try:
-        import pyroscope  # noqa: F401
-    except Exception as exc:  # a broken wheel raises anything
-        return Check(
-            "agent",
-            "problem",
-            f"pyroscope-io {version} is installed but does not import: {exc!r}",
-            "reinstall it for this platform: pip install --force-reinstall pyroscope-io",
-        )
-    if _version_tuple(version) < AGENT_MINIMUM:
-        minimum = ".".join(map(str, AGENT_MINIMUM))
-        return Check(
-            "agent",
-            "problem",
-            f"pyroscope-io {version} is older than the supported {minimum}",
-            f"pip install 'pyroscope-io>={minimum}'",
-        )
-    return Check("agent", "ok", f"pyroscope-io {version}")
 
 
 def check_python(
@@ -88,7 +32,7 @@ def check_python(
     """The running Python is one of the supported versions, and not a free-threaded build."""
     current = version or (sys.version_info.major, sys.version_info.minor)
     if free_threaded is None:
-        free_threaded = _sampler_choice.FREE_THREADED
+        free_threaded = _samplers.FREE_THREADED
     (low_major, low), (high_major, high) = SUPPORTED_PYTHONS
     text = f"Python {current[0]}.{current[1]}"
     supported = f"{low_major}.{low}-{high_major}.{high}"
@@ -160,41 +104,6 @@ def check_cpus() -> Check:
     return Check("cpus", "ok", detail)
 
 
-def check_pinning(settings: Settings) -> Check:
-    """Whether the sampler and the event-loop thread will share a CPU, and why."""
-    if settings.pin_cpu == "off":
-        return Check(
-            "pinning",
-            "warning",
-            "pin_cpu=off: per-task-step labels are ~94 % exact at 2 ms steps, ~10 % at 100 µs",
-            "keep pin_cpu=auto unless you measured a cost",
-        )
-    if not _placement.supported():
-        return Check("pinning", "ok", "not on Linux: nothing is pinned, labels are less exact")
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) < 2:
-        return Check(
-            "pinning", "ok", "one allowed CPU: the sampler and the loop share it, nothing to pin"
-        )
-    when = "at start" if settings.pin_cpu == "on" else "when the profiler starts in an event loop"
-    shared = (
-        f"pin_cpu={settings.pin_cpu}: {when}, the sampler's threads and one event-loop thread "
-        f"share one of CPUs {allowed}; every other thread keeps all of them"
-    )
-    priority = _placement.sampler_priority_allowed()
-    if priority is None:
-        return Check(
-            "pinning",
-            "warning",
-            f"{shared}; the sampler's priority cannot be raised (no CAP_SYS_NICE): on a busy "
-            "machine a thread waking on that CPU can interrupt a sample, and some samples then "
-            "carry the next task step's labels (91-98 % exact measured beside busy neighbours)",
-            "allow CAP_SYS_NICE (docker run --cap-add SYS_NICE; Kubernetes: "
-            "securityContext.capabilities.add [SYS_NICE]), or on Python 3.14+ use sampler=builtin",
-        )
-    return Check("pinning", "ok", f"{shared}; the sampler's two threads run at {priority}")
-
-
 def check_server(settings: Settings, timeout: float = 2.0) -> Check:
     """A TCP connection to the server address opens."""
     parts = urlsplit(settings.server_address)
@@ -248,14 +157,27 @@ def check_names(settings: Settings, environ: Mapping[str, str]) -> Check:
     return Check("names", "ok", f"application_name {name!r}")
 
 
+def check_sampler(settings: Settings) -> Check:
+    """Which sampler the app would start here, and why."""
+    choice = _samplers.choose(settings.sampler)
+    if choice.name is None:
+        return Check(
+            "sampler",
+            "problem",
+            choice.reason,
+            "install pyroscope-io (CPython 3.10-3.14), or use CPython 3.14+ (built-in sampler)",
+        )
+    return Check("sampler", "ok", f"{choice.name} ({choice.reason})")
+
+
 def checks(settings: Settings, environ: Mapping[str, str]) -> list[Check]:
-    """Every check of the setup, in the order they are printed (the command adds the receiver's
-    database: ``span_profiles.cli.doctor``)."""
-    return [
-        check_agent(),
-        check_python(),
-        check_cpus(),
-        check_pinning(settings),
-        check_server(settings),
-        check_names(settings, environ),
-    ]
+    """Every check of the setup, in the order they are printed, the sampler's own checks after
+    its line (the command adds the receiver's database: ``span_profiles.cli.doctor``)."""
+    choice = _samplers.choose(settings.sampler)
+    found = [check_sampler(settings), check_python(), check_cpus()]
+    if choice.name is not None:
+        found += _samplers.get(choice.name).doctor_checks(settings)
+    else:
+        found.append(check_agent())
+    found += [check_server(settings), check_names(settings, environ)]
+    return found

@@ -18,12 +18,12 @@ from typing import Any
 
 from opentelemetry import trace
 
-from span_profiles import _otel_compat
+from span_profiles import _otel_compat, _samplers
 from span_profiles._core import engine, guard
 from span_profiles._core.engine import HotPath
 from span_profiles._core.patching import Patches
 from span_profiles._core.processor import LabelProcessor, Scope
-from span_profiles._core.sinks import NullSink, PyroscopeSink, Sink
+from span_profiles._core.sinks import Sink
 from span_profiles._hooks import Hook
 from span_profiles._settings import Settings
 
@@ -32,12 +32,18 @@ logger = logging.getLogger("span_profiles")
 __all__ = ["SpanProfilesProcessor", "instrument", "is_instrumented", "uninstrument"]
 
 
-def _hooks() -> tuple[Hook, ...]:
+def _hooks(step_hooks: bool = True) -> tuple[Hook, ...]:
     """The runtime hooks, in install order; ``trio`` is added once trio is imported (checked at
-    install and whenever a local root starts), so trio is never imported by us."""
+    install and whenever a local root starts), so trio is never imported by us.
+
+    ``step_hooks=False`` (a sampler that reads the running task with the stack): asyncio gets
+    the task-creation hook instead of the per-step one. trio keeps its per-step instrument either
+    way: trio's tasks are invisible to CPython's stack reader, so its steps become thread events.
+    The I/O hook serves both: a read callback's labels are the thread's while it runs.
+    """
     from span_profiles._hooks import asyncio, otel, threads, transports
 
-    return (otel, asyncio, transports, threads)
+    return (otel, asyncio if step_hooks else asyncio.task_identity, transports, threads)
 
 
 class SpanProfilesProcessor(LabelProcessor):
@@ -104,6 +110,8 @@ class _Installation:
     added_processor: bool
     settings: Settings
     hot: HotPath
+    choice: _samplers.Choice | None = None
+    """The sampler the hooks and sink were set up for (``None``: an explicit sink)."""
     undo: list[Callable[[], None]] = field(default_factory=list)
 
     @property
@@ -117,14 +125,17 @@ _current: _Installation | None = None
 
 def default_sink() -> Sink:
     """:class:`PyroscopeSink` when pyroscope-io is installed, else a sink that drops labels."""
-    try:
-        return PyroscopeSink()
-    except ImportError:
-        logger.warning(
-            "span-profiles: pyroscope-io is not installed, labels go nowhere. "
-            "Install it with: pip install 'span-profiles[pyroscope]'"
-        )
-        return NullSink()
+    from span_profiles._samplers import pyroscope
+
+    return pyroscope.SAMPLER.make_sink()
+
+
+def _sampler_choice(settings: Settings) -> _samplers.Choice | None:
+    """The sampler whose sink and hooks to install (``None``: today's per-step labels)."""
+    if settings.profiler == "off":
+        return None  # the user runs an agent of their own: thread labels, every step
+    choice = _samplers.choose(settings.sampler)
+    return choice if choice.name is not None else None
 
 
 def _trio_when_imported(installation: _Installation) -> Callable[[], None]:
@@ -148,10 +159,13 @@ def _install(
     settings: Settings | None,
     sink: Sink | None,
     added: bool = False,
+    replace_sink: bool = False,
 ) -> _Installation:
     """Make ``processor``'s installation the current one (or return the one in effect).
 
-    ``sink=None`` keeps a sink already set, else takes :func:`default_sink`.
+    ``sink=None``: the sink of the sampler the settings choose when it needs no per-step hooks
+    (the built-in sampler); otherwise a sink already set stays (``replace_sink``: it is
+    replaced), else :func:`default_sink`.
     """
     global _current
     with _lock:
@@ -165,9 +179,14 @@ def _install(
                     "trace_id": processor.trace_id,
                 }
             )
+        choice = None if sink is not None else _sampler_choice(settings)
+        sampler = _samplers.get(choice.name) if choice is not None and choice.name else None
+        step_hooks = sampler is None or sampler.step_hooks
         if sink is not None:
             engine.set_sink(sink)
-        elif not engine.sink_chosen():
+        elif not step_hooks and sampler is not None:
+            engine.set_sink(sampler.make_sink())
+        elif replace_sink or not engine.sink_chosen():
             engine.set_sink(default_sink())
         var = engine.context_var()
         if var is None:
@@ -176,9 +195,9 @@ def _install(
                 "labels follow context changes but not task switches."
             )
         hot = HotPath(var)
-        installation = _Installation(processor, provider, added, settings, hot)
+        installation = _Installation(processor, provider, added, settings, hot, choice)
         try:
-            for hook in _hooks():
+            for hook in _hooks(step_hooks):
                 installation.undo.append(hook.install(hot))
             on_trio = _trio_when_imported(installation)
             hot.root_started.append(on_trio)
@@ -259,8 +278,14 @@ def instrument(
                 "before instrument(), or pass tracer_provider=.",
                 provider,
             )
-        sink = default_sink() if sink is None else sink
-        _install(processor, provider=provider, settings=settings, sink=sink, added=added)
+        _install(
+            processor,
+            provider=provider,
+            settings=settings,
+            sink=sink,
+            added=added,
+            replace_sink=True,
+        )
         return processor
 
 
@@ -294,6 +319,13 @@ def installed_tracer_provider() -> Any | None:
     """The tracer provider ``instrument()`` added its processor to, or ``None``."""
     installation = _current
     return None if installation is None else installation.provider
+
+
+def installed_choice() -> _samplers.Choice | None:
+    """The sampler the installed hooks and sink were set up for (``None``: not instrumented,
+    or an explicit sink)."""
+    installation = _current
+    return None if installation is None else installation.choice
 
 
 def installed_settings() -> Settings | None:

@@ -1,30 +1,29 @@
-"""Start and stop the pyroscope-io agent; keep it fork-safe; bound the exit flush.
+"""Start and stop this process's sampler (pyroscope-io or the built-in one); fork and exit.
+
+The public facade over :mod:`span_profiles._samplers` (one contract, two samplers).
 
 Starting
     :func:`start_profiler` resolves :class:`~span_profiles.Settings` (explicit arguments >
-    ``settings=`` > ``PYROSCOPE_*``/``SPAN_PROFILES_*`` environment > defaults) and calls
-    ``pyroscope.configure()`` once per process, with every agent option the settings declare
-    (``gil_only``, ``oncpu``, ``report_*``, ``line_no`` included). ``application_name`` defaults to
-    the tracer provider's ``service.name``: Grafana links a span to its profile only when the two
-    are equal. Where the agent's threads and the event-loop thread run is
-    :mod:`span_profiles._placement`'s job.
+    ``settings=`` > ``PYROSCOPE_*``/``SPAN_PROFILES_*`` environment > defaults), picks the sampler
+    (``sampler`` = ``auto``/``pyroscope``/``builtin``; :func:`span_profiles._samplers.choose`;
+    once ``instrument()`` ran, the sampler it chose its hooks for) and starts it once per
+    process. ``application_name`` defaults to the tracer provider's ``service.name``: Grafana
+    links a span to its profile only when the two are equal.
 
 Stopping
-    An ``atexit`` hook calls :func:`stop_profiler`, which runs ``pyroscope.shutdown()`` (upload of
-    the partial last window and of every window still queued, serially, 10 s timeout each) on a
-    daemon thread and waits at most ``shutdown_timeout`` seconds for it. What is still queued then
-    is dropped and said so in one warning: an app exit, a SIGTERM'd gunicorn/uvicorn worker
-    included, never hangs on a dead or slow receiver.
+    An ``atexit`` hook calls :func:`stop_profiler`, which stops the sampler with its exit flush
+    bounded by ``shutdown_timeout``: an app exit, a SIGTERM'd gunicorn/uvicorn worker included,
+    never hangs on a dead or slow receiver.
 
 Fork safety
-    The agent's native threads do not survive ``fork()``, and a thread holding one of its locks at
-    the moment of the fork would leave that lock held forever in the child. So the agent must start
-    *after* the last fork: under gunicorn, start it in ``post_fork`` (:mod:`span_profiles.gunicorn`),
-    never at import time with ``preload_app``. A process cannot know whether it will fork later,
-    so :func:`start_profiler` does not refuse; a child simply has no live agent (the agent record
-    carries the pid it was started in), a later :func:`start_profiler` there starts the child's own
-    agent, which pyroscope-io supports, and a warning is logged once when a process forks while its
-    agent runs.
+    A sampler must start *after* the last fork: the agent's native threads do not survive
+    ``fork()`` (and a lock one of them held would stay held), and the built-in sampler reads the
+    process that started it. Under gunicorn, start it in ``post_fork``
+    (:mod:`span_profiles.gunicorn`), never at import time with ``preload_app``. A process cannot
+    know whether it will fork later, so :func:`start_profiler` does not refuse; a child simply
+    has no live sampler (the record carries the pid it was started in), a later
+    :func:`start_profiler` there starts the child's own, and a warning is logged once when a
+    process forks while its sampler runs.
 """
 
 from __future__ import annotations
@@ -34,14 +33,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from span_profiles import _placement, _sampler_choice
-from span_profiles._core import guard, sampler_gate
+from span_profiles import _placement, _samplers
+from span_profiles._core import guard
 from span_profiles._placement import in_event_loop as in_event_loop
-from span_profiles._placement import pin_current_thread as pin_current_thread
+from span_profiles._samplers import Sampler
 from span_profiles._settings import Settings
 
 __all__ = [
@@ -54,58 +53,29 @@ __all__ = [
 logger = logging.getLogger("span_profiles")
 
 
-class _Flusher:
-    """A daemon thread, started with the agent, that runs one call when asked and reports the end.
-
-    Started at agent start, not at exit: from Python 3.12 no thread may start during interpreter
-    shutdown ("can't create new thread at interpreter shutdown"), and the exit flush must run on
-    a thread of its own so that the exit can stop waiting after ``shutdown_timeout``.
-    """
-
-    def __init__(self) -> None:
-        self._go = threading.Event()
-        self._done = threading.Event()
-        self._call: Callable[[], Any] = lambda: None
-        threading.Thread(target=self._run, name="span-profiles-flush", daemon=True).start()
-
-    def _run(self) -> None:
-        self._go.wait()
-        try:
-            self._call()
-        finally:
-            self._done.set()
-
-    def run(self, call: Callable[[], Any], timeout: float) -> bool:
-        """Run ``call`` on the thread; whether it finished within ``timeout`` seconds."""
-        self._call = call
-        self._go.set()
-        return self._done.wait(timeout)
-
-
 @dataclass(frozen=True)
-class _Agent:
-    """The agent started in this process."""
+class _Running:
+    """The sampler started in this process."""
 
     pid: int
     settings: Settings
+    sampler: Sampler
     application_name: str
-    agent_tids: frozenset[int]
     started: float
-    """``time.monotonic()`` at start: bounds what an exit flush can drop."""
-    flusher: _Flusher
-    """Runs the exit flush (``pyroscope.shutdown()``) with a bound."""
+    """``time.monotonic()`` at start."""
 
 
 _lock = threading.RLock()
-_agent: _Agent | None = None
+_agent: _Running | None = None
+"""The sampler started here (the name predates the built-in sampler)."""
 _hooks_registered = False
 _fork_warned = False
 _name_warned = False
-_no_sampler_warned = False
+_none_warned = False
 
 
-def _live_agent() -> _Agent | None:
-    """The agent started in *this* process; ``None`` before a start and in a forked child."""
+def _live_agent() -> _Running | None:
+    """The sampler started in *this* process; ``None`` before a start and in a forked child."""
     agent = _agent
     return agent if agent is not None and agent.pid == os.getpid() else None
 
@@ -190,6 +160,8 @@ def _after_fork_in_child() -> None:
     global _lock
     # Another thread of the parent may have held the lock at the fork: it would stay held.
     _lock = threading.RLock()
+    from span_profiles._core import sampler_gate
+
     sampler_gate.unwatch()  # the agent's threads did not survive the fork
 
 
@@ -217,24 +189,29 @@ def _wanted(settings: Settings) -> bool:
     return settings.profiler == "on" or (settings.profiler == "auto" and settings.enabled)
 
 
-def _no_sampler(settings: Settings, choice: _sampler_choice.SamplerChoice) -> None:
-    """Say why no profiles are taken: once when no sampler exists for this Python (a warning,
-    no traceback); once as an error when ``profiler='on'`` asked for one that is not installed."""
-    global _no_sampler_warned
-    if choice.no_build:
-        if not _no_sampler_warned:
-            _no_sampler_warned = True
-            logger.warning(
-                "span-profiles: no sampler is available for this Python: %s. Fix: %s",
-                choice.reason,
-                choice.fix,
-            )
-    elif settings.profiler == "on":
-        guard.fail(
-            "the profiler (profiler='on' but pyroscope-io is not installed; "
-            "pip install 'span-profiles[pyroscope]')",
-            ImportError(choice.reason),
+def choose_sampler(settings: Settings) -> _samplers.Choice:
+    """The sampler this process gets: the one ``instrument()`` set its hooks up for, if it ran
+    (its hooks and sink fit that sampler only), else the ``sampler`` setting's choice."""
+    from span_profiles import _instrument
+
+    installed = _instrument.installed_choice()
+    wanted = _samplers.choose(settings.sampler)
+    if installed is None:
+        return wanted
+    if installed.name != wanted.name and settings.sampler != "auto":
+        logger.warning(
+            "span-profiles: sampler=%r, but instrument() set labels up for the %s sampler; "
+            "starting that one (pass the same sampler setting to both)",
+            settings.sampler,
+            installed.name,
         )
+    return installed
+
+
+def _nothing_runs_here() -> bool:
+    """No sampler exists for this interpreter at all (not merely one left uninstalled)."""
+    missing = _samplers.agent_missing()
+    return missing is None or missing[1]
 
 
 def start_profiler(
@@ -244,111 +221,79 @@ def start_profiler(
     cpu_index: int | None = None,
     **explicit: Any,
 ) -> bool:
-    """Start the pyroscope-io agent in this process; return whether it runs.
+    """Start this process's sampler (pyroscope-io or the built-in one); return whether it runs.
 
     Keyword arguments are :class:`~span_profiles.Settings` fields (``application_name``,
     ``server_address``, ``sample_rate``, ``tags``, ``upload_interval``, ``profiler``,
-    ``pin_cpu``, ``gil_only`` ...); they win over ``settings``, which wins over the environment
-    (``PYROSCOPE_<NAME>``, ``SPAN_PROFILES_<NAME>``). ``application_name`` defaults to
-    ``service.name`` of ``tracer_provider`` (default: the provider :func:`~span_profiles.instrument`
-    used, else the global one), then ``OTEL_SERVICE_NAME``. ``cpu_index`` is the gunicorn worker
-    number, which spreads one server's workers over the CPUs (default: the CPU the loop runs on).
+    ``sampler``, ``pin_cpu``, ``gil_only`` ...); they win over ``settings``, which wins over the
+    environment (``PYROSCOPE_<NAME>``, ``SPAN_PROFILES_<NAME>``). ``application_name`` defaults
+    to ``service.name`` of ``tracer_provider`` (default: the provider
+    :func:`~span_profiles.instrument` used, else the global one), then ``OTEL_SERVICE_NAME``.
+    ``cpu_index`` is the gunicorn worker number, which spreads one server's workers over the
+    CPUs (pyroscope-io's placement; default: the CPU the loop runs on).
 
-    Idempotent: once the agent runs in this process, further calls change nothing and return
-    ``True``. ``profiler="off"`` (or ``"auto"`` without pyroscope-io, or ``enabled=False``)
-    returns ``False``; so does a Python no sampler runs on (3.15, free-threaded builds: see
-    :mod:`span_profiles._sampler_choice`), after one warning saying so. Start the agent after
-    the last fork (see :mod:`span_profiles.gunicorn`). Invalid settings raise
-    :class:`~span_profiles.SettingsError`; any failure of the agent itself is logged once and
-    gives ``False``: the application keeps running unprofiled.
+    Idempotent: once a sampler runs in this process, further calls change nothing and return
+    ``True``. ``profiler="off"`` (or ``enabled=False``, or no sampler for this Python) returns
+    ``False``. Start it after the last fork (see :mod:`span_profiles.gunicorn`). Invalid
+    settings raise :class:`~span_profiles.SettingsError`; any failure of the sampler itself is
+    logged once and gives ``False``: the application keeps running unprofiled.
     """
-    global _agent
+    global _agent, _none_warned
     resolved = _resolve(settings, explicit)
     with _lock:
         if _live_agent() is not None:
             return True
         if not _wanted(resolved):
             return False
-        choice = _sampler_choice.choose()
+        choice = choose_sampler(resolved)
         if choice.name is None:
-            _no_sampler(resolved, choice)
+            nothing_here = _nothing_runs_here()
+            if (resolved.profiler == "on" or resolved.sampler != "auto") and not nothing_here:
+                guard.fail(f"the profiler ({choice.reason})", RuntimeError(choice.reason))
+            elif not _none_warned and nothing_here:
+                # Said once, without a traceback. An agent that is merely not installed where it
+                # could run is the user's choice with profiler='auto' (its documented meaning).
+                _none_warned = True
+                logger.warning(
+                    "span-profiles: %s; no profiles are taken (span labels, the middleware and "
+                    "the receiver work here; SPAN_PROFILES_PROFILER=off silences this)",
+                    choice.reason,
+                )
             return False
-        import pyroscope as agent_module
-
+        sampler = _samplers.get(choice.name)
         try:
             name = application_name_for(resolved, _provider(tracer_provider))
-            in_loop = in_event_loop()
-            cpu = _placement.agent_cpu(resolved.pin_cpu, cpu_index)
-            # Pinned around configure(): the agent's threads are born on the chosen CPU.
-            with _placement.born_on(cpu):
-                before = _placement.native_threads()
-                ok = bool(agent_module.configure(**_agent_options(agent_module, resolved, name)))
-                if not ok:
-                    raise RuntimeError("pyroscope.configure() refused to start the agent")
-            # Native threads that appeared during configure() and are not Python threads.
-            agent_tids = _placement.native_threads() - before
         except Exception as exc:
-            guard.fail("starting the pyroscope-io agent (no profiles)", exc)
+            guard.fail("starting the profiler", exc)
+            return False
+        if not sampler.start(resolved, name, cpu_index):
             return False
         _register_hooks()
-        _agent = _Agent(
+        _agent = _Running(
             pid=os.getpid(),
             settings=resolved,
+            sampler=sampler,
             application_name=name,
-            agent_tids=agent_tids,
             started=time.monotonic(),
-            flusher=_Flusher(),
         )
-        sampler_gate.watch(
-            lambda: _placement.native_threads() - before,
-            gate=resolved.wait_for_sampler,
-            found=_placement.sampling_threads_found,
-        )
-        try:
-            # The caller is (or, with "on", will be) the event-loop thread: it keeps the pin.
-            _placement.activate(agent_tids, caller_is_loop=in_loop or resolved.pin_cpu == "on")
-        except Exception as exc:
-            guard.fail("CPU placement", exc, _placement.release)
         logger.debug(
-            "span-profiles: profiler started as %r, pushing to %s every %d s",
+            "span-profiles: %s sampler started as %r (%s), pushing to %s every %d s",
+            sampler.name,
             name,
+            choice.reason,
             resolved.server_address,
             resolved.upload_interval,
         )
         return True
 
 
-def _agent_options(agent_module: Any, settings: Settings, name: str) -> dict[str, Any]:
-    """Every ``configure()`` keyword the settings declare."""
-    line_no = getattr(agent_module, "LineNo", None)
-    options: dict[str, Any] = {
-        "application_name": name,
-        "server_address": settings.server_address,
-        "sample_rate": settings.sample_rate,
-        "tags": dict(settings.tags),
-        "basic_auth_username": settings.basic_auth_username,
-        "basic_auth_password": settings.basic_auth_password,
-        "tenant_id": settings.tenant_id,
-        "http_headers": dict(settings.http_headers),
-        "upload_interval": settings.upload_interval,
-        "enable_logging": settings.enable_logging,
-        "gil_only": settings.gil_only,
-        "oncpu": settings.oncpu,
-        "report_pid": settings.report_pid,
-        "report_thread_id": settings.report_thread_id,
-        "report_thread_name": settings.report_thread_name,
-    }
-    if line_no is not None:
-        # The agent's enum: the line being run, or none (a function's lines merge into one frame).
-        options["line_no"] = line_no.LastInstruction if settings.line_no else line_no.NoLine
-    return options
-
-
 def stop_profiler() -> bool:
-    """Stop the agent, uploading what it holds for at most ``shutdown_timeout``; return whether it ran.
+    """Stop the sampler, uploading what it holds for at most ``shutdown_timeout``; return
+    whether it ran.
 
-    Threads we pinned get their former CPU affinity back. A later :func:`start_profiler` starts
-    a new agent. Runs automatically at interpreter exit; never raises.
+    Threads pinned for pyroscope-io get their former CPU affinity back. A later
+    :func:`start_profiler` starts a new sampler. Runs automatically at interpreter exit; never
+    raises.
     """
     global _agent
     with _lock:
@@ -356,48 +301,51 @@ def stop_profiler() -> bool:
         if agent is None:
             return False
         _agent = None
-        sampler_gate.unwatch()
         try:
-            _placement.release()
+            agent.sampler.stop(agent.settings.shutdown_timeout)
         except Exception as exc:
-            guard.fail("CPU placement", exc)
-        try:
-            import pyroscope
-
-            _flush(pyroscope, agent)
-        except Exception as exc:
-            guard.fail("stopping the pyroscope-io agent", exc)
+            guard.fail(f"stopping the {agent.sampler.name} sampler", exc)
         return True
 
 
-def _flush(agent_module: Any, agent: _Agent) -> None:
-    timeout = agent.settings.shutdown_timeout
-    # A daemon thread: the interpreter may exit while the agent still waits on the network.
-    begun = time.monotonic()
-    if agent.flusher.run(agent_module.shutdown, timeout):
-        logger.debug("span-profiles: profiler stopped, flush took %.2f s", time.monotonic() - begun)
-        return
-    logger.warning(
-        "span-profiles: the profiler's exit flush to %s did not finish within shutdown_timeout="
-        "%g s; dropped what was not uploaded yet: the last partial window and any window queued "
-        "after failed uploads (at most the %.0f s since the agent started)",
-        agent.settings.server_address,
-        timeout,
-        time.monotonic() - agent.started,
-    )
-
-
 def profiler_running() -> bool:
-    """Whether this process's agent was started by :func:`start_profiler` and runs."""
-    return _live_agent() is not None
+    """Whether this process's sampler was started by :func:`start_profiler` and runs."""
+    agent = _live_agent()
+    return agent is not None and agent.sampler.running()
+
+
+def running_sampler() -> Sampler | None:
+    """The sampler started in this process, if any."""
+    agent = _live_agent()
+    return agent.sampler if agent is not None else None
+
+
+def pin_current_thread() -> bool:
+    """Declare the calling thread an event-loop thread: pin it next to the profiler's threads.
+
+    Only the pyroscope-io sampler places threads (see
+    :func:`span_profiles._placement.pin_current_thread`); with the built-in sampler nothing is
+    pinned and this returns ``False``.
+    """
+    agent = _live_agent()
+    if agent is not None and not agent.sampler.places_threads:
+        return False
+    return _placement.pin_current_thread()
 
 
 def pinned_cpu() -> int | None:
     """The CPU the agent and the loop thread are pinned to, or ``None`` when not pinned."""
-    return _placement.current_placement().cpu if _live_agent() is not None else None
+    agent = _live_agent()
+    if agent is None or not agent.sampler.places_threads:
+        return None
+    return _placement.current_placement().cpu
 
 
 def agent_thread_ids() -> frozenset[int]:
-    """Native ids of the agent's threads (found at start), empty when not running."""
+    """Native ids of the pyroscope-io agent's threads (found at start), empty otherwise."""
     agent = _live_agent()
-    return agent.agent_tids if agent is not None else frozenset()
+    if agent is None or agent.sampler.name != "pyroscope":
+        return frozenset()
+    from span_profiles._samplers import pyroscope
+
+    return pyroscope.SAMPLER.agent_thread_ids()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from span_profiles._core.processor import Scope
 
-__all__ = ["ENV", "Settings", "SettingsError", "Toggle"]
+__all__ = ["ENV", "SamplerSetting", "Settings", "SettingsError", "Toggle"]
 
 
 class SettingsError(ValueError):
@@ -25,6 +25,9 @@ class SettingsError(ValueError):
 
 Toggle = Literal["auto", "on", "off"]
 """A three-way switch: ``auto`` decides from what is installed and where it runs."""
+
+SamplerSetting = Literal["auto", "pyroscope", "builtin"]
+"""Which sampler: ``auto`` takes pyroscope-io where it can run, the built-in one elsewhere."""
 
 DEFAULT_SERVER_ADDRESS = "http://127.0.0.1:4040"
 """The local receiver started by ``span-profiles serve``."""
@@ -110,6 +113,17 @@ def _toggle(value: Any) -> Toggle:
     raise ValueError("expected 'auto', 'on' or 'off'")
 
 
+def _sampler(value: Any) -> SamplerSetting:
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in ("pyroscope", "pyroscope-io"):
+        return "pyroscope"
+    if text in ("builtin", "built-in"):
+        return "builtin"
+    raise ValueError("expected 'auto', 'pyroscope' or 'builtin'")
+
+
 def _positive_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a positive number")
@@ -139,7 +153,14 @@ class Settings:
     trace_id: bool = _setting(False, _bool, "SPAN_PROFILES_TRACE_ID")
     """Add the ``trace_id`` label. Off: Pyroscope servers older than mid-2026 make it a series label."""
     profiler: Toggle = _setting("auto", _toggle, "SPAN_PROFILES_PROFILER")
-    """Start the pyroscope-io agent: ``auto`` starts it when pyroscope-io is installed."""
+    """Start a sampler: ``auto`` starts one when one can run here (see ``sampler``)."""
+    sampler: SamplerSetting = _setting("auto", _sampler, "SPAN_PROFILES_SAMPLER")
+    """``pyroscope`` (pyroscope-io's agent), ``builtin`` (CPython 3.14+'s own stack reader in a
+    child process) or ``auto``: pyroscope-io where it can run, else the built-in sampler."""
+    builtin_pause: bool = _setting(True, _bool, "SPAN_PROFILES_BUILTIN_PAUSE")
+    """Built-in sampler: stop an event-loop thread for the ~50-150 µs of each read (ptrace), so
+    its running task and its frames are one snapshot; ``False`` reads it running and drops the
+    reads that straddle a task switch (more of them at short task steps)."""
     pin_cpu: Toggle = _setting("auto", _toggle, "SPAN_PROFILES_PIN_CPU")
     """Put the agent's sampler and the event-loop thread on one CPU (Linux; see README)."""
     wait_for_sampler: bool = _setting(True, _bool, "SPAN_PROFILES_WAIT_FOR_SAMPLER")

@@ -33,6 +33,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")):
             monkeypatch.delenv(name)
+    # The agent's checks (tests/samplers has the built-in sampler's).
+    monkeypatch.setenv("SPAN_PROFILES_SAMPLER", "pyroscope")
 
 
 def run_json(
@@ -136,23 +138,23 @@ def test_no_sampler_is_a_problem_that_says_why_and_what_to_do(
     it says so and points to a Python that has one, rather than to pip."""
     from importlib import metadata
 
-    from span_profiles import _sampler_choice
+    from span_profiles import _samplers
 
     def not_installed(name: str) -> str:
         raise metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(metadata, "version", not_installed)
     monkeypatch.setitem(sys.modules, "pyroscope", None)
-    monkeypatch.setattr(_sampler_choice, "PYTHON", python)
-    monkeypatch.setattr(_sampler_choice, "FREE_THREADED", free_threaded)
+    monkeypatch.setattr(_samplers.base, "PYTHON", python)
+    monkeypatch.setattr(_samplers.base, "FREE_THREADED", free_threaded)
     check = _doctor.check_agent()
     assert check.status == "problem"
     assert check.detail.startswith(f"no sampler: {said}")
     if python == (3, 12):
         assert check.fix == "pip install 'span-profiles[pyroscope]'"
     else:
-        assert "no sampler of its own yet" in check.detail
-        assert check.fix.startswith("run on CPython 3.10-3.14 (not free-threaded)")
+        assert check.fix.startswith("run on CPython 3.10-3.14 with the GIL")
+        assert "built-in sampler" in check.fix
 
 
 @pytest.mark.parametrize(

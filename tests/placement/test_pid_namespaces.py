@@ -65,6 +65,7 @@ def two_servers() -> Iterator[list[int]]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("PYROSCOPE_", "SPAN_PROFILES_"))
     }
+    env["SPAN_PROFILES_SAMPLER"] = "pyroscope"  # placement is pyroscope-io's (3.14: auto is not)
     env.update(PYTHONPATH=str(ROOT), PYROSCOPE_SERVER_ADDRESS="http://127.0.0.1:9", BURN_MS="30")
     ports = [_free_port(), _free_port()]
     servers = [

@@ -63,6 +63,7 @@ def test_worker_threads_of_a_pinned_loop_keep_every_cpu(mode: str) -> None:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("PYROSCOPE_", "SPAN_PROFILES_"))
     }
+    env["SPAN_PROFILES_SAMPLER"] = "pyroscope"  # placement is pyroscope-io's (3.14: auto is not)
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(SCRIPT), mode],
         capture_output=True,

@@ -26,7 +26,7 @@ def clean_profiler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     _profiler.stop_profiler()
     _profiler._agent = None
-    _profiler._name_warned = _profiler._fork_warned = _profiler._no_sampler_warned = False
+    _profiler._name_warned = _profiler._fork_warned = _profiler._none_warned = False
     reset_placement()
     guard.reset()
     if mask is not None:
@@ -41,6 +41,8 @@ def fake_agent(monkeypatch: pytest.MonkeyPatch) -> FakeAgent:
     for name in list(os.environ):
         if name.startswith(("PYROSCOPE_", "SPAN_PROFILES_", "OTEL_")):
             monkeypatch.delenv(name)
+    # These tests are about the agent: on CPython 3.14 "auto" would take the built-in sampler.
+    monkeypatch.setenv("SPAN_PROFILES_SAMPLER", "pyroscope")
     return agent
 
 

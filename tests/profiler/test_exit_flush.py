@@ -32,7 +32,19 @@ def _env(**extra: str) -> dict[str, str]:
     return agent_env(PYTHONPATH=str(ROOT), **extra)
 
 
-def test_script_exit_is_bounded_and_says_what_was_dropped(dead_receiver: str) -> None:
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        "pyroscope",
+        pytest.param(
+            "builtin",
+            marks=pytest.mark.skipif(
+                sys.version_info < (3, 14), reason="the built-in sampler needs CPython 3.14+"
+            ),
+        ),
+    ],
+)
+def test_script_exit_is_bounded_and_says_what_was_dropped(dead_receiver: str, sampler: str) -> None:
     """Queued windows against a dead receiver: exit after ~shutdown_timeout, with one warning."""
     script = textwrap.dedent(
         """
@@ -40,7 +52,8 @@ def test_script_exit_is_bounded_and_says_what_was_dropped(dead_receiver: str) ->
         logging.basicConfig(level=logging.WARNING)
         import span_profiles
         assert span_profiles.start_profiler(server_address=sys.argv[1], upload_interval=1,
-                                            shutdown_timeout=1.5, application_name="exit")
+                                            shutdown_timeout=1.5, application_name="exit",
+                                            sampler=sys.argv[2])
         end = time.process_time() + 2.5
         while time.process_time() < end:
             pass
@@ -49,7 +62,7 @@ def test_script_exit_is_bounded_and_says_what_was_dropped(dead_receiver: str) ->
     )
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-c", script, dead_receiver],
+        [sys.executable, "-c", script, dead_receiver, sampler],
         capture_output=True,
         text=True,
         timeout=60,
@@ -57,7 +70,7 @@ def test_script_exit_is_bounded_and_says_what_was_dropped(dead_receiver: str) ->
     )
     assert done.returncode == 0, done.stderr
     exit_took = time.monotonic() - float(done.stdout.split()[-1])
-    dropped = [line for line in done.stderr.splitlines() if "dropped" in line]
+    dropped = [line for line in done.stderr.splitlines() if "dropped what" in line]
     assert len(dropped) == 1, done.stderr
     assert "shutdown_timeout=1.5 s" in dropped[0]
     assert dead_receiver in dropped[0]

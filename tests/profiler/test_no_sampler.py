@@ -1,10 +1,10 @@
-"""A Python no sampler runs on (3.15, free-threaded builds): labels work, one warning says why.
+"""A Python no sampler runs on (free-threaded builds): labels work, one warning says why.
 
-pyroscope-io has no build for Python 3.15 or for free-threaded builds, and span-profiles has no
-sampler of its own yet. There, the adapters' lazy start logs one warning without a traceback and
-everything else goes on: requests are still labelled. On 3.10-3.14 these tests stand in such a
-Python (``_sampler_choice.PYTHON`` and a ``pyroscope`` that does not import); on 3.15 they run as
-they are.
+pyroscope-io has no build for free-threaded Pythons (nor for 3.15, where the built-in sampler
+runs instead), and the built-in sampler does not support them. There, the adapters' lazy start
+logs one warning without a traceback and everything else goes on: requests are still labelled.
+These tests stand in such a Python (``_samplers.base.PYTHON``/``FREE_THREADED`` and a ``pyroscope``
+that does not import).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 import span_profiles
-from span_profiles import _profiler, _sampler_choice
+from span_profiles import _profiler, _samplers
 from span_profiles._startup import LazyStart
 from span_profiles.testing import RecordingSink
 from tests.support.servers import run_agent_script
@@ -26,12 +26,8 @@ from tests.support.servers import run_agent_script
 @pytest.mark.parametrize(
     ("python", "free_threaded", "said"),
     [
-        (
-            (3, 15),
-            False,
-            "pyroscope-io has no build for Python 3.15 (its newest wheels are for 3.14)",
-        ),
         ((3, 14), True, "pyroscope-io has no build for free-threaded Python 3.14t"),
+        ((3, 15), True, "pyroscope-io has no build for free-threaded Python 3.15t"),
     ],
 )
 def test_one_warning_without_a_traceback_however_often_it_starts(
@@ -43,8 +39,8 @@ def test_one_warning_without_a_traceback_however_often_it_starts(
 ) -> None:
     """Two adapters' lazy starts and an explicit profiler='on' start: one warning in all."""
     monkeypatch.setitem(sys.modules, "pyroscope", None)
-    monkeypatch.setattr(_sampler_choice, "PYTHON", python)
-    monkeypatch.setattr(_sampler_choice, "FREE_THREADED", free_threaded)
+    monkeypatch.setattr(_samplers.base, "PYTHON", python)
+    monkeypatch.setattr(_samplers.base, "FREE_THREADED", free_threaded)
     caplog.set_level(logging.DEBUG, logger="span_profiles")
     span_profiles.uninstrument()
     settings = span_profiles.Settings.resolve({}, environ={})  # profiler="auto"
@@ -60,9 +56,9 @@ def test_one_warning_without_a_traceback_however_often_it_starts(
     assert records[0].levelno == logging.WARNING
     assert records[0].exc_info is None
     message = records[0].getMessage()
-    assert message.startswith("span-profiles: no sampler is available for this Python: ")
+    assert message.startswith("span-profiles: no sampler available for this Python: ")
     assert said in message
-    assert "span-profiles has no sampler of its own yet" in message
+    assert "the built-in sampler does not support free-threaded builds" in message
     assert "span labels, the middleware and the receiver work here" in message
 
 
@@ -72,8 +68,8 @@ def test_where_the_agent_only_is_missing_auto_stays_quiet(
     """On a Python pyroscope-io has a build for, a missing agent is the user's choice with
     profiler='auto': no warning (profiler='on' logs an error: test_profiler_start.py)."""
     monkeypatch.setitem(sys.modules, "pyroscope", None)
-    monkeypatch.setattr(_sampler_choice, "PYTHON", (3, 12))
-    monkeypatch.setattr(_sampler_choice, "FREE_THREADED", False)
+    monkeypatch.setattr(_samplers.base, "PYTHON", (3, 12))
+    monkeypatch.setattr(_samplers.base, "FREE_THREADED", False)
     caplog.set_level(logging.DEBUG, logger="span_profiles")
     assert not _profiler.start_profiler(tracer_provider=TracerProvider())
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
@@ -84,12 +80,11 @@ SERVED = textwrap.dedent(
     import asyncio, logging, sys
 
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG, format="%(levelname)s %(message)s")
-    from span_profiles import _sampler_choice
+    from span_profiles import _samplers
 
-    if _sampler_choice.pyroscope_io_missing() is None:
-        # A Python pyroscope-io has a build for: stand in 3.15 (on 3.15 this does not run).
-        sys.modules["pyroscope"] = None
-        _sampler_choice.PYTHON = (3, 15)
+    # Stand in a free-threaded build: neither pyroscope-io nor the built-in sampler runs there.
+    sys.modules["pyroscope"] = None
+    _samplers.base.FREE_THREADED = True
 
     import httpx
     from opentelemetry import trace
@@ -127,6 +122,6 @@ def test_an_app_serves_and_labels_with_one_warning_and_no_traceback() -> None:
     assert done.stdout.strip() == "labelled 3 of 3", done.stderr
     warnings = [line for line in done.stderr.splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 1, done.stderr
-    assert "no sampler is available for this Python" in warnings[0]
+    assert "no sampler available for this Python" in warnings[0]
     assert "Traceback" not in done.stderr
     assert "ERROR" not in done.stderr

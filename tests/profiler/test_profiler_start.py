@@ -12,7 +12,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import ProxyTracerProvider
 
-from span_profiles import SettingsError
+from span_profiles import SettingsError, _samplers
 from span_profiles._profiler import profiler_running, start_profiler, stop_profiler
 from span_profiles.gunicorn import make_post_fork, post_fork
 from tests.support.profiler import FakeAgent
@@ -111,7 +111,9 @@ def test_settings_object_is_used_and_overridden(fake_agent: FakeAgent) -> None:
     """A Settings object supplies values; explicit arguments override single fields of it."""
     from span_profiles import Settings
 
-    settings = Settings.resolve({"sample_rate": 50, "upload_interval": 7}, environ={})
+    settings = Settings.resolve(
+        {"sample_rate": 50, "upload_interval": 7, "sampler": "pyroscope"}, environ={}
+    )
     assert start_profiler(settings=settings, upload_interval=2, tracer_provider=provider("a"))
     (call,) = fake_agent.configure_calls
     assert (call["sample_rate"], call["upload_interval"]) == (50, 2)
@@ -199,13 +201,10 @@ def test_profiler_on_overrides_disabled_labels(fake_agent: FakeAgent) -> None:
 def test_missing_agent_returns_false(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Without pyroscope-io, 'auto' quietly returns False and 'on' logs one error (on a Python
-    it has a build for; where it has none: test_no_sampler.py)."""
-    from span_profiles import _sampler_choice
-
+    """Without pyroscope-io (and no built-in sampler for this Python), 'auto' returns False with
+    no error and 'on' logs one error."""
     monkeypatch.setitem(sys.modules, "pyroscope", None)
-    monkeypatch.setattr(_sampler_choice, "PYTHON", (3, 12))
-    monkeypatch.setattr(_sampler_choice, "FREE_THREADED", False)
+    monkeypatch.setattr(_samplers, "builtin_usable", lambda: (False, "no built-in sampler"))
     caplog.set_level(logging.ERROR, logger="span_profiles")
     assert not start_profiler(tracer_provider=provider("svc"))
     assert not caplog.records

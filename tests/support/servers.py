@@ -30,9 +30,12 @@ def agent_env(**extra: str) -> dict[str, str]:
     """This environment without the suite's agent switches, plus ``extra``.
 
     The shared conftest switches the agent off for tests (``SPAN_PROFILES_PROFILER=off``); a child
-    that runs the real agent starts from this and configures it itself.
+    that runs the real agent starts from this and configures it itself. It runs pyroscope-io
+    (``SPAN_PROFILES_SAMPLER=pyroscope``: on CPython 3.14 ``auto`` would take the built-in
+    sampler) unless ``extra`` says otherwise.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV)}
+    env["SPAN_PROFILES_SAMPLER"] = "pyroscope"
     env.update(extra)
     return env
 

@@ -98,8 +98,11 @@ class Holder:
         # another thread could otherwise bring the ended span's labels back (with the GIL too,
         # were a thread switch to fall between the check and the store).
         with _holder_lock:
-            if self.labels:
-                self.labels = self.make(self.span)
+            old = self.labels
+            if not old:
+                return
+            self.labels = self.make(self.span)
+        _changed(old, self.labels)
 
     def hold(self) -> None:
         """Keep the labels after the span ends, until :meth:`release`: a request's window.
@@ -115,10 +118,12 @@ class Holder:
         """Undo one :meth:`hold`; whether the labels went away now (the span had ended)."""
         with _holder_lock:
             self._holds -= 1
-            if self._holds <= 0 and self._ended and self.labels:
-                self.labels = EMPTY
-                return True
-            return False
+            old = self.labels
+            if self._holds > 0 or not self._ended or not old:
+                return False
+            self.labels = EMPTY
+        _changed(old, EMPTY)
+        return True
 
     def end(self) -> bool:
         """The span ended: no labels from now on, or from the last :meth:`release`.
@@ -127,10 +132,19 @@ class Holder:
         """
         with _holder_lock:
             self._ended = True
-            if self._holds > 0 or not self.labels:
+            old = self.labels
+            if self._holds > 0 or not old:
                 return False
             self.labels = EMPTY
-            return True
+        _changed(old, EMPTY)
+        return True
+
+
+def _changed(old: Labels, new: Labels) -> None:
+    """Tell the sink that keeps labels elsewhere than on threads (``lifecycle``)."""
+    changed = lifecycle[0]
+    if changed is not None:
+        changed(old, new)
 
 
 # -- process-wide state: the table, the sink behind its cell, the installation ----------------
@@ -148,6 +162,11 @@ _sink: list[ThreadLabelSink] = [_placeholder]
 
 apply_cell: list[Callable[[Labels], None]] = [_placeholder.apply]
 """The current sink's ``apply``. Hooks hold this cell; only its content ever changes."""
+
+lifecycle: list[Callable[[Labels, Labels], None] | None] = [None]
+"""The current sink's ``labels_changed(old, new)``, if it has one: a holder's labels were
+replaced (a rename) or ended (``new`` empty). For sinks that keep labels elsewhere than on
+threads (the built-in sampler's event ring); ``None`` for the others."""
 
 _lock = threading.RLock()
 
@@ -223,6 +242,7 @@ def set_sink(sink: Sink, *, release: bool = True) -> ThreadLabelSink:
         new._applied = shown
         _sink[0] = new
         apply_cell[0] = new.apply
+        lifecycle[0] = getattr(new, "labels_changed", None)
     return new
 
 

@@ -308,11 +308,13 @@ def uninstall_from_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 class _LoopHooks:
-    """The per-loop task-factory hook of one installation, for loops with native handles."""
+    """The per-loop task-factory hook of one installation, for loops with native handles.
 
-    def __init__(self, hot: HotPath, var: ContextVar[Any]) -> None:
-        self.wrap = _step_coroutine_class(hot, var)
-        self.var = var
+    ``chain(inner)`` makes the factory that calls the loop's former factory ``inner``.
+    """
+
+    def __init__(self, chain: Callable[[Any], Callable[..., asyncio.Task[Any]]]) -> None:
+        self.chain = chain
         self.loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
     def install_on(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -321,7 +323,7 @@ class _LoopHooks:
             return
         current = loop.get_task_factory()
         if current is None or not hasattr(current, _FACTORY_MARK):
-            loop.set_task_factory(_chain_factory(current, self.wrap, self.var))
+            loop.set_task_factory(self.chain(current))
         self.loops.add(loop)
 
     def on_root_started(self) -> None:
@@ -393,7 +395,8 @@ def install(hot: HotPath) -> Callable[[], None]:
     create_task.__wrapped__ = original_create_task  # type: ignore[attr-defined]
     if not hasattr(base.create_task, "__wrapped__"):
         patches.set(base, "create_task", create_task)
-    loops = _LoopHooks(hot, var)
+    wrap = _step_coroutine_class(hot, var)
+    loops = _LoopHooks(lambda inner: _chain_factory(inner, wrap, var))
     _hook_uvloop_construction(patches, loops)
     hot.root_started.append(loops.on_root_started)
     loops.on_root_started()
@@ -431,7 +434,7 @@ def _hook_uvloop_construction(patches: Patches, loops: _LoopHooks) -> None:
         # which it would otherwise replace: the loop's tasks would lose their step hook.
         if self in loops.loops and not hasattr(factory, _FACTORY_MARK):
             try:
-                factory = _chain_factory(factory, loops.wrap, loops.var)
+                factory = loops.chain(factory)
             except Exception as exc:
                 guard.fail("the uvloop task factory", exc)
         original_set(self, factory)
@@ -440,4 +443,104 @@ def _hook_uvloop_construction(patches: Patches, loops: _LoopHooks) -> None:
     patches.set(loop_class, "set_task_factory", set_task_factory)
 
 
-__all__ = ["StepCoroutine", "install", "uninstall_from_loop"]
+# -- task identity: no per-step work ------------------------------------------------------------
+
+
+def _labels_of(hot: HotPath, otel: Any) -> Labels:
+    """The labels of an OTel context (``None``: no context)."""
+    holder = hot.holder(otel.get(hot.key)) if otel is not None else None
+    return EMPTY if holder is None else holder.labels
+
+
+def _record_creation(
+    hot: HotPath, var: ContextVar[Any], create: Callable[[], Any], context: Any, eager: bool
+) -> Any:
+    """Run ``create()`` (it makes one task) and tell the sink the new task's labels."""
+    sink: Any = engine.current_sink()
+    created = getattr(sink, "task_created", None)
+    if created is None:
+        return create()
+    if eager:
+        # Its first step may run inside create(), before the task can be named: the sampler
+        # takes a task it does not know yet, seen on this thread meanwhile, to have these labels.
+        try:
+            otel = context.get(var) if context is not None else var.get(None)
+            sink.eager_begin(_labels_of(hot, otel))
+        except Exception as exc:
+            guard.fail("the asyncio task-creation hook", exc)
+        try:
+            task = create()
+        finally:
+            sink.eager_end()
+    else:
+        task = create()
+    try:
+        get_context = getattr(task, "get_context", None)
+        if get_context is not None:
+            created(task, _labels_of(hot, get_context().get(var)))
+    except Exception as exc:
+        guard.fail("the asyncio task-creation hook", exc)
+    return task
+
+
+class _TaskIdentity:
+    """asyncio without per-step work, for a sampler that reads the running task with the stack.
+
+    Each new task's labels (those of its context) go to the sink's ``task_created``; a task
+    whose first step may run inside ``create_task`` (a task factory, ``eager_start``) is
+    bracketed by ``eager_begin``/``eager_end``. Stdlib loops: ``BaseEventLoop.create_task`` is
+    patched; loops with native task creation (uvloop) get a chained task factory, which adds a
+    call per task creation and nothing per step.
+    """
+
+    def install(self, hot: HotPath, /) -> Callable[[], None]:
+        """Patch task creation (undone with ``hot.patches`` and the returned undo)."""
+        var = hot.var
+        if var is None:
+            return no_undo
+        base = asyncio.base_events.BaseEventLoop
+        original = base.create_task
+
+        def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
+            eager = self._task_factory is not None or bool(kwargs.get("eager_start"))
+            return _record_creation(
+                hot,
+                var,
+                lambda: original(self, coro, **kwargs),
+                kwargs.get("context"),
+                eager,
+            )
+
+        create_task.__wrapped__ = original  # type: ignore[attr-defined]
+        if not hasattr(original, "__wrapped__"):
+            hot.patches.set(base, "create_task", create_task)
+
+        def chain(inner: Any) -> Callable[..., asyncio.Task[Any]]:
+            def factory(
+                loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+            ) -> asyncio.Task[Any]:
+                def create() -> Any:
+                    if inner is None:
+                        return asyncio.Task(coro, loop=loop, **kwargs)
+                    return inner(loop, coro, **kwargs)
+
+                task: asyncio.Task[Any] = _record_creation(
+                    hot, var, create, kwargs.get("context"), inner is not None
+                )
+                return task
+
+            setattr(factory, _FACTORY_MARK, inner)
+            return factory
+
+        loops = _LoopHooks(chain)
+        _hook_uvloop_construction(hot.patches, loops)
+        hot.root_started.append(loops.on_root_started)
+        loops.on_root_started()
+        return loops.undo
+
+
+task_identity = _TaskIdentity()
+"""The hook (``install(hot) -> undo``) that replaces this module's per-step hook for samplers
+that read the running task together with the stack (the built-in sampler)."""
+
+__all__ = ["StepCoroutine", "install", "task_identity", "uninstall_from_loop"]

@@ -94,21 +94,19 @@ class _State:
 
         self.writer = writer
 
-    def show(self, labels: Labels) -> Labels:
-        """Show ``labels`` on this thread; return what was shown before."""
+    def show(self, labels: Labels) -> None:
+        """Show ``labels`` on this thread."""
         hot = self.hot
-        before = hot.applied(_get_ident(), EMPTY)
-        if before is not labels:
+        if hot.applied(_get_ident(), EMPTY) is not labels:
             try:
                 hot.apply[0](labels)
             except Exception as exc:
                 engine.sink_failed(exc)
-        return before
 
     def read_side(self, owner: _Owner | None, callback: Callable[..., Any], *args: Any) -> Any:
         """Run a connection's read-side ``callback`` under its owner's labels (none if unknown)."""
         try:
-            before = self.show(EMPTY if owner is None else owner.labels())
+            self.show(EMPTY if owner is None else owner.labels())
         except Exception as exc:
             guard.fail("the I/O callback hook", exc, self.off)
             return callback(*args)
@@ -117,8 +115,8 @@ class _State:
             return callback(*args)
         finally:
             self.reading = reading
-            # The loop's own work that follows gets back what it showed.
-            self.show(before)
+            # What follows is the loop's own work (no labels), or the rest of an outer read.
+            self.show(EMPTY if reading is None else reading.labels())
 
     def off(self) -> None:
         self.active = False

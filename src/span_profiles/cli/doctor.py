@@ -58,6 +58,11 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pin-cpu", choices=("auto", "on", "off"), help="default: SPAN_PROFILES_PIN_CPU"
     )
+    parser.add_argument(
+        "--sampler",
+        choices=("auto", "pyroscope", "builtin"),
+        help="default: SPAN_PROFILES_SAMPLER",
+    )
     parser.add_argument("--db", type=Path, help="the local receiver's database (default path)")
 
 
@@ -68,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
                 "server_address": args.server_address,
                 "application_name": args.application_name,
                 "pin_cpu": args.pin_cpu,
+                "sampler": args.sampler,
             }
         )
     except SettingsError as exc:
