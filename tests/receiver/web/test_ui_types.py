@@ -145,6 +145,18 @@ def test_a_span_without_one_type_says_so(client: Client) -> None:
     assert client.get("/spans/0123456789abcdef").status_code == 404
 
 
+def test_without_a_type_a_page_opens_a_tab_with_samples(client: Client) -> None:
+    """A span that only waited opens on its wall tab unless CPU is asked for; so does an
+    endpoint that only waited."""
+    selected = r'id="tab-(\w+)"[^>]*aria-selected="true"'
+    assert re.findall(selected, client.get(f"/spans/{W}").text) == ["wall"]
+    assert re.findall(selected, client.get(f"/spans/{W}?type=cpu").text) == ["cpu"]
+    assert re.findall(selected, client.get(f"/spans/{A}").text) == ["cpu"]
+    endpoint = "/endpoint?service=shop&span_name=GET%20/wait"
+    assert re.findall(selected, client.get(endpoint).text) == ["wall"]
+    assert re.findall(selected, client.get(endpoint + "&type=cpu").text) == ["cpu"]
+
+
 def test_the_endpoint_page_has_a_tab_per_type(client: Client) -> None:
     """The endpoint's tabs: CPU 0.600 s and its wall total; the wall panel lists its spans by
     wall time with their CPU seconds."""

@@ -149,31 +149,49 @@ def render_file(template: str, doc: dict[str, Any], **context: Any) -> str:
     )
 
 
-def _tabs(docs: dict[str, dict[str, Any] | None], active: str) -> dict[str, Any]:
+def _tabs(
+    docs: dict[str, dict[str, Any] | None], active: str, prefer_samples: bool
+) -> dict[str, Any]:
     """The context of a page with one tab per type: the documents, the active type, and ``doc``
-    (the active type's document, else the first type's that has samples)."""
+    (the active type's document, else the first type's that has samples). ``prefer_samples``:
+    when ``active`` has no samples, the first type that has some is active instead."""
     shown = docs.get(active) or next((doc for doc in docs.values() if doc is not None), None)
+    if prefer_samples and docs.get(active) is None and shown is not None:
+        active = shown["selection"]["profile_type"]
     return {"docs": docs, "active": active, "doc": shown}
 
 
-def span_page(source: Source, span_id: str, window: Selection = Selection()) -> dict[str, Any]:
+def span_page(
+    source: Source,
+    span_id: str,
+    window: Selection = Selection(),
+    *,
+    prefer_samples: bool = False,
+) -> dict[str, Any]:
     """The span page's context: :func:`~span_profiles.receiver.query.documents.span_json` per
-    view type, ``window``'s type active; raises ``NotFound`` when no type has samples of it."""
+    view type, ``window``'s type active (with ``prefer_samples``, a type the span has samples
+    of); raises ``NotFound`` when no type has samples of it."""
     documents.check_span_ids(span_id)
     docs = documents.per_type(functools.partial(documents.span_json, source, span_id), window)
-    context = _tabs(docs, window.profile_type)
+    context = _tabs(docs, window.profile_type, prefer_samples)
     if context["doc"] is None:
         raise NotFound(f"no samples for span_id {span_id}")
     return context
 
 
 def endpoint_page(
-    source: Source, span_name: str, window: Selection = Selection()
+    source: Source,
+    span_name: str,
+    window: Selection = Selection(),
+    *,
+    prefer_samples: bool = False,
 ) -> dict[str, Any]:
     """The endpoint page's context: :func:`~span_profiles.receiver.query.documents.endpoint_json`
-    per view type, ``window``'s type active (a type without samples is ``None``)."""
+    per view type (a type without samples is ``None``), ``window``'s type active (with
+    ``prefer_samples``, a type the endpoint has samples of, if any)."""
     docs = documents.per_type(functools.partial(documents.endpoint_json, source, span_name), window)
-    return _tabs(docs, window.profile_type) | {"span_name": span_name, "service": window.service}
+    context = _tabs(docs, window.profile_type, prefer_samples)
+    return context | {"span_name": span_name, "service": window.service}
 
 
 def span_html(source: Source, span_id: str, window: Selection = Selection()) -> str:

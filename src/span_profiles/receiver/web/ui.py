@@ -274,7 +274,10 @@ def _overview_page(request: Request) -> tuple[str, dict[str, Any]]:
 
 
 def _span_page(request: Request) -> tuple[str, dict[str, Any]]:
-    context = pages.span_page(_reader(request), request.path_params["span_id"], _window(request))
+    # Without an explicit type (a pasted id, a CPU link), open a tab that has samples.
+    prefer = "type" not in request.query_params
+    span_id = request.path_params["span_id"]
+    context = pages.span_page(_reader(request), span_id, _window(request), prefer_samples=prefer)
     return "span.html", context
 
 
@@ -283,7 +286,9 @@ def _endpoint_page(request: Request) -> tuple[str, dict[str, Any]]:
     if not name:
         raise ViewError("give span_name")
     window = _window(request, _DEFAULT_SINCE)
-    return "endpoint.html", pages.endpoint_page(_reader(request), name, window)
+    prefer = "type" not in request.query_params
+    context = pages.endpoint_page(_reader(request), name, window, prefer_samples=prefer)
+    return "endpoint.html", context
 
 
 def _diff_page(request: Request) -> tuple[str, dict[str, Any]]:

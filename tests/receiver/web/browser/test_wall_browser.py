@@ -87,11 +87,12 @@ def test_a_span_without_one_type_says_so_plainly(page: Any, served_wall: tuple[s
     assert page.inner_text("#tab-wall") == "Wall no samples"
     page.click("#tab-wall")
     assert "No wall samples for this span" in page.inner_text("#panel-wall")
-    page.goto(f"{url}/spans/{W}")
-    assert "No CPU samples for this span" in page.inner_text("#panel-cpu")
-    assert page.inner_text("#tab-wall") == "Wall 0.250 s"
-    page.click("#tab-wall")
+    page.goto(f"{url}/spans/{W}")  # a span that only waited opens on its wall tab
     page.wait_for_selector(frame("wall", "asyncio.locks.Lock.acquire"))
+    assert page.inner_text("#tab-wall") == "Wall 0.250 s"
+    assert page.inner_text("#tab-cpu") == "CPU no samples"
+    page.click("#tab-cpu")
+    assert "No CPU samples for this span" in page.inner_text("#panel-cpu")
 
 
 def test_endpoint_page_wall_tab(page: Any, served_wall: tuple[str, Path]) -> None:
