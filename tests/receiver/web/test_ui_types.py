@@ -6,10 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import anyio
-import httpx
 import pytest
 
 from span_profiles.receiver import ProfileReader, ProfileStore
@@ -27,6 +24,7 @@ from tests.support.known_shares import (
     wall_sample_count,
     wall_seconds,
 )
+from tests.support.receiver import UIClient
 
 SPAN_ADDRESSES = [
     "/api/overview",
@@ -41,29 +39,12 @@ SPAN_ADDRESSES = [
 PAGES = ["/", f"/spans/{A}", "/endpoint?span_name=GET%20/a", f"/diff?span_id={A}"]
 
 
-class Client:
-    """Synchronous GETs against the ASGI app."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    def get(self, url: str) -> httpx.Response:
-        """GET ``url``."""
-
-        async def go() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://ui") as client:
-                return await client.get(url)
-
-        return anyio.run(go)
-
-
 @pytest.fixture
-def client(db_path: Path) -> Iterator[Client]:
+def client(db_path: Path) -> Iterator[UIClient]:
     """The app over the known-shares store with its wall samples."""
     fill_wall(fill(db_path))
     with ProfileStore(db_path) as store, ProfileReader(db_path) as reader:
-        yield Client(create_app(store, reader=reader))
+        yield UIClient(create_app(store, reader=reader))
 
 
 def _join(address: str, param: str) -> str:
@@ -71,7 +52,7 @@ def _join(address: str, param: str) -> str:
 
 
 @pytest.mark.parametrize("address", SPAN_ADDRESSES)
-def test_every_document_takes_the_type(client: Client, address: str) -> None:
+def test_every_document_takes_the_type(client: UIClient, address: str) -> None:
     """``?type=wall`` answers the wall document (the selection says so); the CPU one without it."""
     wall = client.get(_join(address, "type=wall&since=all"))
     cpu = client.get(_join(address, "since=all"))
@@ -103,7 +84,7 @@ def test_every_document_takes_the_type(client: Client, address: str) -> None:
 
 
 @pytest.mark.parametrize("address", SPAN_ADDRESSES + PAGES)
-def test_an_unknown_type_is_a_clear_400(client: Client, address: str) -> None:
+def test_an_unknown_type_is_a_clear_400(client: UIClient, address: str) -> None:
     """Every address refuses a type it does not know, naming the ones it does."""
     response = client.get(_join(address, "type=memory"))
     assert response.status_code == 400
@@ -114,7 +95,7 @@ def test_an_unknown_type_is_a_clear_400(client: Client, address: str) -> None:
         assert message.replace("'", "&#39;") in response.text
 
 
-def test_the_span_page_has_a_tab_per_type_with_its_total(client: Client) -> None:
+def test_the_span_page_has_a_tab_per_type_with_its_total(client: UIClient) -> None:
     """Both tabs with their totals; the asked type's panel shown, the other hidden; each panel's
     exports and diff link carry its type."""
     page = client.get(f"/spans/{A}?type=wall").text
@@ -133,7 +114,7 @@ def test_the_span_page_has_a_tab_per_type_with_its_total(client: Client) -> None
     assert AWAIT_SITE in wall
 
 
-def test_a_span_without_one_type_says_so(client: Client) -> None:
+def test_a_span_without_one_type_says_so(client: UIClient) -> None:
     """A span with no wall samples has a wall tab that says so, and the reverse for CPU."""
     page = client.get(f"/spans/{D}").text
     assert re.search(r'id="tab-wall".*?<span class="tab-total">no samples</span>', page)
@@ -145,7 +126,7 @@ def test_a_span_without_one_type_says_so(client: Client) -> None:
     assert client.get("/spans/0123456789abcdef").status_code == 404
 
 
-def test_without_a_type_a_page_opens_a_tab_with_samples(client: Client) -> None:
+def test_without_a_type_a_page_opens_a_tab_with_samples(client: UIClient) -> None:
     """A span that only waited opens on its wall tab unless CPU is asked for; so does an
     endpoint that only waited."""
     selected = r'id="tab-(\w+)"[^>]*aria-selected="true"'
@@ -157,7 +138,7 @@ def test_without_a_type_a_page_opens_a_tab_with_samples(client: Client) -> None:
     assert re.findall(selected, client.get(endpoint + "&type=cpu").text) == ["cpu"]
 
 
-def test_the_endpoint_page_has_a_tab_per_type(client: Client) -> None:
+def test_the_endpoint_page_has_a_tab_per_type(client: UIClient) -> None:
     """The endpoint's tabs: CPU 0.600 s and its wall total; the wall panel lists its spans by
     wall time with their CPU seconds."""
     page = client.get("/endpoint?service=shop&span_name=GET%20/a").text
@@ -170,7 +151,7 @@ def test_the_endpoint_page_has_a_tab_per_type(client: Client) -> None:
     assert "type=wall" in re.search(r'href="(/api/export/folded\?[^"]*)"', wall).group(1)  # type: ignore[union-attr]
 
 
-def test_the_overview_shows_wall_columns_and_ranks_by_type(client: Client) -> None:
+def test_the_overview_shows_wall_columns_and_ranks_by_type(client: UIClient) -> None:
     """The CPU overview has wall columns (a dash where an endpoint has none); ranked by wall time
     it lists the endpoint that only waited."""
     page = client.get("/").text
