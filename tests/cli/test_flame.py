@@ -18,9 +18,10 @@ def db(db_path: Path) -> Path:
     return fill(db_path)
 
 
-def embedded_tree(html: str) -> dict[str, object]:
-    """The flame tree JSON embedded in a page."""
-    match = re.search(r'<script type="application/json" id="flame-data">(.*?)</script>', html, re.S)
+def embedded_tree(html: str, kind: str = "cpu") -> dict[str, object]:
+    """The flame tree JSON of one profile type's tab embedded in a page."""
+    pattern = rf'<script type="application/json" id="flame-{kind}-data">(.*?)</script>'
+    match = re.search(pattern, html, re.S)
     assert match is not None
     tree: dict[str, object] = json.loads(match.group(1))
     return tree

@@ -9,12 +9,14 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from span_profiles.receiver import ProfileReader
 from span_profiles.receiver.model import Profile, Sample, Series
 
 if TYPE_CHECKING:
+    import httpx
+
     from span_profiles.receiver import Receiver
 
 DATA = Path(__file__).parent / "data"
@@ -145,3 +147,23 @@ def push_body(*one_series: Series) -> bytes:
     return encode_push_request(
         (one.labels, [encode_pprof(profile) for profile in one.profiles]) for one in one_series
     )
+
+
+class UIClient:
+    """Synchronous GETs against the receiver's ASGI app, in process (``httpx.ASGITransport``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        """GET ``url``; redirects are not followed."""
+        # Imported here: the helpers above need neither.
+        import anyio
+        import httpx
+
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://ui") as client:
+                return await client.get(url, **kwargs)
+
+        return anyio.run(go)

@@ -4,14 +4,16 @@ Usage::
 
     span-profiles serve [--host 127.0.0.1 [--allow-remote]] [--port 4040] [--db PATH]
                         [--max-body-bytes N] [--max-age T] [--max-db-bytes N] [-q]
-    span-profiles spans [--service S] [--since T] [--until T] [--limit N] [--json] [--db PATH]
+    span-profiles spans [--service S] [--since T] [--until T] [--type cpu|wall] [--limit N]
+                        [--json] [--db PATH]
     span-profiles top (--span-id ID | --span-name NAME) [--service S] [--since T] [--until T]
-                      [--limit N] [--json] [--db PATH]
+                      [--type cpu|wall] [--limit N] [--json] [--db PATH]
     span-profiles flame | diff | export ...      (see span_profiles.cli.views)
     span-profiles doctor [--json] [--server-address URL] [--application-name N] [--db PATH]
 
 ``T`` is either an age (``90``, ``90s``, ``15m``, ``2h``, ``1d``: that long ago) or an ISO 8601
-time (``2026-05-01T12:00:00``, local time unless it carries an offset). The query commands open the
+time (``2026-05-01T12:00:00``, local time unless it carries an offset). ``--type`` picks the profile
+type (``cpu``, the default, or ``wall``: wall-clock time). The query commands open the
 database read-only, so they work on read-only storage and never wait for the receiver.
 
 Every subcommand is a :class:`~span_profiles.cli._common.Command` in its module's ``COMMANDS``,
@@ -41,7 +43,7 @@ COMMANDS: tuple[Command, ...] = (
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="span-profiles",
-        description="Local Pyroscope-compatible receiver for per-span CPU profiles.",
+        description="Local Pyroscope-compatible receiver for per-span CPU and wall-clock profiles.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from span_profiles.receiver.model import check_span_id
+from span_profiles.receiver.model import CPU, VIEW_TYPES, check_span_id
 from span_profiles.receiver.query.reader import ProfileReader
 from span_profiles.receiver.query.selection import Selection, parse_age, parse_time
 from span_profiles.receiver.storage.schema import default_db_path
@@ -120,7 +120,7 @@ def add_db(parser: argparse.ArgumentParser) -> None:
 
 
 def add_window(parser: argparse.ArgumentParser) -> None:
-    """``--service``, ``--since``, ``--until`` (and ``--db``)."""
+    """``--service``, ``--since``, ``--until``, ``--type`` (and ``--db``)."""
     add_db(parser)
     parser.add_argument("--service", help="only profiles of this service_name")
     parser.add_argument(
@@ -128,6 +128,13 @@ def add_window(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--until", type=time_arg, metavar="T", help="received at or before T (age like 15m, or ISO)"
+    )
+    parser.add_argument(
+        "--type",
+        dest="profile_type",
+        choices=VIEW_TYPES,
+        default=CPU,
+        help=f"profile type: {' or '.join(VIEW_TYPES)} (default {CPU}); wall is wall-clock time",
     )
 
 
@@ -141,8 +148,8 @@ def add_which(parser: argparse.ArgumentParser) -> None:
 
 
 def selection(args: argparse.Namespace) -> Selection:
-    """The :class:`Selection` of ``--service``, ``--since``, ``--until`` and, where the command
-    has them, ``--span-id`` / ``--span-name``."""
+    """The :class:`Selection` of ``--service``, ``--since``, ``--until``, ``--type`` and, where
+    the command has them, ``--span-id`` / ``--span-name``."""
     span_id = getattr(args, "span_id", None)
     span_name = getattr(args, "span_name", None)
     return Selection(
@@ -151,6 +158,7 @@ def selection(args: argparse.Namespace) -> Selection:
         until=args.until,
         span_ids=(span_id,) if span_id else (),
         span_names=(span_name,) if span_name else (),
+        profile_type=args.profile_type,
     )
 
 

@@ -20,6 +20,7 @@ from span_profiles.cli._common import (
     selection,
     table,
 )
+from span_profiles.receiver.model import CPU, seconds_key
 
 __all__ = ["COMMANDS"]
 
@@ -53,6 +54,7 @@ def _top(args: argparse.Namespace) -> int:
                 "service": where.service,
                 "since": where.since,
                 "until": where.until,
+                "profile_type": where.profile_type,
             },
             "total_count": total,
             "functions": [
@@ -63,10 +65,11 @@ def _top(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
         return 0
     what = f"span_id {args.span_id}" if args.span_id else f"span_name {args.span_name!r}"
+    kind = "" if where.profile_type == CPU else f"{where.profile_type} "
     if not total:
-        print(f"no samples for {what}")
+        print(f"no {kind}samples for {what}")
         return 0
-    print(f"{total} samples for {what}")
+    print(f"{total} {kind}samples for {what}")
     rows = [
         [
             str(s.self_count),
@@ -93,24 +96,31 @@ def _spans(args: argparse.Namespace) -> int:
     reader = open_reader(args)
     if reader is None:
         return 1
+    where = selection(args)
     with reader:
-        stats = reader.spans(selection(args), limit=args.limit)
+        stats = reader.spans(where, limit=args.limit)
     if args.json:
         document = {
+            "profile_type": where.profile_type,
             "spans": [
                 {
                     "span_id": s.span_id,
                     "span_name": s.span_name,
                     "sample_count": s.sample_count,
+                    seconds_key(where.profile_type): round(s.nanos / 1e9, 6),
                     "last_seen": s.last_seen,
                 }
                 for s in stats
-            ]
+            ],
         }
         print(json.dumps(document, indent=2))
         return 0
     if not stats:
-        print("no spans")
+        print(
+            "no spans"
+            if where.profile_type == CPU
+            else f"no spans with {where.profile_type} samples"
+        )
         return 0
     rows = [[s.span_id, s.span_name or "-", str(s.sample_count), iso(s.last_seen)] for s in stats]
     print(table(["SPAN_ID", "SPAN_NAME", "SAMPLES", "LAST_SEEN"], rows, right={2}))
@@ -119,5 +129,5 @@ def _spans(args: argparse.Namespace) -> int:
 
 COMMANDS = (
     Command("spans", "span ids seen, newest first", _spans_arguments, _spans),
-    Command("top", "functions with most CPU samples in a span", _top_arguments, _top),
+    Command("top", "functions with most samples (CPU or wall) in a span", _top_arguments, _top),
 )

@@ -10,7 +10,8 @@ Usage::
     span-profiles export (--span-id ID | --span-name NAME) --format FORMAT
                          -o FILE   (``-o -`` writes to standard output)
 
-Each also takes ``--service``, ``--since``/``--until`` and ``--db``. The HTML files are
+Each also takes ``--service``, ``--since``/``--until``, ``--type cpu|wall`` (the profile type,
+``cpu`` by default) and ``--db``. ``flame`` writes a tab per type, ``--type`` first. The HTML files are
 self-contained (scripts and styles inlined) and open from ``file://`` with no network. The formats
 are those of the registry, :data:`span_profiles.receiver.query.exports.FORMATS`.
 """
@@ -35,6 +36,7 @@ from span_profiles.cli._common import (
     table,
     time_arg,
 )
+from span_profiles.receiver.model import CPU
 from span_profiles.receiver.query import documents, exports
 from span_profiles.receiver.query.flame import DEFAULT_MIN_SAMPLES
 from span_profiles.receiver.query.reader import ProfileReader
@@ -64,7 +66,9 @@ def _run(args: argparse.Namespace, build: Callable[[ProfileReader], int]) -> int
 
 
 def _window(args: argparse.Namespace) -> Selection:
-    return Selection(service=args.service, since=args.since, until=args.until)
+    return Selection(
+        service=args.service, since=args.since, until=args.until, profile_type=args.profile_type
+    )
 
 
 def _flame_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +89,8 @@ def _flame(args: argparse.Namespace) -> int:
             html = pages.endpoint_html(reader, args.span_name, _window(args))
             what = f"span_name {args.span_name!r}"
         _write(args.output, html.encode())
-        print(f"wrote {args.output}: flame graph of {what}")
+        kind = "" if args.profile_type == CPU else f" ({args.profile_type})"
+        print(f"wrote {args.output}: flame graph of {what}{kind}")
         return 0
 
     return _run(args, build)
@@ -153,6 +158,7 @@ def _diff(args: argparse.Namespace) -> int:
         baseline_since=args.baseline_since,
         baseline_until=args.baseline_until,
         min_samples=args.min_samples,
+        profile_type=args.profile_type,
     )
 
     def build(reader: ProfileReader) -> int:

@@ -26,6 +26,7 @@ __all__ = [
     "SPAN_ID_RE",
     "SPAN_NAME_LABEL",
     "UNKNOWN_SERVICE",
+    "VIEW_TYPES",
     "WALL",
     "Labels",
     "Profile",
@@ -35,6 +36,7 @@ __all__ = [
     "nanos_of",
     "normalize_sample_labels",
     "profile_type_of",
+    "seconds_key",
     "service_of",
 ]
 
@@ -55,6 +57,8 @@ WALL = "wall"
 """The profile type of wall-clock samples (``__name__=wall``), weighted by nanoseconds."""
 PROFILE_TYPES = {"process_cpu": CPU, "wall": WALL}
 """``__name__`` series label -> stored profile type; another name is stored as it is."""
+VIEW_TYPES = (CPU, WALL)
+"""The profile types the views offer (``--type``, ``?type=``), in the order pages show them."""
 
 SPAN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 """An OpenTelemetry span id as Grafana links it: 16 lowercase hex characters."""
@@ -164,6 +168,12 @@ def profile_type_of(labels: Iterable[tuple[str, str]]) -> str:
         if name == NAME_LABEL and value:
             return PROFILE_TYPES.get(value, value)
     return CPU
+
+
+def seconds_key(profile_type: str) -> str:
+    """The key under which documents give a profile type's time in seconds: ``cpu_seconds``,
+    ``wall_seconds``."""
+    return f"{profile_type}_seconds"
 
 
 def check_span_id(value: str) -> bool:

@@ -136,8 +136,14 @@ def test_wall_data_is_stored_as_wall_and_never_shown_as_cpu(
         texts.append(json.dumps(body) if not isinstance(body, bytes) else body.decode())
     assert all(WALL not in text and "sleep" not in text for text in texts)
     assert any(A in text for text in texts)
-    for path in (f"/api/spans/{WALL}", f"/spans/{WALL}", f"/api/export/folded?span_id={WALL}"):
+    for path in (f"/api/spans/{WALL}", f"/api/export/folded?span_id={WALL}"):
         assert _get(receiver, path)[0] == 404, path
+    # The span's page shows its wall samples in the wall tab; its CPU tab says it has none.
+    status, page = _get(receiver, f"/spans/{WALL}")
+    cpu_panel = page.decode().split('id="panel-cpu"')[1].split("</section>")[0]
+    assert status == 200
+    assert "No CPU samples for this span" in cpu_panel
+    assert "sleep" not in cpu_panel
     assert WALL not in json.dumps(_cli_json(capsys, "spans", "--db", str(db_path)))
     top = _cli_json(capsys, "top", "--span-id", WALL, "--db", str(db_path))
     assert (top["total_count"], top["functions"]) == (0, [])

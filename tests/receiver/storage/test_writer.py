@@ -117,6 +117,7 @@ _UPLOAD = st.lists(
         st.lists(st.sampled_from(["GET", "GET /a", "GET /b"]), max_size=2),
         st.integers(1, 5),
         st.sampled_from(["one", "two"]),
+        st.sampled_from(["process_cpu", "wall"]),
     ),
     min_size=1,
     max_size=6,
@@ -127,19 +128,25 @@ _UPLOAD = st.lists(
 @given(uploads=st.lists(st.tuples(_UPLOAD, st.sampled_from([10.0, 20.0, 20.0, 30.0])), max_size=6))
 def test_rollups_written_at_ingest_equal_a_rebuild(
     tmp_path_factory: pytest.TempPathFactory,
-    uploads: list[tuple[list[tuple[str | None, list[str], int, str]], float]],
+    uploads: list[tuple[list[tuple[str | None, list[str], int, str, str]], float]],
 ) -> None:
     """Whatever arrives (renames, several names on a sample, equal arrival times, several
-    services), the rollups the writer keeps up to date equal those rebuilt from scratch."""
+    services, CPU and wall series in one push, the same span in both), the rollups the writer
+    keeps up to date equal those rebuilt from scratch."""
     path = tmp_path_factory.mktemp("rollups") / "p.db"
     with ProfileStore(path) as store:
         for upload, when in uploads:
-            by_service: dict[str, list[Sample]] = {}
-            for span_id, names, count, service in upload:
+            by_series: dict[tuple[str, str], list[Sample]] = {}
+            for span_id, names, count, service, kind in upload:
                 labels = [("span_id", span_id)] if span_id else []
                 labels += [("span_name", name) for name in names]
-                by_service.setdefault(service, []).append(sample(["f", "main"], count, labels))
-            store.add([series(s, service=svc) for svc, s in by_service.items()], received_at=when)
+                by_series.setdefault((service, kind), []).append(
+                    sample(["f", "main"], count, labels)
+                )
+            store.add(
+                [series(s, service=svc, name=kind) for (svc, kind), s in by_series.items()],
+                received_at=when,
+            )
         tables = ("span_totals", "span_names", "name_stacks_hourly")
         written = {t: sorted(store._db.execute(f"SELECT * FROM {t}").fetchall()) for t in tables}
         store._db.execute("BEGIN")

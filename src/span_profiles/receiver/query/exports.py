@@ -9,9 +9,12 @@ the links on every page list what :data:`FORMATS` holds: a new format is one mor
   columns: ``samples/count`` and ``<type>/nanoseconds`` (``cpu/nanoseconds`` for CPU). Needs
   protobuf (the ``receiver`` extra).
 * ``speedscope``: the speedscope file format (https://www.speedscope.app), one ``sampled`` profile
-  weighted in nanoseconds, with ``$schema``.
+  weighted in nanoseconds (of CPU or wall-clock time), with ``$schema``; its name says the type.
 * ``folded``: Brendan Gregg's collapsed stacks, ``root;...;leaf COUNT`` per line, the counts
-  summing to the selection's sample count.
+  summing to the selection's sample count (sampling periods of the type: 10 ms of CPU, or of
+  wall-clock time, at 100 Hz).
+
+Every format holds one profile type, the selection's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from span_profiles.receiver.model import CPU
 from span_profiles.receiver.query.errors import NotFound, ViewError
 from span_profiles.receiver.query.samples import StoredSample, has_samples, iter_samples
 from span_profiles.receiver.query.selection import Selection
@@ -100,10 +104,11 @@ def to_speedscope(stacks: Iterable[StackCount], name: str, *, exporter: str) -> 
     }
 
 
-def to_pprof(samples: Iterable[StoredSample], *, profile_type: str = "cpu") -> bytes:
+def to_pprof(samples: Iterable[StoredSample], *, profile_type: str = CPU) -> bytes:
     """A gzipped pprof profile holding every sample of ``samples`` with its string labels.
 
-    Value columns ``samples/count`` and ``<profile_type>/nanoseconds``. The period is the most
+    Value columns ``samples/count`` and ``<profile_type>/nanoseconds`` (``wall/nanoseconds`` for
+    wall samples), period type ``<profile_type>/nanoseconds``. The period is the most
     common period among the samples' profiles (10 ms for the pyroscope-io agent at its default
     100 Hz).
     """
@@ -160,8 +165,9 @@ def _write_pprof(source: Source, selection: Selection, title: str) -> bytes:
 
 
 def _write_speedscope(source: Source, selection: Selection, title: str) -> bytes:
+    name = title if selection.profile_type == CPU else f"{title} ({selection.profile_type})"
     document = to_speedscope(
-        stack_counts(source, selection), title, exporter=f"span-profiles {_version()}"
+        stack_counts(source, selection), name, exporter=f"span-profiles {_version()}"
     )
     return json.dumps(document).encode()
 

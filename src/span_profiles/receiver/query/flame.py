@@ -11,7 +11,8 @@ in the span minus its share in the baseline, in share points (``0.25`` = 25 perc
 
 The JSON shapes built here (:meth:`FlameNode.to_json`, :meth:`DiffNode.to_json`,
 :meth:`Diff.to_json`) are the documented API of the web UI and of ``span-profiles diff --json``;
-change them only by adding keys. ``cpu_seconds`` is the profile type's time (CPU for ``cpu``).
+change them only by adding keys. Times are named after the profile type: ``cpu_seconds`` for
+``cpu``, ``wall_seconds`` for ``wall``.
 
 Example::
 
@@ -29,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from span_profiles.receiver.model import CPU, seconds_key
 from span_profiles.receiver.query.stacks import StackCount, top_functions
 
 __all__ = [
@@ -64,15 +66,21 @@ class FlameNode:
     children: dict[str, FlameNode] = field(default_factory=dict)
     """Child nodes by function name."""
 
-    def to_json(self) -> dict[str, Any]:
-        """``{"name", "value", "self", "cpu_seconds", "children": [...]}``, children by value."""
-        return {
-            "name": self.name,
-            "value": self.value,
-            "self": self.self_value,
-            "cpu_seconds": round(self.nanos / 1e9, 6),
-            "children": [child.to_json() for child in _ranked(self.children.values())],
-        }
+    def to_json(self, profile_type: str = CPU) -> dict[str, Any]:
+        """``{"name", "value", "self", "cpu_seconds", "children": [...]}``, children by value
+        (``wall_seconds`` for ``profile_type="wall"``)."""
+        key = seconds_key(profile_type)
+
+        def node(tree: FlameNode) -> dict[str, Any]:
+            return {
+                "name": tree.name,
+                "value": tree.value,
+                "self": tree.self_value,
+                key: round(tree.nanos / 1e9, 6),
+                "children": [node(child) for child in _ranked(tree.children.values())],
+            }
+
+        return node(self)
 
 
 def _ranked(nodes: Iterable[FlameNode]) -> list[FlameNode]:
@@ -209,6 +217,8 @@ class Diff:
     functions: tuple[FunctionDelta, ...]
     """Functions by the larger of ``|self_delta|`` and ``|total_delta|``, largest first."""
     tree: DiffNode
+    profile_type: str = CPU
+    """What the samples measure (``cpu``, ``wall``): the :attr:`message` says so."""
 
     @property
     def comparable(self) -> bool:
@@ -225,9 +235,10 @@ class Diff:
             for side, count in (("span", self.span_samples), ("baseline", self.baseline_samples))
             if count < self.min_samples
         ]
+        time = "CPU" if self.profile_type == CPU else f"{self.profile_type} time"
         return (
             f"too few samples to compare: {' and '.join(short)}, fewer than {self.min_samples}"
-            " (sampling at 100 Hz sees about one sample per 10 ms of CPU, so a shorter span"
+            f" (sampling at 100 Hz sees about one sample per 10 ms of {time}, so a shorter span"
             " leaves no trace)"
         )
 
@@ -251,8 +262,10 @@ def diff(
     baseline: Sequence[StackCount],
     *,
     min_samples: int = DEFAULT_MIN_SAMPLES,
+    profile_type: str = CPU,
 ) -> Diff:
-    """Compare the stacks of a span with those of a baseline, both as shares of their own total."""
+    """Compare the stacks of a span with those of a baseline, both as shares of their own total
+    (samples of ``profile_type``)."""
     span_tree, baseline_tree = build_tree(span), build_tree(baseline)
     span_total, baseline_total = span_tree.value, baseline_tree.value
     left = {stat.name: stat for stat in top_functions(span)}
@@ -276,4 +289,5 @@ def diff(
         min_samples=min_samples,
         functions=tuple(deltas),
         tree=diff_tree(span_tree, baseline_tree),
+        profile_type=profile_type,
     )

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from span_profiles.receiver.model import CPU
+from span_profiles.receiver.model import CPU, VIEW_TYPES
 from span_profiles.receiver.storage.schema import HOUR
 
-__all__ = ["Selection", "parse_age", "parse_time"]
+__all__ = ["Selection", "parse_age", "parse_profile_type", "parse_time"]
 
 _AGE_RE = re.compile(r"^(?P<number>\d+(?:\.\d+)?)(?P<unit>[smhd]?)$")
 _UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -52,6 +52,17 @@ def parse_age(text: str) -> float:
     if match is None:
         raise ValueError(f"{text!r} is not an age (90, 15m, 2h, 7d)")
     return float(match["number"]) * _UNIT_SECONDS[match["unit"]]
+
+
+def parse_profile_type(text: str) -> str:
+    """A profile type the views offer (:data:`~span_profiles.receiver.model.VIEW_TYPES`).
+
+    Raises:
+        ValueError: ``text`` names no such type; the message lists them.
+    """
+    if text not in VIEW_TYPES:
+        raise ValueError(f"unknown profile type {text!r}: use one of {', '.join(VIEW_TYPES)}")
+    return text
 
 
 @dataclass(frozen=True)

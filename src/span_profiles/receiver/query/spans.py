@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from span_profiles.receiver.model import CPU, seconds_key
 from span_profiles.receiver.query.selection import Selection
 from span_profiles.receiver.query.sql import Source, marks
 
@@ -27,6 +28,7 @@ __all__ = [
     "SpanStat",
     "endpoint_stats",
     "last_name",
+    "per_request_key",
     "span_summary",
     "spans",
 ]
@@ -56,15 +58,16 @@ class SpanStat:
     last_seen: float
     """Arrival time of the newest profile holding one of its samples."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, profile_type: str = CPU) -> dict[str, Any]:
         """``{"span_id", "span_name", "service", "samples", "cpu_seconds", "first_seen",
-        "last_seen"}``."""
+        "last_seen"}``; the time is ``wall_seconds`` for ``profile_type="wall"``
+        (:func:`~span_profiles.receiver.model.seconds_key`)."""
         return {
             "span_id": self.span_id,
             "span_name": self.span_name,
             "service": self.service,
             "samples": self.sample_count,
-            "cpu_seconds": round(self.nanos / 1e9, 6),
+            seconds_key(profile_type): round(self.nanos / 1e9, 6),
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
         }
@@ -86,21 +89,34 @@ class EndpointStat:
     """Per request, nearest rank: 95 % of the requests used at most this."""
     last_seen: float
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, profile_type: str = CPU) -> dict[str, Any]:
         """``{"service", "span_name", "requests", "samples", "cpu_seconds", "cpu_per_request":
-        {"median", "p95"}, "last_seen"}``."""
+        {"median", "p95"}, "last_seen"}``; ``wall_seconds`` and ``wall_per_request`` for
+        ``profile_type="wall"``."""
         return {
             "service": self.service,
             "span_name": self.span_name,
             "requests": self.requests,
             "samples": self.sample_count,
-            "cpu_seconds": round(self.nanos / 1e9, 6),
-            "cpu_per_request": {
+            **self.times_json(profile_type),
+            "last_seen": self.last_seen,
+        }
+
+    def times_json(self, profile_type: str = CPU) -> dict[str, Any]:
+        """``{"cpu_seconds", "cpu_per_request": {"median", "p95"}}`` (named after
+        ``profile_type``): the time keys of :meth:`to_json`."""
+        return {
+            seconds_key(profile_type): round(self.nanos / 1e9, 6),
+            per_request_key(profile_type): {
                 "median": round(self.median_nanos / 1e9, 6),
                 "p95": round(self.p95_nanos / 1e9, 6),
             },
-            "last_seen": self.last_seen,
         }
+
+
+def per_request_key(profile_type: str) -> str:
+    """The key of a type's time per request in an endpoint row: ``cpu_per_request``, ..."""
+    return f"{profile_type}_per_request"
 
 
 def last_name(names: dict[str, tuple[float, int]]) -> str | None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from span_profiles.receiver.model import CPU, seconds_key
 from span_profiles.receiver.query.selection import Selection
 from span_profiles.receiver.query.sql import Source, marks, selected_samples
 from span_profiles.receiver.storage.schema import SAMPLE_NANOS
@@ -49,15 +50,16 @@ class FunctionStat:
     nanos: float
     """Nanoseconds of the samples in :attr:`total_count`."""
 
-    def to_json(self, total: int) -> dict[str, Any]:
-        """``{"name", "self", "total", "self_share", "total_share", "cpu_seconds"}``."""
+    def to_json(self, total: int, profile_type: str = CPU) -> dict[str, Any]:
+        """``{"name", "self", "total", "self_share", "total_share", "cpu_seconds"}``
+        (``wall_seconds`` for ``profile_type="wall"``)."""
         return {
             "name": self.name,
             "self": self.self_count,
             "total": self.total_count,
             "self_share": self.self_count / total if total else 0.0,
             "total_share": self.total_count / total if total else 0.0,
-            "cpu_seconds": round(self.nanos / 1e9, 6),
+            seconds_key(profile_type): round(self.nanos / 1e9, 6),
         }
 
 

@@ -22,7 +22,9 @@ JSON API (the documents of :mod:`span_profiles.receiver.query.documents`)::
                                        span_profiles.receiver.query.exports.FORMATS)
 
 Every address takes ``service``, ``since`` and ``until`` (an age such as ``15m``, ``2h``, ``1d``,
-an ISO 8601 time, or Unix seconds). The overview and the endpoint page default to the last hour.
+an ISO 8601 time, or Unix seconds) and ``type`` (``cpu``, the default, or ``wall``: the profile
+type shown; anything else answers 400). The overview and the endpoint page default to the last
+hour. The span and endpoint pages show every type in tabs, ``type`` first.
 Bad parameters answer 400 and unknown spans 404, as ``{"error": "..."}`` on ``/api`` and as a page
 elsewhere. Everything here reads through the app's
 :class:`~span_profiles.receiver.query.reader.ProfileReader` (``app.state.reader``) and nothing
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -42,12 +45,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from span_profiles.receiver.model import check_span_id
+from span_profiles.receiver.model import CPU, check_span_id
 from span_profiles.receiver.query import documents, exports
 from span_profiles.receiver.query.documents import DiffRequest, NotFound, ViewError
 from span_profiles.receiver.query.reader import ProfileReader
-from span_profiles.receiver.query.selection import Selection, parse_time
-from span_profiles.receiver.web.pages import FLAME_SCRIPTS, STATIC, environment, query_string
+from span_profiles.receiver.query.selection import Selection, parse_profile_type, parse_time
+from span_profiles.receiver.web import pages
+from span_profiles.receiver.web.pages import FLAME_SCRIPTS, STATIC, environment
 
 __all__ = ["ROUTES", "WINDOWS"]
 
@@ -84,11 +88,19 @@ def _time(request: Request, key: str, default: str | None = None) -> float | Non
         raise ViewError(f"{key}: {exc}") from None
 
 
+def _profile_type(request: Request) -> str:
+    try:
+        return parse_profile_type(request.query_params.get("type") or CPU)
+    except ValueError as exc:
+        raise ViewError(f"type: {exc}") from None
+
+
 def _window(request: Request, default_since: str | None = None) -> Selection:
     return Selection(
         service=request.query_params.get("service") or None,
         since=_time(request, "since", default_since),
         until=_time(request, "until"),
+        profile_type=_profile_type(request),
     )
 
 
@@ -107,11 +119,8 @@ def _selection(request: Request) -> Selection:
     if (span_id is None) == (span_name is None):
         raise ViewError("give exactly one of span_id and span_name")
     documents.check_span_ids(span_id)
-    window = _window(request)
-    return Selection(
-        service=window.service,
-        since=window.since,
-        until=window.until,
+    return replace(
+        _window(request),
         span_ids=(span_id,) if span_id is not None else (),
         span_names=(span_name,) if span_name is not None else (),
     )
@@ -131,6 +140,7 @@ def _diff_request(request: Request) -> DiffRequest:
         baseline_since=_time(request, "baseline_since"),
         baseline_until=_time(request, "baseline_until"),
         min_samples=_int(request, "min_samples", DiffRequest.min_samples),
+        profile_type=window.profile_type,
     )
 
 
@@ -213,14 +223,8 @@ def _diff(request: Request) -> dict[str, Any]:
 
 
 def _spans(request: Request) -> dict[str, Any]:
-    window = _window(request)
     name = request.query_params.get("span_name") or None
-    selection = Selection(
-        service=window.service,
-        since=window.since,
-        until=window.until,
-        span_names=(name,) if name else (),
-    )
+    selection = replace(_window(request), span_names=(name,) if name else ())
     return documents.spans_json(_reader(request), selection, limit=_int(request, "limit", 100))
 
 
@@ -239,6 +243,8 @@ def _export(request: Request) -> Response:
         _reader(request), selection, request.path_params["format"], title=title
     )
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in title)
+    if selection.profile_type != CPU:
+        safe += f".{selection.profile_type}"
     return Response(
         data,
         media_type=fmt.media_type,
@@ -252,12 +258,15 @@ def _export(request: Request) -> Response:
 def _overview_page(request: Request) -> tuple[str, dict[str, Any]]:
     since_text = request.query_params.get("since") or _DEFAULT_SINCE
     doc = _overview(request)
+    kind = doc["window"]["profile_type"]
     api_query = request.url.query or f"since={since_text}"
     return "overview.html", {
         "doc": doc,
         "windows": WINDOWS,
         "since_text": since_text,
-        "services": _reader(request).services(),
+        # Columns for the other types the store holds, so that refreshes keep the same columns.
+        "others": [other for other in doc["profile_types"] if other != kind],
+        "services": _reader(request).services(kind),
         "api_url": f"/api/overview?{api_query}",
         "now_text": time.strftime("%H:%M:%S"),
         "scripts": ("ui.js",),
@@ -265,24 +274,21 @@ def _overview_page(request: Request) -> tuple[str, dict[str, Any]]:
 
 
 def _span_page(request: Request) -> tuple[str, dict[str, Any]]:
-    return "span.html", {"doc": _span(request)}
+    # Without an explicit type (a pasted id, a CPU link), open a tab that has samples.
+    prefer = "type" not in request.query_params
+    span_id = request.path_params["span_id"]
+    context = pages.span_page(_reader(request), span_id, _window(request), prefer_samples=prefer)
+    return "span.html", context
 
 
 def _endpoint_page(request: Request) -> tuple[str, dict[str, Any]]:
-    doc = _endpoint(request)
-    selection = doc["selection"]
-    return "endpoint.html", {
-        "doc": doc,
-        "span_name": selection["span_names"][0],
-        "service": selection["service"],
-        # The exports cover the window the page shows.
-        "export_query": query_string(
-            service=selection["service"],
-            span_name=selection["span_names"][0],
-            since=selection["since"],
-            until=selection["until"],
-        ),
-    }
+    name = request.query_params.get("span_name")
+    if not name:
+        raise ViewError("give span_name")
+    window = _window(request, _DEFAULT_SINCE)
+    prefer = "type" not in request.query_params
+    context = pages.endpoint_page(_reader(request), name, window, prefer_samples=prefer)
+    return "endpoint.html", context
 
 
 def _diff_page(request: Request) -> tuple[str, dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from span_profiles.receiver import start_receiver_in_thread
-from tests.support.known_shares import fill
+from tests.support.known_shares import fill, fill_wall
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -77,6 +77,17 @@ def page(browser: Any) -> Iterator[Any]:
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A real receiver (uvicorn, ingest + UI) on 127.0.0.1 over the known-shares store."""
     db_path = fill(tmp_path / "profiles.db")
+    receiver = start_receiver_in_thread(db_path=db_path)
+    try:
+        yield receiver.url, db_path
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture
+def served_wall(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real receiver over the known-shares store with the wall samples of some of its spans."""
+    db_path = fill_wall(fill(tmp_path / "profiles.db"))
     receiver = start_receiver_in_thread(db_path=db_path)
     try:
         yield receiver.url, db_path

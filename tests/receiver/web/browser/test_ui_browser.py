@@ -44,7 +44,7 @@ def test_overview_click_through_to_span_flame_graph(page: Any, served: tuple[str
         "() => [...document.querySelectorAll('.d3-flame-graph-label')]"
         ".some(d => d.textContent === 'burn_a')"
     )
-    assert "samples" in page.locator("dl.summary").inner_text().lower()
+    assert "samples" in page.locator("#panel-cpu dl.summary").inner_text().lower()
     assert page.locator("table.functions tbody tr").first.inner_text().endswith("burn_a")
     # Hover: a tooltip with samples, share and CPU seconds.
     page.hover(f'{FRAME}[name="burn_a"] rect')

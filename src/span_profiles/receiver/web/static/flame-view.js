@@ -1,11 +1,14 @@
 /* span-profiles: draws flame trees and diff trees with d3-flame-graph (vendored next to this file).
  *
  * Markup it looks for (all pages, and the self-contained `span-profiles flame -o` file):
- *   <div class="flame-view" data-mode="flame|diff" data-source="ID of a JSON <script>" or data-url="...">
+ *   <div class="flame-view" data-mode="flame|diff" data-type="cpu|wall"
+ *        data-source="ID of a JSON <script>" or data-url="...">
  *     <input class="flame-search"> <button class="flame-reset"> <span class="flame-details">
  *     <div class="flame-chart"></div>
  *   </div>
- * Flame nodes: {name, value (samples), self, cpu_seconds, children}.
+ *   <div class="type-tabs" role="tablist"> <button role="tab" aria-controls="PANEL ID" data-type="wall">
+ *     ... one tab per profile type; a flame view in a hidden panel is drawn when its tab is chosen.
+ * Flame nodes: {name, value (samples), self, <type>_seconds (cpu_seconds, wall_seconds), children}.
  * Diff nodes:  {name, value (mean share), delta (span share - baseline share), span_share,
  *               baseline_share, span_samples, baseline_samples, children}.
  */
@@ -22,14 +25,18 @@
     });
   }
 
-  function flameLabel(total) {
+  var UNITS = { cpu: "CPU s", wall: "wall s" };
+
+  function flameLabel(total, type) {
+    var key = type + "_seconds";
+    var unit = UNITS[type] || type + " s";
     return function (d) {
       var n = d.data;
       return (
         escapeHtml(n.name) +
         "<br>" + n.value + " samples (" + pct(total ? n.value / total : 0) + ")" +
         ", self " + n.self +
-        "<br>" + n.cpu_seconds.toFixed(3) + " CPU s"
+        "<br>" + Number(n[key]).toFixed(3) + " " + unit
       );
     };
   }
@@ -60,6 +67,7 @@
 
   function render(view, data) {
     var mode = view.getAttribute("data-mode") || "flame";
+    var type = view.getAttribute("data-type") || "cpu";
     var element = view.querySelector(".flame-chart");
     var details = view.querySelector(".flame-details");
     element.textContent = "";
@@ -68,7 +76,7 @@
       return null;
     }
     var lib = window.flamegraph;
-    var tip = lib.tooltip.defaultFlamegraphTooltip().html(mode === "diff" ? diffLabel : flameLabel(data.value));
+    var tip = lib.tooltip.defaultFlamegraphTooltip().html(mode === "diff" ? diffLabel : flameLabel(data.value, type));
     var chart = lib.default()
       .width(Math.max(320, element.clientWidth || 960))
       .cellHeight(18)
@@ -113,6 +121,8 @@
   }
 
   function start(view) {
+    if (view.started) return;
+    view.started = true;
     var source = view.getAttribute("data-source");
     if (source) {
       render(view, JSON.parse(document.getElementById(source).textContent));
@@ -134,8 +144,44 @@
     }
   }
 
+  // Tabs, one per profile type: the chosen tab's panel is shown (its flame graphs drawn the first
+  // time, at the width they get once visible) and named in the address, so a reload keeps it.
+  function choose(tabs, chosen) {
+    tabs.querySelectorAll('[role="tab"]').forEach(function (tab) {
+      var on = tab === chosen;
+      tab.setAttribute("aria-selected", on ? "true" : "false");
+      tab.tabIndex = on ? 0 : -1;
+      var panel = document.getElementById(tab.getAttribute("aria-controls"));
+      if (panel) panel.hidden = !on;
+      if (panel && on) panel.querySelectorAll(".flame-view").forEach(start);
+    });
+    if (/^https?:$/.test(window.location.protocol) && window.history.replaceState) {
+      var url = new URL(window.location.href);
+      url.searchParams.set("type", chosen.getAttribute("data-type"));
+      window.history.replaceState(null, "", url.toString());
+    }
+  }
+
+  function startTabs(tabs) {
+    var all = Array.prototype.slice.call(tabs.querySelectorAll('[role="tab"]'));
+    all.forEach(function (tab, index) {
+      tab.addEventListener("click", function () { choose(tabs, tab); });
+      tab.addEventListener("keydown", function (event) {
+        var step = event.key === "ArrowRight" ? 1 : event.key === "ArrowLeft" ? -1 : 0;
+        if (!step) return;
+        var next = all[(index + step + all.length) % all.length];
+        choose(tabs, next);
+        next.focus();
+        event.preventDefault();
+      });
+    });
+  }
+
   window.spanProfilesFlame = { render: render, start: start };
   document.addEventListener("DOMContentLoaded", function () {
-    document.querySelectorAll(".flame-view").forEach(start);
+    document.querySelectorAll(".type-tabs").forEach(startTabs);
+    document.querySelectorAll(".flame-view").forEach(function (view) {
+      if (!view.closest("[hidden]")) start(view);
+    });
   });
 })();

@@ -1,57 +1,72 @@
-/* span-profiles: keeps the overview current while data arrives (polls its JSON API). */
+/* span-profiles: keeps the overview current while data arrives (polls its JSON API).
+ *
+ * Each table's header names what its columns show: <th data-key="wall_per_request.median"
+ * data-format="s|ms|when|endpoint|span">; a refresh redraws the rows from the document by those
+ * keys. When the store starts holding another profile type (new columns), the page reloads.
+ */
 (function () {
   "use strict";
 
-  function cell(row, text, cls) {
-    var td = row.insertCell();
-    td.textContent = text;
-    if (cls) td.className = cls;
-    return td;
+  function value(row, key) {
+    return key.split(".").reduce(function (v, part) {
+      return v === null || v === undefined ? null : v[part];
+    }, row);
   }
 
   function link(td, href, text) {
-    td.textContent = "";
     var a = document.createElement("a");
     a.href = href;
     a.textContent = text;
     td.appendChild(a);
   }
 
-  function when(seconds) {
-    return new Date(seconds * 1000).toLocaleString();
+  function typeQuery(type) {
+    return type === "cpu" ? "" : "type=" + encodeURIComponent(type);
+  }
+
+  function cell(td, row, key, format, type) {
+    var v = value(row, key);
+    if (format === "endpoint") {
+      if (v === null) td.textContent = "(no span_name)";
+      else {
+        var search = new URLSearchParams(window.location.search);
+        search.set("service", row.service);
+        search.set("span_name", v);
+        link(td, "/endpoint?" + search.toString(), v);
+      }
+    } else if (format === "span") {
+      td.className = "id";
+      var query = typeQuery(type);
+      link(td, "/spans/" + v + (query ? "?" + query : ""), v);
+    } else if (v === null || v === undefined) {
+      td.textContent = format === "s" || format === "ms" ? "\u2013" : "";
+    } else if (format === "s") td.textContent = Number(v).toFixed(3);
+    else if (format === "ms") td.textContent = (1000 * v).toFixed(1);
+    else if (format === "when") td.textContent = new Date(v * 1000).toLocaleString();
+    else td.textContent = v;
+  }
+
+  function fillTable(table, rows, type) {
+    if (!table) return;
+    var columns = Array.prototype.map.call(table.querySelectorAll("thead th"), function (th) {
+      return { key: th.getAttribute("data-key"), format: th.getAttribute("data-format"), cls: th.className };
+    });
+    var body = table.querySelector("tbody");
+    body.textContent = "";
+    rows.forEach(function (row) {
+      var tr = body.insertRow();
+      columns.forEach(function (column) {
+        var td = tr.insertCell();
+        if (column.cls) td.className = column.cls;
+        cell(td, row, column.key, column.format, type);
+      });
+    });
   }
 
   function fill(doc) {
-    var endpoints = document.querySelector("#endpoints tbody");
-    var spans = document.querySelector("#top-spans tbody");
-    if (!endpoints || !spans) return;
-    endpoints.textContent = "";
-    doc.endpoints.forEach(function (e) {
-      var row = endpoints.insertRow();
-      cell(row, e.service);
-      var name = cell(row, "");
-      if (e.span_name !== null) {
-        link(name, "/endpoint?service=" + encodeURIComponent(e.service) + "&span_name=" +
-          encodeURIComponent(e.span_name) + window.location.search.replace(/^\?/, "&"), e.span_name);
-      } else name.textContent = "(no span_name)";
-      cell(row, e.requests, "num");
-      cell(row, e.samples, "num");
-      cell(row, e.cpu_seconds.toFixed(3), "num");
-      cell(row, (1000 * e.cpu_per_request.median).toFixed(1), "num");
-      cell(row, (1000 * e.cpu_per_request.p95).toFixed(1), "num");
-      cell(row, when(e.last_seen));
-    });
-    spans.textContent = "";
-    doc.top_spans.forEach(function (s) {
-      var row = spans.insertRow();
-      var id = cell(row, "", "id");
-      link(id, "/spans/" + s.span_id, s.span_id);
-      cell(row, s.span_name === null ? "" : s.span_name);
-      cell(row, s.service);
-      cell(row, s.samples, "num");
-      cell(row, s.cpu_seconds.toFixed(3), "num");
-      cell(row, when(s.last_seen));
-    });
+    var type = doc.window.profile_type;
+    fillTable(document.getElementById("endpoints"), doc.endpoints, type);
+    fillTable(document.getElementById("top-spans"), doc.top_spans, type);
     var empty = document.getElementById("empty");
     if (empty) empty.hidden = doc.endpoints.length > 0;
     var stamp = document.getElementById("refreshed");
@@ -62,15 +77,21 @@
   if (!overview) return;
   var url = overview.getAttribute("data-api");
   var every = 1000 * Number(overview.getAttribute("data-refresh-seconds") || "5");
-  var newest = overview.getAttribute("data-newest");
+  // Profile type -> arrival time of its newest profile, as the page was drawn.
+  var arrivals = JSON.parse(overview.getAttribute("data-arrivals") || "{}");
   function poll() {
     fetch(url, { headers: { Accept: "application/json" } })
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (doc) {
-        if (doc && String(doc.newest_arrival) !== newest) {
-          newest = String(doc.newest_arrival);
-          fill(doc);
+        if (!doc) return;
+        var now = doc.profile_types;
+        if (Object.keys(now).join(",") !== Object.keys(arrivals).join(",")) {
+          window.location.reload();
+          return;
         }
+        var changed = Object.keys(now).some(function (type) { return now[type] !== arrivals[type]; });
+        arrivals = now;
+        if (changed) fill(doc);
       })
       .catch(function () { /* the receiver may be restarting; try again on the next tick */ })
       .then(function () { window.setTimeout(poll, every); });
