@@ -161,6 +161,9 @@ class Settings:
     """Built-in sampler: stop an event-loop thread for the ~50-150 µs of each read (ptrace), so
     its running task and its frames are one snapshot; ``False`` reads it running and drops the
     reads that straddle a task switch (more of them at short task steps)."""
+    wall: bool = _setting(False, _bool, "SPAN_PROFILES_WALL")
+    """Also push a wall-clock profile (``__name__=wall``): where each request's time went, on
+    CPU and waiting (docs/wall.md)."""
     pin_cpu: Toggle = _setting("auto", _toggle, "SPAN_PROFILES_PIN_CPU")
     """Put the agent's sampler and the event-loop thread on one CPU (Linux; see README)."""
     wait_for_sampler: bool = _setting(True, _bool, "SPAN_PROFILES_WAIT_FOR_SAMPLER")

@@ -50,9 +50,11 @@ __all__ = [
     "clear",
     "hold",
     "holders",
+    "observer",
     "refresh",
     "refresh_from",
     "release",
+    "set_observer",
     "set_sink",
     "shown",
     "span_ended",
@@ -168,6 +170,13 @@ lifecycle: list[Callable[[Labels, Labels], None] | None] = [None]
 replaced (a rename) or ended (``new`` empty). For sinks that keep labels elsewhere than on
 threads (the built-in sampler's event ring); ``None`` for the others."""
 
+observer: list[Any] = [None]
+"""The label-change observer (the in-process wall producer, ``_samplers.wall.inprocess``) or
+``None``. When set, every label change goes through it before the sink: ``changed(old, new)``
+on the thread whose labels change, ``labels_changed(old, new)`` on a rename or end, and
+``task_created(task, labels)`` from the task-creation hooks. The per-step kernels are unchanged:
+they call ``apply[0]``, which is the observed ``apply`` while an observer is set."""
+
 _lock = threading.RLock()
 
 
@@ -241,9 +250,60 @@ def set_sink(sink: Sink, *, release: bool = True) -> ThreadLabelSink:
             shown.update(own)
         new._applied = shown
         _sink[0] = new
-        apply_cell[0] = new.apply
-        lifecycle[0] = getattr(new, "labels_changed", None)
+        _bind(new)
     return new
+
+
+def set_observer(watcher: Any | None) -> None:
+    """Route every label change through ``watcher`` first (``None``: no observer)."""
+    with _lock:
+        observer[0] = watcher
+        _bind(_sink[0])
+
+
+def _bind(sink: ThreadLabelSink) -> None:
+    """Fill the cells the hooks call from the sink and the observer (under ``_lock``)."""
+    watcher = observer[0]
+    changed = getattr(sink, "labels_changed", None)
+    if watcher is None:
+        apply_cell[0] = sink.apply
+        lifecycle[0] = changed
+        return
+    apply_cell[0] = _observed(sink.apply, watcher.changed)
+    watched = watcher.labels_changed
+    if changed is None:
+        lifecycle[0] = watched
+    else:
+
+        def both(old: Labels, new: Labels) -> None:
+            watched(old, new)
+            changed(old, new)
+
+        lifecycle[0] = both
+
+
+def _observed(
+    sink_apply: Callable[[Labels], None], changed: Callable[[Labels, Labels], None]
+) -> Callable[[Labels], None]:
+    def apply(
+        labels: Labels,
+        /,
+        _shown: Callable[[int, Labels], Labels] = shown.get,
+        _ident: Callable[[], int] = _get_ident,
+    ) -> None:
+        old = _shown(_ident(), EMPTY)
+        if old is not labels:
+            try:
+                changed(old, labels)
+            except Exception as exc:
+                guard.fail("the wall-clock profile", exc, _drop_observer)
+        sink_apply(labels)
+
+    return apply
+
+
+def _drop_observer() -> None:
+    set_observer(None)
 
 
 def sink_failed(exc: BaseException) -> None:

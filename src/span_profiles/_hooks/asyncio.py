@@ -252,10 +252,25 @@ def _eager_task_constructor(factory: Any) -> Any | None:
     return closure[0].cell_contents if closure else None
 
 
+def _tell_observer(hot: HotPath, var: ContextVar[Any], task: Any, context: Any) -> None:
+    """A task was created: the label-change observer (wall-clock profiles) learns its labels."""
+    watcher = engine.observer[0]
+    if watcher is None:
+        return
+    try:
+        otel = context.get(var) if context is not None else var.get(None)
+        labels = _labels_of(hot, otel)
+        if labels:
+            watcher.task_created(task, labels)
+    except Exception as exc:
+        guard.fail("the asyncio task-creation hook", exc)
+
+
 def _chain_factory(
-    inner: Any, wrap: type[StepCoroutine], var: ContextVar[Any]
+    inner: Any, wrap: type[StepCoroutine], var: ContextVar[Any], hot: HotPath
 ) -> Callable[..., asyncio.Task[Any]]:
     refresh_from = engine.refresh_from
+    observer = engine.observer
     constructor = _eager_task_constructor(inner)
     factory: Callable[..., asyncio.Task[Any]]
     if constructor is not None:
@@ -266,6 +281,8 @@ def _chain_factory(
             if not isinstance(coro, StepCoroutine):
                 coro = wrap(coro)
             task: asyncio.Task[Any] = constructor(coro, **kwargs)
+            if observer[0] is not None:
+                _tell_observer(hot, var, task, kwargs.get("context"))
             if kwargs.get("eager_start"):
                 # The first step ran in this call (its StepCoroutine showed the task's labels):
                 # the creator's labels again.
@@ -283,11 +300,15 @@ def _chain_factory(
                 coro = wrap(coro)
             if inner is None:
                 task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kwargs)
+                if observer[0] is not None:
+                    _tell_observer(hot, var, task, kwargs.get("context"))
                 if not kwargs.get("eager_start"):
                     return task  # no step ran: the creator's labels are still shown
             else:
                 # Any factory may start the task eagerly.
                 task = inner(loop, coro, **kwargs)
+                if observer[0] is not None:
+                    _tell_observer(hot, var, task, kwargs.get("context"))
             # An eager first step ran inside this call (its StepCoroutine showed the task's
             # labels): the creator's labels again.
             try:
@@ -364,13 +385,19 @@ def install(hot: HotPath) -> Callable[[], None]:
         patches.set(base, "_run_once", _make_run_once(base._run_once, hot))
     original_create_task = base.create_task
     refresh_from = engine.refresh_from
+    observer = engine.observer
 
     def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
         # The new task's first step runs inside this call only when it starts eagerly: with a
         # task factory (asyncio.eager_task_factory, 3.12+) or eager_start=True (3.14+). That
-        # step runs outside Handle._run; otherwise creating a task costs this one test more.
+        # step runs outside Handle._run; otherwise creating a task costs this one test more
+        # (two with wall-clock profiles on: the observer learns the new task's labels).
         if self._task_factory is None and not (kwargs and kwargs.get("eager_start")):
-            return original_create_task(self, coro, **kwargs)
+            if observer[0] is None:
+                return original_create_task(self, coro, **kwargs)
+            created = original_create_task(self, coro, **kwargs)
+            _tell_observer(hot, var, created, kwargs.get("context"))
+            return created
         context = kwargs.get("context")
         if context is not None:
             # The eager step runs in that context from its first line: show its labels.
@@ -380,6 +407,8 @@ def install(hot: HotPath) -> Callable[[], None]:
                 guard.fail("the asyncio task hook", exc)
         try:
             task = original_create_task(self, coro, **kwargs)
+            if observer[0] is not None:
+                _tell_observer(hot, var, task, context)
         finally:
             # The creator's step goes on: its own labels again (no agent call when unchanged).
             try:
@@ -396,7 +425,7 @@ def install(hot: HotPath) -> Callable[[], None]:
     if not hasattr(base.create_task, "__wrapped__"):
         patches.set(base, "create_task", create_task)
     wrap = _step_coroutine_class(hot, var)
-    loops = _LoopHooks(lambda inner: _chain_factory(inner, wrap, var))
+    loops = _LoopHooks(lambda inner: _chain_factory(inner, wrap, var, hot))
     _hook_uvloop_construction(patches, loops)
     hot.root_started.append(loops.on_root_started)
     loops.on_root_started()

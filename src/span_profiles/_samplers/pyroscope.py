@@ -192,6 +192,14 @@ class PyroscopeSampler:
             _placement.activate(agent_tids, caller_is_loop=in_loop or settings.pin_cpu == "on")
         except Exception as exc:
             guard.fail("CPU placement", exc, _placement.release)
+        if settings.wall:
+            # py-spy gives no waiting time: the wall profile is made in this process.
+            from span_profiles._samplers.wall.inprocess import WALL
+
+            try:
+                WALL.start(settings, application_name)
+            except Exception as exc:
+                guard.fail("starting the wall-clock profile (CPU profiles go on)", exc)
         return True
 
     def stop(self, timeout: float) -> bool:
@@ -205,12 +213,21 @@ class PyroscopeSampler:
             _placement.release()
         except Exception as exc:
             guard.fail("CPU placement", exc)
+        from span_profiles._samplers.wall.inprocess import WALL
+
+        deadline = time.monotonic() + timeout
+        wall = WALL.running()
+        if wall:
+            # Its upload thread flushes while the agent does: one shutdown_timeout for both.
+            WALL.halt()
         try:
             import pyroscope
 
             self._flush(pyroscope, agent, timeout)
         except Exception as exc:
             guard.fail("stopping the pyroscope-io agent", exc)
+        if wall:
+            WALL.join(deadline)
         return True
 
     def _flush(self, agent_module: Any, agent: _Agent, timeout: float) -> None:

@@ -1,0 +1,170 @@
+"""Elapsed-time weighting of wall samples, shared by both producers (standard library only).
+
+Each request is *visited* now and then: a producer reads what the request is doing at that
+moment (the stacks it waits in) and tells :meth:`Account.visit`. The time since the request's
+previous visit (or its start) goes to those stacks (the state at the end of an interval stands
+for the interval: a part of ``d`` seconds gets ``d`` on average, give or take one interval at
+the request's first and last part), less the time already given to the request's
+on-CPU samples meanwhile (:meth:`Account.on_cpu`); several stacks at once (a ``gather`` of three
+children) share it equally. So a request's wall total is its duration however rarely it is
+visited: visiting a subset of the requests per read (:class:`RoundRobin`), or reading less
+often, changes how finely the time is placed, never how much of it there is. A request's last
+interval, from its last visit to its end, goes to the stacks it was last seen waiting in.
+
+A visit that finds nothing to show (none of the request's tasks could be read) keeps the time
+for the next visit. On-CPU time above the elapsed time (two threads of a request on CPUs at once)
+is carried as a debt against later waiting time.
+
+Stacks are opaque here (any hashable the producer's ``emit`` understands).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Account", "RoundRobin"]
+
+Labels = tuple[tuple[str, str], ...]
+Emit = Callable[[Any, Labels, int, int], None]
+"""``emit(stack, labels, nanoseconds, at)``: one weighted sample, ``at`` the visit's time."""
+
+
+class _Open:
+    __slots__ = ("cpu", "labels", "last", "waits")
+
+    def __init__(self, labels: Labels, last: int) -> None:
+        self.labels = labels
+        self.last = last
+        self.cpu = 0
+        """On-CPU nanoseconds given since ``last`` (or a debt carried past it)."""
+        self.waits: Sequence[Any] = ()
+
+
+class Account:
+    """The open requests and the time each has been given."""
+
+    def __init__(self, emit: Emit) -> None:
+        self._emit = emit
+        self._open: dict[Hashable, _Open] = {}
+        self.given = 0
+        """Nanoseconds given so far (on CPU and waiting), over every request."""
+        self.kept = 0
+        """Visits that found no stack and kept their time for later."""
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._open
+
+    def keys(self) -> list[Hashable]:
+        """The open requests."""
+        return list(self._open)
+
+    def begin(self, key: Hashable, labels: Labels, at: int) -> None:
+        """Request ``key`` exists from ``at`` on (ignored when it is open already)."""
+        if key not in self._open:
+            self._open[key] = _Open(labels, at)
+
+    def on_cpu(self, key: Hashable, stack: Any, labels: Labels, value: int, at: int) -> None:
+        """``value`` ns of the request on CPU in ``stack`` (emitted now, counted against the
+        request's next waiting time). Opens the request at ``at - value`` if it is not open."""
+        if value <= 0:
+            return
+        state = self._open.get(key)
+        if state is None:
+            state = self._open[key] = _Open(labels, at - value)
+        state.labels = labels
+        state.cpu += value
+        self.given += value
+        self._emit(stack, labels, value, at)
+
+    def visit(self, key: Hashable, labels: Labels, at: int, waits: Sequence[Any]) -> None:
+        """The request waits in ``waits`` (stacks) at ``at``: give it the time since its last
+        visit, less its on-CPU time meanwhile. Opens the request at ``at`` if it is not open
+        (its time before the first visit is not known)."""
+        state = self._open.get(key)
+        if state is None:
+            self._open[key] = state = _Open(labels, at)
+        state.labels = labels
+        if not waits:
+            self.kept += 1
+            return
+        state.waits = waits
+        self._give(state, at)
+
+    def _give(self, state: _Open, at: int) -> None:
+        elapsed = at - state.last
+        if elapsed <= 0:
+            return
+        waiting = elapsed - state.cpu
+        state.last = at
+        if waiting <= 0:
+            state.cpu = -waiting  # more on CPU than elapsed: a debt against later waits
+            return
+        state.cpu = 0
+        waits = state.waits
+        if not waits:
+            return  # nothing seen yet: counted nowhere
+        share, rest = divmod(waiting, len(waits))
+        for index, stack in enumerate(waits):
+            value = share + (rest if index == 0 else 0)
+            if value:
+                self._emit(stack, state.labels, value, at)
+        self.given += waiting
+
+    def end(self, key: Hashable, at: int) -> bool:
+        """Request ``key`` ended at ``at``: its last interval goes to the stacks it was last
+        seen waiting in. Whether it was open."""
+        state = self._open.pop(key, None)
+        if state is None:
+            return False
+        self._give(state, at)
+        return True
+
+    def end_all(self, at: int) -> None:
+        """Every open request's time up to ``at`` (the producer stops)."""
+        for key in list(self._open):
+            self.end(key, at)
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class RoundRobin(Generic[K]):
+    """Which requests to visit next, a bounded number at a time, each in turn.
+
+    :meth:`add` queues a request once; :meth:`take` yields queued requests in order until the
+    caller stops (a budget of time or count), each put back at the end unless ``keep`` says it
+    is over. Every request is visited once per round, so none waits longer than a round.
+    """
+
+    def __init__(self) -> None:
+        self._queue: deque[K] = deque()
+        self._queued: set[K] = set()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def add(self, key: K) -> None:
+        """Queue ``key`` (once)."""
+        if key not in self._queued:
+            self._queued.add(key)
+            self._queue.append(key)
+
+    def discard(self, key: K) -> None:
+        """Stop visiting ``key`` (lazily: it is skipped when its turn comes)."""
+        self._queued.discard(key)
+
+    def take(self, limit: int) -> Iterator[K]:
+        """Up to ``limit`` queued keys, each requeued behind the others as it is taken."""
+        queue = self._queue
+        queued = self._queued
+        for _ in range(min(limit, len(queue))):
+            key = queue.popleft()
+            if key not in queued:
+                continue
+            queue.append(key)
+            yield key

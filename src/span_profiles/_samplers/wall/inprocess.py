@@ -1,0 +1,561 @@
+"""Wall-clock profiles from inside the app: pyroscope-io's path (CPython 3.10-3.14).
+
+py-spy (inside pyroscope-io) cannot give a request's waiting time: it samples threads, not
+suspended tasks, and its samples go straight to the server. So the wall profile is made here,
+from three sources, each bounded per read at any number of in-flight tasks:
+
+**Suspended tasks, walked from their own event loop.** A tick (``loop.call_later`` at
+``sample_rate``, in an empty context so that it is no request's work) visits requests in turn
+(:class:`~.account.RoundRobin`) until its time budget (:data:`TICK_BUDGET_NS`) is spent, and at
+most :data:`TASKS_PER_VISIT` tasks of each. While the tick runs no task does, so every task's
+await chain (``cr_await`` / ``gi_yieldfrom`` down from its coroutine) is a consistent snapshot,
+and nothing waits for the GIL. Chains of child tasks are put under the chain of the task that
+awaits them (``await task``, ``gather``, ``TaskGroup``, ``asyncio.wait``: found through the
+child's done callbacks), and a task that awaits another of its request's tasks is not itself a
+place where time goes. A request's worker threads running its jobs are what its tasks wait for:
+while it has any, its waiting time goes to their stacks (``sys._current_frames()``).
+
+**The on-CPU part, timed from label changes.** The per-step hooks already change the loop
+thread's labels when a request's work starts and when it stops (:mod:`span_profiles._hooks`);
+the observer (``engine.set_observer``) reads the clock at each change, so the time each request
+ran on a loop thread is known exactly, with no work on the steps whose labels do not change.
+Its stack is coarse: the frames live throughout the interval (the common part of a task's await
+chains at two visits) under a marker frame ``[on CPU]``; which functions below them burnt it is
+the CPU profile's to say.
+
+**Weighting** is :class:`~.account.Account`'s: elapsed time between visits, less the on-CPU
+time, so that a request's wall total is its duration however often it is visited. Tasks are
+found when the request's labels first show on a loop thread (the task that started the span)
+and when a task is created in the request's context (``engine.observer``'s ``task_created``).
+Requests without a loop (a WSGI request on a worker thread) are visited from the upload thread,
+their threads' stacks read with ``sys._current_frames()``; there a thread on CPU is seen where it
+last let go of the GIL.
+
+One pprof profile per ``upload_interval`` (sample type ``wall``/``nanoseconds``, period the
+tick), series ``__name__=wall`` with the CPU profile's series labels, pushed by a thread of its
+own with the agent's server, auth, tenant and headers; the exit flush shares
+``shutdown_timeout`` with the agent's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from span_profiles._core import engine, guard
+from span_profiles._core.sinks import Labels
+from span_profiles._hooks.asyncio import StepCoroutine
+from span_profiles._samplers.pprof import Frame, ProfileBuilder, push_request
+from span_profiles._samplers.push import Pusher, PushError
+from span_profiles._samplers.wall.account import Account, RoundRobin
+from span_profiles._settings import Settings
+
+__all__ = ["ON_CPU", "TASKS_PER_VISIT", "TICK_BUDGET_NS", "InProcessWall", "awaiter", "chain"]
+
+logger = logging.getLogger("span_profiles")
+
+ON_CPU: Frame = ("<span-profiles>", "[on CPU]", 0)
+"""The leaf under which the on-CPU part of a request shows on this path."""
+
+TICK_BUDGET_NS = 400_000
+"""A tick stops visiting requests once it has run this long (the loop waits meanwhile)."""
+
+TASKS_PER_VISIT = 32
+"""Tasks of one request read per visit (a request with more is read a slice at a time)."""
+
+_MAX_DEPTH = 256
+_AWAITERS = 8
+_get_ident = threading.get_ident
+_running_loop = asyncio.events._get_running_loop
+_now = time.monotonic_ns
+
+Stack = tuple[Frame, ...]
+"""Leaf first, as pprof wants."""
+
+
+class _Request:
+    """One in-flight request as the observer knows it."""
+
+    __slots__ = ("cpu", "cpu_stack", "ended", "keys", "labels", "loop", "tasks", "threads")
+
+    def __init__(self, labels: Labels, loop: Any) -> None:
+        self.labels = labels
+        self.keys: list[Labels] = [labels]
+        """Every labels tuple it had (renames): kept alive, so their ids stay its own."""
+        self.loop = loop
+        """The event loop whose tick visits it (``None``: threads only)."""
+        self.tasks: dict[Any, tuple[tuple[Any, ...], int] | None] = {}
+        """Task -> the coroutines of its await chain at its last visit, and where its innermost
+        frame was (``f_lasti``): whether it ran since."""
+        self.threads: set[int] = set()
+        """Threads running one of its jobs now (``threading.get_ident()``)."""
+        self.cpu = 0
+        """Nanoseconds on a loop thread since its last visit."""
+        self.cpu_stack: Stack = (ON_CPU,)
+        self.ended = 0
+
+
+def _unwrap(coro: Any) -> Any:
+    return coro._coro if isinstance(coro, StepCoroutine) else coro
+
+
+def chain(task: Any) -> tuple[tuple[Any, ...], list[FrameType]]:
+    """The await chain of a suspended task: its coroutines and their frames, outermost first
+    (down to where it waits: the last coroutine or generator that has a frame)."""
+    coros: list[Any] = []
+    frames: list[FrameType] = []
+    coro = _unwrap(task.get_coro())
+    while coro is not None and len(frames) < _MAX_DEPTH:
+        frame = getattr(coro, "cr_frame", None)
+        if frame is not None:
+            following = coro.cr_await
+        else:
+            frame = getattr(coro, "gi_frame", None)
+            if frame is not None:
+                following = coro.gi_yieldfrom
+            else:
+                frame = getattr(coro, "ag_frame", None)
+                if frame is None:
+                    break
+                following = coro.ag_await
+        coros.append(coro)
+        frames.append(frame)
+        coro = following
+    return tuple(coros), frames
+
+
+def awaiter(task: Any) -> Any | None:
+    """The task that waits for ``task`` to finish, from its done callbacks: a task awaiting it
+    (its wake-up method), a ``TaskGroup`` (its parent task), or a future that a task awaits
+    (``gather``'s outer future, ``asyncio.wait``'s waiter, found in the callback's closure)."""
+    for callback, _ in task._callbacks or ():
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, asyncio.Task):
+            return owner
+        parent = getattr(owner, "_parent_task", None)
+        if isinstance(parent, asyncio.Task):
+            return parent
+        for cell in getattr(callback, "__closure__", None) or ():
+            try:
+                held = cell.cell_contents
+            except ValueError:
+                continue
+            if isinstance(held, asyncio.Future) and held is not task:
+                for outer, _ in held._callbacks or ():
+                    waiter = getattr(outer, "__self__", None)
+                    if isinstance(waiter, asyncio.Task):
+                        return waiter
+    return None
+
+
+class InProcessWall:
+    """The observer, the ticks and the uploads of one process (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._running = False
+        self._pid = 0
+        self.stats: dict[str, int] = {}
+        """Counters: ``ticks``, ``visits``, ``longest_tick_ns``, ``uploads``, ``failures``."""
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    def running(self) -> bool:
+        """Whether it records in this process."""
+        return self._running and self._pid == os.getpid()
+
+    def start(self, settings: Settings, application_name: str) -> bool:
+        """Observe label changes from now on and upload every ``upload_interval``."""
+        if self.running():
+            return True
+        self.settings = settings
+        self.period_ns = 1_000_000_000 // settings.sample_rate
+        self._period_s = self.period_ns / 1e9
+        self._line_no = settings.line_no
+        self.account = Account(self._emit)
+        self._requests: dict[int, _Request] = {}
+        """``id(labels)`` -> its request, for every labels tuple a live request had."""
+        self._open: dict[int, tuple[_Request, int]] = {}
+        """Loop thread -> the request whose work it runs, since when."""
+        self._queues: dict[Any, RoundRobin[_Request]] = {}
+        self._threads_only = RoundRobin[_Request]()
+        self._ended: list[_Request] = []
+        self._frames: dict[tuple[Any, int], Frame] = {}
+        self._lock = threading.Lock()
+        """Guards the account (ticks, the upload thread, stop)."""
+        self._window_lock = threading.Lock()
+        self._window: dict[tuple[Stack, Labels], int] = {}
+        self._window_start = time.time_ns()
+        self._context = contextvars.Context()
+        self._stop = threading.Event()
+        self._failed_once = False
+        self.stats = dict.fromkeys(("ticks", "visits", "longest_tick_ns", "uploads", "failures"), 0)
+        self.series = {
+            "__name__": "wall",
+            **settings.tags,
+            "service_name": application_name,
+            "otel.scope.name": "span-profiles/wall",
+            "process.runtime.name": sys.implementation.name,
+            "process.runtime.version": ".".join(map(str, sys.version_info[:3])),
+        }
+        self._extra: Labels = (("pid", str(os.getpid())),) if settings.report_pid else ()
+        self._pusher = Pusher(
+            settings.server_address,
+            settings.basic_auth_username,
+            settings.basic_auth_password,
+            settings.tenant_id,
+            settings.http_headers,
+            user_agent="span-profiles wall",
+        )
+        self._pid = os.getpid()
+        self._running = True
+        self._uploader = threading.Thread(
+            target=self._upload_loop, name="span-profiles-wall", daemon=True
+        )
+        self._uploader.start()
+        engine.set_observer(self)
+        return True
+
+    def stop(self, deadline: float) -> bool:
+        """Stop observing; upload what is held until ``deadline`` (``time.monotonic()``)."""
+        if not self.halt():
+            return False
+        return self.join(deadline)
+
+    def halt(self) -> bool:
+        """Stop observing and start the last upload (:meth:`join` waits for it); whether it
+        was running."""
+        if not self.running():
+            return False
+        self._running = False
+        if engine.observer[0] is self:
+            engine.set_observer(None)
+        with self._lock:
+            now = _now()
+            self._finish_ended()
+            for request in {id(r): r for r in self._requests.values()}.values():
+                self._give_cpu(request, now)
+            self.account.end_all(now)
+            self._requests.clear()
+        self._stop.set()
+        return True
+
+    def join(self, deadline: float) -> bool:
+        """Wait for the last upload until ``deadline`` (``time.monotonic()``); whether it ended."""
+        uploader = getattr(self, "_uploader", None)
+        if uploader is None:
+            return True
+        uploader.join(max(0.0, deadline - time.monotonic()))
+        if uploader.is_alive():
+            logger.warning(
+                "span-profiles: the wall-clock profile's exit flush to %s did not finish within "
+                "shutdown_timeout; its last window is dropped",
+                self.settings.server_address,
+            )
+            return False
+        return True
+
+    def _switch_off(self) -> None:
+        self._running = False
+        if engine.observer[0] is self:
+            engine.set_observer(None)
+
+    # -- the observer (any thread; called before the sink, inside the hooks) ------------------
+
+    def changed(self, old: Labels, new: Labels) -> None:
+        """The calling thread shows ``new`` instead of ``old`` from now on."""
+        now = _now()
+        ident = _get_ident()
+        loop = _running_loop()
+        if loop is not None:
+            opened = self._open.pop(ident, None)
+            if opened is not None:
+                opened[0].cpu += now - opened[1]
+            if new:
+                request = self._requests.get(id(new))
+                if request is None:
+                    request = self._begin(new, loop, now)
+                elif request.loop is None:
+                    request.loop = loop
+                    self._queue(loop, request)
+                task = asyncio.current_task(loop)
+                if task is not None and task not in request.tasks:
+                    request.tasks[task] = None
+                self._open[ident] = (request, now)
+            return
+        # A worker thread: a job starts (new) or ends (old).
+        if old:
+            request = self._requests.get(id(old))
+            if request is not None:
+                request.threads.discard(ident)
+        if new:
+            request = self._requests.get(id(new))
+            if request is None:
+                request = self._begin(new, None, now)
+            request.threads.add(ident)
+
+    def task_created(self, task: Any, labels: Labels) -> None:
+        """A task was created in a context with ``labels``: it works for that request."""
+        request = self._requests.get(id(labels))
+        if request is None:
+            loop = _running_loop()
+            if loop is None:
+                return
+            request = self._begin(labels, loop, _now())
+        request.tasks[task] = None
+
+    def labels_changed(self, old: Labels, new: Labels) -> None:
+        """A request was renamed (``new``) or ended (``new`` empty)."""
+        request = self._requests.get(id(old))
+        if request is None:
+            return
+        if new:
+            request.labels = new
+            request.keys.append(new)
+            self._requests[id(new)] = request
+            return
+        request.ended = _now()
+        for labels in request.keys:
+            self._requests.pop(id(labels), None)
+        self._ended.append(request)
+
+    def _begin(self, labels: Labels, loop: Any, now: int) -> _Request:
+        request = _Request(labels, loop)
+        self._requests[id(labels)] = request
+        self.account.begin(request, labels, now)
+        if loop is not None:
+            self._queue(loop, request)
+        else:
+            self._threads_only.add(request)
+        return request
+
+    def _queue(self, loop: Any, request: _Request) -> None:
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues[loop] = RoundRobin[_Request]()
+            # The tick is no request's work: an empty context, so no labels.
+            loop.call_later(self._period_s, self._tick, loop, context=self._context)
+        queue.add(request)
+
+    # -- ticks (on each loop thread) -----------------------------------------------------------
+
+    def _tick(self, loop: Any) -> None:
+        if not self._running:
+            return
+        began = _now()
+        queue = self._queues.get(loop)
+        try:
+            with self._lock:
+                self._finish_ended()
+                if queue is not None:
+                    self._visit_some(queue, loop, began + TICK_BUDGET_NS)
+        except Exception as exc:
+            guard.fail("the wall-clock profile", exc, self._switch_off)
+            return
+        took = _now() - began
+        stats = self.stats
+        stats["ticks"] += 1
+        if took > stats["longest_tick_ns"]:
+            stats["longest_tick_ns"] = took
+        if queue is None or not len(queue):
+            self._queues.pop(loop, None)  # idle: the next request on this loop starts it again
+            return
+        loop.call_later(self._period_s, self._tick, loop, context=self._context)
+
+    def _visit_some(self, queue: RoundRobin[_Request], loop: Any, until: int) -> None:
+        threads: dict[int, FrameType] | None = None
+        for request in queue.take(len(queue)):
+            if request.ended or request.loop is not loop:
+                queue.discard(request)
+                continue
+            if threads is None and request.threads:
+                threads = sys._current_frames()
+            self._visit(request, threads)
+            self.stats["visits"] += 1
+            if _now() >= until:
+                break
+
+    def _finish_ended(self) -> None:
+        ended, self._ended = self._ended, []
+        for request in ended:
+            self._give_cpu(request, request.ended)
+            self.account.end(request, request.ended)
+            request.tasks.clear()
+
+    def _give_cpu(self, request: _Request, at: int) -> None:
+        if request.cpu:
+            cpu, request.cpu = request.cpu, 0
+            self.account.on_cpu(request, request.cpu_stack, self._labels(request), cpu, at)
+
+    def _visit(self, request: _Request, threads: dict[int, FrameType] | None) -> None:
+        tasks = request.tasks
+        visited: list[tuple[Any, tuple[Any, ...], list[FrameType]]] = []
+        moved: list[tuple[tuple[Any, ...], tuple[Any, ...] | None, list[FrameType]]] = []
+        for task in list(itertools.islice(tasks, TASKS_PER_VISIT)):
+            before = tasks.pop(task)
+            if task.done():
+                continue
+            coros, frames = chain(task)
+            at = frames[-1].f_lasti if frames else -1
+            tasks[task] = (coros, at)  # behind the others: the next visit reads the next slice
+            visited.append((task, coros, frames))
+            if before is None or at != before[1] or not _same(coros, before[0]):
+                moved.append((coros, None if before is None else before[0], frames))
+        now = _now()
+        if moved:
+            request.cpu_stack = self._cpu_stack(moved[0])
+        self._give_cpu(request, now)
+        waits: list[Stack] = []
+        if request.threads and threads is not None:
+            for ident in list(request.threads):
+                frame = threads.get(ident)
+                if frame is not None:
+                    waits.append(self._thread_stack(frame))
+        if not waits and visited:
+            waits = self._leaf_stacks(visited)
+        self.account.visit(request, self._labels(request), now, waits)
+
+    def _leaf_stacks(
+        self, visited: list[tuple[Any, tuple[Any, ...], list[FrameType]]]
+    ) -> list[Stack]:
+        by_task = {id(task): (task, frames) for task, _, frames in visited}
+        waiting_on_others: set[int] = set()
+        above: dict[int, Any] = {}
+        for task, _, _ in visited:
+            parent = awaiter(task)
+            if parent is not None:
+                above[id(task)] = parent
+                waiting_on_others.add(id(parent))
+        stacks: list[Stack] = []
+        for task, _, frames in visited:
+            if id(task) in waiting_on_others:
+                continue
+            outer: list[FrameType] = []
+            parent = above.get(id(task))
+            for _ in range(_AWAITERS):
+                if parent is None:
+                    break
+                known = by_task.get(id(parent))
+                outer = (known[1] if known is not None else chain(parent)[1]) + outer
+                parent = awaiter(parent)
+            stacks.append(self._stack(outer + frames))
+        return stacks
+
+    def _cpu_stack(
+        self, moved: tuple[tuple[Any, ...], tuple[Any, ...] | None, list[FrameType]]
+    ) -> Stack:
+        coros, before, frames = moved
+        depth = 1
+        if before is not None:
+            depth = 0
+            for now_coro, then_coro in zip(coros, before, strict=False):
+                if now_coro is not then_coro:
+                    break
+                depth += 1
+        return (ON_CPU, *self._stack(frames[: max(depth, 1)]))
+
+    def _stack(self, frames: list[FrameType]) -> Stack:
+        """Outermost-first frames as a leaf-first pprof stack."""
+        return tuple(self._frame(frame) for frame in reversed(frames))
+
+    def _thread_stack(self, frame: FrameType | None) -> Stack:
+        out: list[Frame] = []
+        while frame is not None and len(out) < _MAX_DEPTH:
+            out.append(self._frame(frame))
+            frame = frame.f_back
+        return tuple(out)
+
+    def _frame(self, frame: FrameType) -> Frame:
+        code = frame.f_code
+        line = frame.f_lineno if self._line_no else 0
+        key = (code, line or 0)
+        found = self._frames.get(key)
+        if found is None:
+            name = getattr(code, "co_qualname", code.co_name)
+            found = self._frames[key] = (code.co_filename, name, line or 0)
+            if len(self._frames) > 100_000:
+                self._frames.clear()
+        return found
+
+    def _labels(self, request: _Request) -> Labels:
+        return request.labels + self._extra if self._extra else request.labels
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _emit(self, stack: Stack, labels: Labels, value: int, at: int) -> None:
+        key = (stack, labels)
+        with self._window_lock:
+            window = self._window
+            window[key] = window.get(key, 0) + value
+
+    def _upload_loop(self) -> None:
+        interval = float(self.settings.upload_interval)
+        next_upload = time.monotonic() + interval
+        while not self._stop.wait(self._period_s if len(self._threads_only) else 0.25):
+            if len(self._threads_only):
+                self._visit_threads_only()
+            if time.monotonic() >= next_upload:
+                next_upload += interval
+                self._upload()
+        self._upload()
+
+    def _visit_threads_only(self) -> None:
+        queue = self._threads_only
+        try:
+            with self._lock:
+                self._finish_ended()
+                threads = sys._current_frames()
+                until = _now() + TICK_BUDGET_NS
+                for request in queue.take(len(queue)):
+                    if request.ended or request.loop is not None:
+                        queue.discard(request)
+                        continue
+                    waits = [
+                        self._thread_stack(threads[i]) for i in request.threads if i in threads
+                    ]
+                    self.account.visit(request, self._labels(request), _now(), waits)
+                    if _now() >= until:
+                        break
+        except Exception as exc:
+            guard.fail("the wall-clock profile", exc, self._switch_off)
+
+    def _upload(self) -> None:
+        with self._window_lock:
+            batch, self._window = self._window, {}
+            start, self._window_start = self._window_start, time.time_ns()
+        if not batch:
+            return
+        builder = ProfileBuilder(("wall", "nanoseconds"), self.period_ns)
+        for (stack, labels), value in batch.items():
+            builder.add(stack, labels, value)
+        raw = builder.encode(time_nanos=start, duration_nanos=max(self._window_start - start, 1))
+        try:
+            self._pusher.push(push_request([(self.series, [raw])]), timeout=10.0)
+            self.stats["uploads"] += 1
+        except PushError as exc:
+            self.stats["failures"] += 1
+            if not self._failed_once:
+                self._failed_once = True
+                logger.warning(
+                    "span-profiles: uploading the wall-clock profile to %s failed: %s (that "
+                    "window is dropped; further failures are logged at DEBUG)",
+                    self.settings.server_address,
+                    exc,
+                )
+            else:
+                logger.debug("span-profiles: wall-clock upload failed: %s", exc)
+
+
+def _same(now: tuple[Any, ...], then: tuple[Any, ...]) -> bool:
+    return len(now) == len(then) and all(a is b for a, b in zip(now, then, strict=True))
+
+
+WALL = InProcessWall()
+"""The process's in-process wall producer."""
