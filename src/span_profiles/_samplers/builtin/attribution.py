@@ -79,6 +79,8 @@ class Attributor:
         self._last_t = 0
         self._lost_pending = False
         self.counts: Counter[str] = Counter()
+        self.first_seen: dict[int, int] = {}
+        """Labels id -> when an identity first took it (a request's start, for wall time)."""
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -99,6 +101,8 @@ class Attributor:
             if timeline is None:
                 timeline = self._timelines[key] = _Timeline()
             timeline.add(t, event.aux)
+            if event.aux and event.aux not in self.first_seen:
+                self.first_seen[event.aux] = t
         elif kind == ring.DEFINE:
             self._labels[event.ident] = event.labels
         elif kind == ring.RENAME:
@@ -125,6 +129,31 @@ class Attributor:
         if ended is not None and ended <= at:
             return EMPTY
         return self._labels.get(lid, EMPTY)
+
+    def lid_at(self, kind: int, ident: int, at: int) -> int:
+        """The labels id identity ``(kind, ident)`` had just before ``at`` (0: none known)."""
+        timeline = self._timelines.get((kind, ident))
+        if timeline is None:
+            return 0
+        before = bisect.bisect_left(timeline.times, at)
+        return timeline.lids[before - 1] if before else 0
+
+    def final(self, lid: int, at: int) -> int:
+        """The labels id that ``lid`` stands for at ``at`` after renames."""
+        for _ in range(64):
+            renamed = self._renamed.get(lid)
+            if renamed is None or renamed[0] > at:
+                break
+            lid = renamed[1]
+        return lid
+
+    def ended_at(self, lid: int) -> int | None:
+        """When labels ``lid`` (after renames) ended, if they did."""
+        return self._ended.get(self.final(lid, 1 << 62))
+
+    def threads(self) -> list[int]:
+        """Native ids of the threads with a known timeline."""
+        return [ident for kind, ident in self._timelines if kind == ring.THREAD]
 
     def attribute(self, tid: int, task: int, t0: int, t1: int) -> Outcome:
         """The labels of a sample of thread ``tid`` running ``task`` (0: no task) read in
@@ -192,6 +221,9 @@ class Attributor:
                 del self._labels[lid]
                 self._ended.pop(lid, None)
                 self._renamed.pop(lid, None)
+                self.first_seen.pop(lid, None)
+        for lid in [lid for lid in self.first_seen if lid not in self._labels]:
+            del self.first_seen[lid]
         for tid, spans in list(self._eager.items()):
             kept = [span for span in spans if span[1] >= horizon]
             if kept:

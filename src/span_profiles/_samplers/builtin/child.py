@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from span_profiles._samplers.builtin import attribution, ring, stacks
+from span_profiles._samplers.builtin import attribution, ring, stacks, wall
 from span_profiles._samplers.pprof import Frame, ProfileBuilder, push_request
 from span_profiles._samplers.push import Pusher, PushError
 
@@ -125,13 +125,31 @@ class Sampler:
             timeout=10.0,
         )
         self.outcomes: Counter[str] = Counter()
+        self.wall: wall.WallReader | None = None
+        self.wall_series = {**self.series, "__name__": "wall"}
+        if config.get("wall"):
+            self.wall = wall.WallReader(
+                reader,
+                self.attributor,
+                self.period_ns,
+                lambda at: (at - self.start_mono) // self.interval_ns,
+                self._frames,
+                (("pid", str(config["ppid"])),) if config["report_pid"] else (),
+            )
 
     def tick(self) -> None:
         """The events written since the last tick, then one sample of every thread on a CPU."""
         self.drain()
-        for sample in self.reader.read():
+        now = time.monotonic_ns()
+        samples = self.reader.read()
+        for sample in samples:
             window = (sample.t0 - self.start_mono) // self.interval_ns
             self.pending.setdefault(window, []).append(sample)
+        wall_reader = self.wall
+        if wall_reader is not None:
+            wall_reader.on_cpu(samples, now)
+            if wall_reader.due(now):
+                wall_reader.read(now)
 
     def drain(self) -> None:
         add = self.attributor.add
@@ -143,12 +161,17 @@ class Sampler:
 
     def flush_ready(self, now: int, final: bool = False) -> None:
         """Attribute and upload every window whose samples waited long enough (all if final)."""
-        for window in sorted(self.pending):
+        windows = set(self.pending)
+        if self.wall is not None:
+            if final:
+                self.wall.finish(now)
+            windows.update(self.wall.builders)
+        for window in sorted(windows):
             end = self.start_mono + (window + 1) * self.interval_ns
             if not final and now < end + _SETTLE_NS:
                 break
             self.drain()
-            samples = self.pending.pop(window)
+            samples = self.pending.pop(window, [])
             body = self._profile(window, samples, now if final else end)
             if body is not None:
                 self.uploader.queue.put(body)
@@ -179,14 +202,19 @@ class Sampler:
             if config["report_thread_name"]:
                 labels += (("thread_name", self._thread_name(sample.tid)),)
             builder.add(self._frames(sample.stack), labels, self.period_ns)
-        if not len(builder):
-            return None
         begin = self.start_mono + window * self.interval_ns
-        raw = builder.encode(
-            time_nanos=self.start_wall + window * self.interval_ns,
-            duration_nanos=max(end - begin, 1),
-        )
-        return push_request([(self.series, [raw])])
+        time_nanos = self.start_wall + window * self.interval_ns
+        duration = max(end - begin, 1)
+        series: list[tuple[dict[str, str], list[bytes]]] = []
+        if len(builder):
+            series.append((self.series, [builder.encode(time_nanos, duration)]))
+        if self.wall is not None:
+            walls = [b.encode(time_nanos, duration) for b in self.wall.take(window)]
+            if walls:
+                series.append((self.wall_series, walls))
+        if not series:
+            return None
+        return push_request(series)
 
     def _frames(self, stack: stacks.Stack) -> list[Frame]:
         frames = self.frames.get(stack)
@@ -225,6 +253,7 @@ class Sampler:
             uploads=self.uploader.sent,
             upload_failures=self.uploader.failures,
             cpu_seconds=round(time.process_time(), 3),
+            wall=dict(self.wall.stats) if self.wall is not None else None,
         )
 
 

@@ -153,6 +153,7 @@ class BuiltinSampler:
                 "report_thread_name": settings.report_thread_name,
                 "pause": settings.builtin_pause,
                 "keep_dropped": self.keep_dropped,
+                "wall": settings.wall,
                 "python": list(sys.version_info[:2]),
             }
             # The thread that spawns the sampler is its "parent" for PR_SET_PDEATHSIG: it must

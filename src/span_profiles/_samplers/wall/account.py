@@ -3,8 +3,10 @@
 Each request is *visited* now and then: a producer reads what the request is doing at that
 moment (the stacks it waits in) and tells :meth:`Account.visit`. The time since the request's
 previous visit (or its start) goes to those stacks (the state at the end of an interval stands
-for the interval: a part of ``d`` seconds gets ``d`` on average, give or take one interval at
-the request's first and last part), less the time already given to the request's
+for the interval, and when the request moved on since the previous visit the interval is split
+in half between the two: a part of ``d`` seconds gets ``d`` give or take half an interval at
+each end, unless the producer knows when the request first ran again after its last visit,
+which splits the interval there), less the time already given to the request's
 on-CPU samples meanwhile (:meth:`Account.on_cpu`); several stacks at once (a ``gather`` of three
 children) share it equally. So a request's wall total is its duration however rarely it is
 visited: visiting a subset of the requests per read (:class:`RoundRobin`), or reading less
@@ -59,7 +61,7 @@ class Account:
     def __contains__(self, key: Hashable) -> bool:
         return key in self._open
 
-    def keys(self) -> list[Hashable]:
+    def open_keys(self) -> list[Hashable]:
         """The open requests."""
         return list(self._open)
 
@@ -81,10 +83,16 @@ class Account:
         self.given += value
         self._emit(stack, labels, value, at)
 
-    def visit(self, key: Hashable, labels: Labels, at: int, waits: Sequence[Any]) -> None:
+    def visit(
+        self, key: Hashable, labels: Labels, at: int, waits: Sequence[Any], moved: int = 0
+    ) -> None:
         """The request waits in ``waits`` (stacks) at ``at``: give it the time since its last
         visit, less its on-CPU time meanwhile. Opens the request at ``at`` if it is not open
-        (its time before the first visit is not known)."""
+        (its time before the first visit is not known).
+
+        ``moved``: when the request first ran again after its last visit, if the producer knows
+        it; the time up to then goes to the stacks it was seen waiting in before.
+        """
         state = self._open.get(key)
         if state is None:
             self._open[key] = state = _Open(labels, at)
@@ -92,21 +100,33 @@ class Account:
         if not waits:
             self.kept += 1
             return
+        if state.last < moved < at and state.waits:
+            self._give(state, moved, spend_cpu=False)
+        elif not moved and state.waits and waits != state.waits:
+            # It moved on at an unknown moment since the last visit: half of the interval to
+            # where it was, half to where it is (half the error of giving it all to either).
+            self._give(state, state.last + (at - state.last) // 2)
         state.waits = waits
         self._give(state, at)
 
-    def _give(self, state: _Open, at: int) -> None:
+    def _give(self, state: _Open, at: int, spend_cpu: bool = True) -> None:
         elapsed = at - state.last
         if elapsed <= 0:
             return
-        waiting = elapsed - state.cpu
+        waiting = elapsed - state.cpu if spend_cpu else elapsed
         state.last = at
+        if not spend_cpu:
+            self._spread(state, waiting, at)
+            return
         if waiting <= 0:
             state.cpu = -waiting  # more on CPU than elapsed: a debt against later waits
             return
         state.cpu = 0
+        self._spread(state, waiting, at)
+
+    def _spread(self, state: _Open, waiting: int, at: int) -> None:
         waits = state.waits
-        if not waits:
+        if not waits or waiting <= 0:
             return  # nothing seen yet: counted nowhere
         share, rest = divmod(waiting, len(waits))
         for index, stack in enumerate(waits):

@@ -84,7 +84,17 @@ Stack = tuple[Frame, ...]
 class _Request:
     """One in-flight request as the observer knows it."""
 
-    __slots__ = ("cpu", "cpu_stack", "ended", "keys", "labels", "loop", "tasks", "threads")
+    __slots__ = (
+        "cpu",
+        "cpu_stack",
+        "ended",
+        "keys",
+        "labels",
+        "loop",
+        "moved",
+        "tasks",
+        "threads",
+    )
 
     def __init__(self, labels: Labels, loop: Any) -> None:
         self.labels = labels
@@ -100,6 +110,8 @@ class _Request:
         self.cpu = 0
         """Nanoseconds on a loop thread since its last visit."""
         self.cpu_stack: Stack = (ON_CPU,)
+        self.moved = 0
+        """When its work first ran again since its last visit (0: it did not)."""
         self.ended = 0
 
 
@@ -288,18 +300,24 @@ class InProcessWall:
                 task = asyncio.current_task(loop)
                 if task is not None and task not in request.tasks:
                     request.tasks[task] = None
+                if not request.moved:
+                    request.moved = now
                 self._open[ident] = (request, now)
             return
-        # A worker thread: a job starts (new) or ends (old).
+        # A worker thread: a job starts (new) or ends (old); where its request waits changes.
         if old:
             request = self._requests.get(id(old))
             if request is not None:
                 request.threads.discard(ident)
+                if not request.moved:
+                    request.moved = now
         if new:
             request = self._requests.get(id(new))
             if request is None:
                 request = self._begin(new, None, now)
             request.threads.add(ident)
+            if not request.moved:
+                request.moved = now
 
     def task_created(self, task: Any, labels: Labels) -> None:
         """A task was created in a context with ``labels``: it works for that request."""
@@ -420,7 +438,8 @@ class InProcessWall:
                     waits.append(self._thread_stack(frame))
         if not waits and visited:
             waits = self._leaf_stacks(visited)
-        self.account.visit(request, self._labels(request), now, waits)
+        ran, request.moved = request.moved, 0
+        self.account.visit(request, self._labels(request), now, waits, ran)
 
     def _leaf_stacks(
         self, visited: list[tuple[Any, tuple[Any, ...], list[FrameType]]]
