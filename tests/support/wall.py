@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -32,15 +33,57 @@ KINDS: dict[str, tuple[str, ...]] = {
 KNOWN = frozenset(name for parts in KINDS.values() for name in parts)
 
 
+_SLOW_SERVER = """
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+class Slow(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        time.sleep(int(parse_qs(urlsplit(self.path).query).get("ms", ["200"])[0]) / 1000)
+        self.send_response(200)
+        self.send_header("content-length", "4")
+        self.end_headers()
+        self.wfile.write(b"slow")
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+server.daemon_threads = True
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+@contextmanager
+def slow_server() -> Iterator[str]:
+    """A downstream HTTP server in a process of its own: ``GET /?ms=N`` answers after N ms."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_SERVER], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.kill()
+        process.wait(10)
+
+
 @contextmanager
 def wall_app(receiver_url: str, log: Path, *, loop: str = "auto", **extra: str) -> Iterator[Server]:
-    """uvicorn serving the known-waits app with wall profiles on (``extra``: environment)."""
-    with socket.socket() as sock:
+    """uvicorn serving the known-waits app with wall profiles on (``extra``: environment), and
+    its slow downstream server."""
+    with slow_server() as slow, socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(1024)
         port = sock.getsockname()[1]
         env = agent_env(
             E2E_RECEIVER_URL=receiver_url,
+            WALL_APP_SLOW_URL=slow,
             PYTHONPATH=str(ROOT),
             SPAN_PROFILES_WALL="true",
             PYROSCOPE_UPLOAD_INTERVAL="1",

@@ -4,7 +4,8 @@ Every part of a request waits a known time (``ms`` milliseconds) in a function o
 wall sample says which part it is by the innermost of these names on its stack:
 
 * ``/waits``: ``part_sleep`` (``asyncio.sleep``), ``part_lock`` (an ``asyncio.Lock`` held by a
-  task of no request), ``part_http`` (a GET to a slow local HTTP server, through httpx),
+  task of no request), ``part_http`` (a GET through httpx to a slow HTTP server in another
+  process, ``WALL_APP_SLOW_URL``: :func:`tests.support.wall.slow_server`),
   ``part_child`` whose child task ``child_part`` sleeps, awaited by its parent;
 * ``/sync``: a sync endpoint (Starlette's thread pool) sleeping in ``part_thread_sleep``;
 * ``/load``: ``asyncio.sleep`` of ``ms`` and a little CPU (the cost benchmark);
@@ -12,7 +13,7 @@ wall sample says which part it is by the innermost of these names on its stack:
 * ``/spans``: every finished local root span's duration and its parts' own (measured around
   each part; span id -> seconds);
 * ``/lag``: the loop-lag probe (the longest late wake-up of a 1 ms sleep since the last
-  ``?reset=1``) and the wall producer's counters;
+  ``?reset=1``), the longest garbage collection, and the wall producer's counters;
 * ``/ready``: 200.
 
 Responses carry ``x-span-id``. Environment: ``E2E_RECEIVER_URL`` (where profiles go),
@@ -26,13 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import gc
 import os
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from opentelemetry import trace
@@ -51,9 +50,18 @@ _durations: dict[str, float] = {}
 _parts: dict[str, dict[str, float]] = {}
 """Span id -> each part's own duration, measured around it (the truth wall profiles are judged
 against: an HTTP call takes its server's delay and the client's own time)."""
-_slow_port = 0
+_slow_url = os.environ.get("WALL_APP_SLOW_URL", "")
 _client: httpx.AsyncClient | None = None
-_lag = {"max_ms": 0.0, "samples": 0}
+_lag = {"max_ms": 0.0, "samples": 0, "gc_max_ms": 0.0}
+_gc_began = [0.0]
+
+
+def _gc_pause(phase: str, info: dict[str, Any]) -> None:
+    """The longest garbage collection: a pause of the loop that is no one's code."""
+    if phase == "start":
+        _gc_began[0] = time.perf_counter()
+    else:
+        _lag["gc_max_ms"] = max(_lag["gc_max_ms"], (time.perf_counter() - _gc_began[0]) * 1000)
 
 
 class _Durations(SpanProcessor):
@@ -64,27 +72,6 @@ class _Durations(SpanProcessor):
         if context is None or span.start_time is None or span.end_time is None:
             return
         _durations[format(context.span_id, "016x")] = (span.end_time - span.start_time) / 1e9
-
-
-class _Slow(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        query = parse_qs(urlsplit(self.path).query)
-        time.sleep(int(query.get("ms", ["200"])[0]) / 1000)
-        body = b"slow"
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-
-def _start_slow_server() -> int:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="slow-server", daemon=True).start()
-    return int(server.server_address[1])
 
 
 @contextlib.contextmanager
@@ -134,7 +121,7 @@ async def part_http(ms: int) -> None:
     with _timed("part_http"):
         if _client is None:
             _client = httpx.AsyncClient(timeout=30)
-        response = await _client.get(f"http://127.0.0.1:{_slow_port}/?ms={ms}")
+        response = await _client.get(f"{_slow_url}/?ms={ms}")
         response.raise_for_status()
 
 
@@ -202,10 +189,14 @@ def _wall_stats() -> dict[str, Any]:
 
 
 def lag(request: Request) -> Response:
-    body = {"lag_max_ms": _lag["max_ms"], "lag_samples": _lag["samples"], "wall": _wall_stats()}
+    body = {
+        "lag_max_ms": _lag["max_ms"],
+        "lag_samples": _lag["samples"],
+        "gc_max_ms": _lag["gc_max_ms"],
+        "wall": _wall_stats(),
+    }
     if request.query_params.get("reset") == "1":
-        _lag["max_ms"] = 0.0
-        _lag["samples"] = 0
+        _lag.update(max_ms=0.0, samples=0, gc_max_ms=0.0)
     return JSONResponse(body)
 
 
@@ -232,8 +223,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 def build() -> Any:
-    global _slow_port
-    _slow_port = _start_slow_server()
+    gc.callbacks.append(_gc_pause)
     service = os.environ.get("WALL_APP_SERVICE", "wall-e2e")
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(_Durations())

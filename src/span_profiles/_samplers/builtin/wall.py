@@ -1,8 +1,7 @@
 """Wall-clock samples in the sampler process: every task's await chain, blocked worker threads.
 
 The sampler already reads, on every tick, each thread on a CPU with its running task (the CPU
-samples); the wall profile gives each of those samples of a request the time since the previous
-tick. Now and then it also reads where *every* task waits (``get_all_awaited_by()``: each task's
+samples); each of those samples of a request stands for one tick of its wall time. Now and then it also reads where *every* task waits (``get_all_awaited_by()``: each task's
 coroutine stack and the tasks awaiting it) and the stacks of the threads running a request's job
 (``get_stack_trace()``), without stopping any thread: a suspended task or a blocked thread does
 not change while it is read. Each task and thread is attributed through the same identity
@@ -10,13 +9,14 @@ events as the CPU samples (:class:`~.attribution.Attributor`: task id or thread 
 the read), and :class:`~span_profiles._samplers.wall.account.Account` gives each request the
 time since its last read, less its on-CPU samples meanwhile, spread over where it waits:
 
-* its worker threads running its jobs, when it has any (what its tasks wait for);
+* its worker threads running its jobs, when it has any (what its tasks wait for), under the
+  chain of its one waiting task if it has one;
 * else its tasks that wait on no other task (a task awaiting a child, a ``gather`` or a
   ``TaskGroup`` is not where time goes), each under the chains of the tasks awaiting it.
 
 Reading every task costs ~3 µs per task on 3.14 and ~8 µs on 3.15 (benchmarks/README.md), so the
 read is not made on every tick: the time between reads is stretched until reading takes at most
-:data:`BUDGET` of this process's time (never more often than the CPU ticks). Weights are elapsed
+:data:`BUDGET` of one CPU (by the smoothed cost of a read) (never more often than the CPU ticks). Weights are elapsed
 times, so the totals stay right at any rate; only where within a request the time is placed gets
 coarser. With 10,000 tasks a read takes tens of milliseconds: the CPU ticks in that time are
 skipped (never back-filled), and the app never waits for it.
@@ -69,7 +69,7 @@ class WallReader:
         self.builders: dict[int, ProfileBuilder] = {}
         self._lid: dict[str, int] = {}
         self._seen: dict[str, int] = {}
-        self._last_tick = 0
+        self._cost = 0
         self.stats: dict[str, int] = dict.fromkeys(
             ("reads", "failed", "tasks", "longest_read_ns", "read_period_ns", "open"), 0
         )
@@ -77,9 +77,11 @@ class WallReader:
     # -- on-CPU samples --------------------------------------------------------------------
 
     def on_cpu(self, samples: Sequence[stacks.Sample], now: int) -> None:
-        """The CPU samples of one tick: each of a request gets the time since the last tick."""
-        last, self._last_tick = self._last_tick, now
-        weight = min(now - last, 4 * self.period_ns) if last else self.period_ns
+        """The CPU samples of one tick: each of a request stands for one tick of its time, as
+        in the CPU profile (a late tick's longer gap goes to where the request waits: weighing
+        the sample by the gap gave one request the whole of a stall that all of them waited
+        out)."""
+        weight = self.period_ns
         attributor = self.attributor
         for sample in samples:
             if sample.task == stacks.TORN:
@@ -120,7 +122,9 @@ class WallReader:
             jobs: dict[str, list[Any]] = {}
             for tid, stack in read.items():
                 key, labels = threads[tid]
-                jobs.setdefault(key, []).append(stack)
+                # Under the request's one waiting task, if it has one: it waits for this job.
+                leaves = waits.get(key, ())
+                jobs.setdefault(key, []).append(stack + leaves[0] if len(leaves) == 1 else stack)
                 labels_of[key] = labels
             waits.update(jobs)  # a request's job threads are what its tasks wait for
         for key, stacks_now in waits.items():
@@ -131,7 +135,9 @@ class WallReader:
         stats = self.stats
         stats["reads"] += 1
         stats["longest_read_ns"] = max(stats["longest_read_ns"], took)
-        self.read_period_ns = max(self.period_ns, int(took / BUDGET))
+        # Smoothed: one read slowed down by a busy machine does not stretch the next interval.
+        cost = self._cost = int(0.8 * self._cost + 0.2 * took) if self._cost else took
+        self.read_period_ns = max(self.period_ns, int(cost / BUDGET))
         stats["read_period_ns"] = self.read_period_ns
         stats["open"] = len(self.account)
         self.next_read = now + self.read_period_ns

@@ -84,14 +84,24 @@ class Account:
         self._emit(stack, labels, value, at)
 
     def visit(
-        self, key: Hashable, labels: Labels, at: int, waits: Sequence[Any], moved: int = 0
+        self,
+        key: Hashable,
+        labels: Labels,
+        at: int,
+        waits: Sequence[Any],
+        moved: int = 0,
+        settled: int = 0,
+        unseen: Any = None,
     ) -> None:
         """The request waits in ``waits`` (stacks) at ``at``: give it the time since its last
         visit, less its on-CPU time meanwhile. Opens the request at ``at`` if it is not open
         (its time before the first visit is not known).
 
-        ``moved``: when the request first ran again after its last visit, if the producer knows
-        it; the time up to then goes to the stacks it was seen waiting in before.
+        What the producer may know besides: ``moved``, when the request first ran again after
+        its last visit (the time up to then goes to the stacks it was seen waiting in before);
+        ``settled``, when it last changed (ran, or a job of it started or ended) before ``at``:
+        on its first visit, the time up to then, less its on-CPU time, goes to ``unseen`` (it
+        was starting: where it waited then was not seen) rather than to ``waits``.
         """
         state = self._open.get(key)
         if state is None:
@@ -102,6 +112,9 @@ class Account:
             return
         if state.last < moved < at and state.waits:
             self._give(state, moved, spend_cpu=False)
+        elif not state.waits and unseen is not None and state.last < settled < at:
+            state.waits = (unseen,)
+            self._give(state, settled)
         elif not moved and state.waits and waits != state.waits:
             # It moved on at an unknown moment since the last visit: half of the interval to
             # where it was, half to where it is (half the error of giving it all to either).
@@ -135,12 +148,18 @@ class Account:
                 self._emit(stack, state.labels, value, at)
         self.given += waiting
 
-    def end(self, key: Hashable, at: int) -> bool:
+    def end(self, key: Hashable, at: int, moved: int = 0, after: Any = None) -> bool:
         """Request ``key`` ended at ``at``: its last interval goes to the stacks it was last
-        seen waiting in. Whether it was open."""
+        seen waiting in, or, when the producer knows that it ran again at ``moved`` since its
+        last visit, only the time up to then; the rest, less its on-CPU time, goes to
+        ``after`` (where it ran: it ended running). Whether it was open."""
         state = self._open.pop(key, None)
         if state is None:
             return False
+        if after is not None and state.last < moved < at:
+            if state.waits:
+                self._give(state, moved, spend_cpu=False)
+            state.waits = (after,)
         self._give(state, at)
         return True
 

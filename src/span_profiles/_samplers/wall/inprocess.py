@@ -13,7 +13,8 @@ and nothing waits for the GIL. Chains of child tasks are put under the chain of 
 awaits them (``await task``, ``gather``, ``TaskGroup``, ``asyncio.wait``: found through the
 child's done callbacks), and a task that awaits another of its request's tasks is not itself a
 place where time goes. A request's worker threads running its jobs are what its tasks wait for:
-while it has any, its waiting time goes to their stacks (``sys._current_frames()``).
+while it has any, its waiting time goes to their stacks (``sys._current_frames()``), put under
+the chain of the request's one waiting task when it has one.
 
 **The on-CPU part, timed from label changes.** The per-step hooks already change the loop
 thread's labels when a request's work starts and when it stops (:mod:`span_profiles._hooks`);
@@ -92,6 +93,7 @@ class _Request:
         "labels",
         "loop",
         "moved",
+        "settled",
         "tasks",
         "threads",
     )
@@ -112,6 +114,8 @@ class _Request:
         self.cpu_stack: Stack = (ON_CPU,)
         self.moved = 0
         """When its work first ran again since its last visit (0: it did not)."""
+        self.settled = 0
+        """When it last stopped running on a loop thread, or a job of it started or ended."""
         self.ended = 0
 
 
@@ -290,6 +294,7 @@ class InProcessWall:
             opened = self._open.pop(ident, None)
             if opened is not None:
                 opened[0].cpu += now - opened[1]
+                opened[0].settled = now
             if new:
                 request = self._requests.get(id(new))
                 if request is None:
@@ -309,6 +314,7 @@ class InProcessWall:
             request = self._requests.get(id(old))
             if request is not None:
                 request.threads.discard(ident)
+                request.settled = now
                 if not request.moved:
                     request.moved = now
         if new:
@@ -316,6 +322,7 @@ class InProcessWall:
             if request is None:
                 request = self._begin(new, None, now)
             request.threads.add(ident)
+            request.settled = now
             if not request.moved:
                 request.moved = now
 
@@ -404,7 +411,7 @@ class InProcessWall:
         ended, self._ended = self._ended, []
         for request in ended:
             self._give_cpu(request, request.ended)
-            self.account.end(request, request.ended)
+            self.account.end(request, request.ended, request.moved, request.cpu_stack)
             request.tasks.clear()
 
     def _give_cpu(self, request: _Request, at: int) -> None:
@@ -430,16 +437,21 @@ class InProcessWall:
         if moved:
             request.cpu_stack = self._cpu_stack(moved[0])
         self._give_cpu(request, now)
+        leaves = self._leaf_stacks(visited) if visited else []
         waits: list[Stack] = []
         if request.threads and threads is not None:
+            # Its jobs are what its tasks wait for; under the one task that waits, if one does.
+            below = leaves[0] if len(leaves) == 1 else ()
             for ident in list(request.threads):
                 frame = threads.get(ident)
                 if frame is not None:
-                    waits.append(self._thread_stack(frame))
-        if not waits and visited:
-            waits = self._leaf_stacks(visited)
+                    waits.append(self._thread_stack(frame) + below)
+        if not waits:
+            waits = leaves
         ran, request.moved = request.moved, 0
-        self.account.visit(request, self._labels(request), now, waits, ran)
+        self.account.visit(
+            request, self._labels(request), now, waits, ran, request.settled, request.cpu_stack
+        )
 
     def _leaf_stacks(
         self, visited: list[tuple[Any, tuple[Any, ...], list[FrameType]]]
