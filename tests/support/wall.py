@@ -81,14 +81,14 @@ def wall_app(receiver_url: str, log: Path, *, loop: str = "auto", **extra: str) 
         sock.bind(("127.0.0.1", 0))
         sock.listen(1024)
         port = sock.getsockname()[1]
-        env = agent_env(
-            E2E_RECEIVER_URL=receiver_url,
-            WALL_APP_SLOW_URL=slow,
-            PYTHONPATH=str(ROOT),
-            SPAN_PROFILES_WALL="true",
-            PYROSCOPE_UPLOAD_INTERVAL="1",
-            SPAN_PROFILES_SHUTDOWN_TIMEOUT="5",
+        settings = {
+            "SPAN_PROFILES_WALL": "true",
+            "PYROSCOPE_UPLOAD_INTERVAL": "1",
+            "SPAN_PROFILES_SHUTDOWN_TIMEOUT": "5",
             **extra,
+        }
+        env = agent_env(
+            E2E_RECEIVER_URL=receiver_url, WALL_APP_SLOW_URL=slow, PYTHONPATH=str(ROOT), **settings
         )
         argv = [
             *(sys.executable, "-m", "uvicorn", "tests.support.apps.wall_app:app"),

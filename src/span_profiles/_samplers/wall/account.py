@@ -23,7 +23,7 @@ Stacks are opaque here (any hashable the producer's ``emit`` understands).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Generator, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
 __all__ = ["Account", "RoundRobin"]
@@ -197,7 +197,7 @@ class RoundRobin(Generic[K]):
         """Stop visiting ``key`` (lazily: it is skipped when its turn comes)."""
         self._queued.discard(key)
 
-    def take(self, limit: int) -> Iterator[K]:
+    def take(self, limit: int) -> Generator[K, None, None]:
         """Up to ``limit`` queued keys, each requeued behind the others as it is taken."""
         queue = self._queue
         queued = self._queued

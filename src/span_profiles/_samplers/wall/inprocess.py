@@ -187,8 +187,9 @@ class InProcessWall:
         """Whether it records in this process."""
         return self._running and self._pid == os.getpid()
 
-    def start(self, settings: Settings, application_name: str) -> bool:
-        """Observe label changes from now on and upload every ``upload_interval``."""
+    def start(self, settings: Settings, application_name: str, *, upload: bool = True) -> bool:
+        """Observe label changes from now on and upload every ``upload_interval``
+        (``upload=False``: keep the samples for :meth:`take`; tests and benchmarks)."""
         if self.running():
             return True
         self.settings = settings
@@ -232,10 +233,12 @@ class InProcessWall:
         )
         self._pid = os.getpid()
         self._running = True
-        self._uploader = threading.Thread(
-            target=self._upload_loop, name="span-profiles-wall", daemon=True
-        )
-        self._uploader.start()
+        self._uploader: threading.Thread | None = None
+        if upload:
+            self._uploader = threading.Thread(
+                target=self._upload_loop, name="span-profiles-wall", daemon=True
+            )
+            self._uploader.start()
         engine.set_observer(self)
         return True
 
@@ -556,6 +559,18 @@ class InProcessWall:
                         break
         except Exception as exc:
             guard.fail("the wall-clock profile", exc, self._switch_off)
+
+    def take(self) -> dict[tuple[Stack, Labels], int]:
+        """The samples since the last upload or take: ``(stack, labels) -> nanoseconds``."""
+        with self._window_lock:
+            batch, self._window = self._window, {}
+            self._window_start = time.time_ns()
+        return batch
+
+    def flush(self) -> None:
+        """Give the requests that ended their last interval now (before :meth:`take`)."""
+        with self._lock:
+            self._finish_ended()
 
     def _upload(self) -> None:
         with self._window_lock:

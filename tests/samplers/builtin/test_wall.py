@@ -1,0 +1,189 @@
+"""The built-in sampler's wall reads, on stand-in reads of a process (any Python).
+
+``get_all_awaited_by()`` and thread stacks are given as the shapes CPython 3.14 returns; tasks
+and threads get their labels through the same identity events as the CPU samples.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+from span_profiles._samplers.builtin import ring, stacks
+from span_profiles._samplers.builtin.attribution import Attributor
+from span_profiles._samplers.builtin.ring import Event
+from span_profiles._samplers.builtin.wall import BUDGET, WallReader
+from span_profiles.receiver.ingest.decode import decode_pprof
+
+A = (("span_id", "000000000000000a"), ("span_name", "GET /a"))
+B = (("span_id", "000000000000000b"), ("span_name", "GET /b"))
+LOOP, WORKER = 100, 200
+PARENT, CHILD, OTHER, LONELY = 0x7F01, 0x7F02, 0x7F03, 0x7F04
+MS = 1_000_000
+
+
+def frame(name: str) -> Any:
+    return SimpleNamespace(filename="app.py", lineno=1, funcname=name)
+
+
+def task(task_id: int, chain: list[str], awaited_by: tuple[tuple[int, list[str]], ...] = ()) -> Any:
+    return SimpleNamespace(
+        task_id=task_id,
+        task_name=f"Task-{task_id}",
+        coroutine_stack=[SimpleNamespace(call_stack=[frame(n) for n in chain])],
+        awaited_by=[
+            SimpleNamespace(call_stack=[frame(n) for n in above], task_name=tid)
+            for tid, above in awaited_by
+        ],
+    )
+
+
+class FakeReader:
+    """What :class:`WallReader` uses of :class:`~.stacks.StackReader`."""
+
+    def __init__(self, tasks: list[Any], threads: dict[int, list[str]], cost: float = 0) -> None:
+        self.loop_threads = {LOOP}
+        self.cost = cost
+        self.tasks = tasks
+        self.threads = threads
+        self._all = self
+
+    def get_all_awaited_by(self) -> list[Any]:
+        if self.cost:
+            time.sleep(self.cost)
+        return [SimpleNamespace(thread_id=LOOP, awaited_by=self.tasks)]
+
+    def _read_threads(self, tids: list[int]) -> dict[int, stacks.Stack]:
+        return {t: tuple(frame(n) for n in self.threads[t]) for t in tids if t in self.threads}
+
+
+def _attributor(*events: Event) -> Attributor:
+    attributor = Attributor()
+    attributor.add(Event(ring.DEFINE, 1, 1, 0, A))
+    attributor.add(Event(ring.DEFINE, 1, 2, 0, B))
+    for event in events:
+        attributor.add(event)
+    return attributor
+
+
+def _reader(reader: FakeReader, attributor: Attributor) -> WallReader:
+    return WallReader(
+        reader,  # type: ignore[arg-type]
+        attributor,
+        10 * MS,
+        lambda at: 0,
+        lambda stack: [("app.py", f.funcname, 0) for f in stack],
+    )
+
+
+def _samples(wall: WallReader) -> dict[str, Counter[tuple[str, ...]]]:
+    """span_id -> stack (names, leaf first) -> ns, from every window, as the receiver reads it."""
+    found: dict[str, Counter[tuple[str, ...]]] = {}
+    for builder in wall.take(1 << 30):
+        profile = decode_pprof(builder.encode(0, 1))
+        assert profile.sample_types == (("wall", "nanoseconds"),)
+        assert profile.period_type == ("wall", "nanoseconds")
+        assert profile.period == 10 * MS
+        for sample in profile.samples:
+            span_id = dict(sample.labels)["span_id"]
+            found.setdefault(span_id, Counter())[sample.functions] += sample.values[0]
+    return found
+
+
+def test_a_child_awaited_by_its_parent_is_where_the_time_goes_under_the_parent() -> None:
+    attributor = _attributor(
+        Event(ring.TASK, 10, PARENT, 1),
+        Event(ring.TASK, 12, CHILD, 1),
+        Event(ring.TASK, 12, OTHER, 0),  # a task of no request
+    )
+    tasks = [
+        task(PARENT, ["handler"]),
+        task(CHILD, ["sleep", "child"], awaited_by=((PARENT, ["handler"]),)),
+        task(OTHER, ["sleep", "idle"]),
+    ]
+    wall = _reader(FakeReader(tasks, {}), attributor)
+    wall.read(time.monotonic_ns())
+    wall.finish(time.monotonic_ns())
+    found = _samples(wall)
+    assert set(found) == {"000000000000000a"}
+    assert set(found["000000000000000a"]) == {("sleep", "child", "handler")}
+
+
+def test_concurrent_children_share_and_requests_stay_apart() -> None:
+    attributor = _attributor(
+        Event(ring.TASK, 10, PARENT, 1),
+        Event(ring.TASK, 11, CHILD, 1),
+        Event(ring.TASK, 11, OTHER, 1),
+        Event(ring.TASK, 11, LONELY, 2),
+    )
+    tasks = [
+        task(PARENT, ["gathering"]),
+        task(CHILD, ["sleep", "c1"], awaited_by=((PARENT, ["gathering"]),)),
+        task(OTHER, ["sleep", "c2"], awaited_by=((PARENT, ["gathering"]),)),
+        task(LONELY, ["acquire", "b"]),
+    ]
+    wall = _reader(FakeReader(tasks, {}), attributor)
+    wall.read(time.monotonic_ns())
+    wall.finish(time.monotonic_ns())
+    found = _samples(wall)
+    a, b = found["000000000000000a"], found["000000000000000b"]
+    assert set(a) == {("sleep", "c1", "gathering"), ("sleep", "c2", "gathering")}
+    assert abs(a[("sleep", "c1", "gathering")] - a[("sleep", "c2", "gathering")]) <= 1
+    assert set(b) == {("acquire", "b")}
+
+
+def test_a_request_job_thread_is_what_its_task_waits_for() -> None:
+    attributor = _attributor(
+        Event(ring.TASK, 10, PARENT, 1),
+        Event(ring.THREAD, 20, WORKER, 1),
+        Event(ring.THREAD, 20, LOOP, 1),  # the loop thread outside a task: never a job thread
+    )
+    tasks = [task(PARENT, ["run_sync", "endpoint"])]
+    threads = {WORKER: ["sleep_part", "run"], LOOP: ["select", "run_forever"]}
+    wall = _reader(FakeReader(tasks, threads), attributor)
+    wall.read(time.monotonic_ns())
+    wall.finish(time.monotonic_ns())
+    found = _samples(wall)["000000000000000a"]
+    assert set(found) == {("sleep_part", "run", "run_sync", "endpoint")}
+
+
+def test_on_cpu_samples_are_one_tick_each_and_taken_from_the_waits() -> None:
+    attributor = _attributor(Event(ring.TASK, 10, PARENT, 1))
+    wall = _reader(FakeReader([task(PARENT, ["sleep", "handler"])], {}), attributor)
+    began = time.monotonic_ns()
+    cpu = stacks.Sample(LOOP, PARENT, (frame("burn"), frame("handler")), began, began + 1)
+    wall.on_cpu([cpu], began)
+    wall.read(began + 100 * MS)
+    found = _samples(wall)["000000000000000a"]
+    assert found[("burn", "handler")] == 10 * MS
+    # The request started at its first event (t=10 ns): the rest of its time is waiting.
+    assert found[("sleep", "handler")] > 0
+
+
+def test_an_ended_request_is_closed_at_its_end() -> None:
+    attributor = _attributor(Event(ring.TASK, 10, PARENT, 1))
+    wall = _reader(FakeReader([task(PARENT, ["sleep", "handler"])], {}), attributor)
+    now = time.monotonic_ns()
+    wall.read(now)
+    assert len(wall.account) == 1
+    attributor.add(Event(ring.END, now + 5 * MS, 1, 0))
+    wall.reader.tasks = []  # type: ignore[attr-defined]
+    wall.read(now + 50 * MS)
+    assert len(wall.account) == 0
+    total = sum(_samples(wall)["000000000000000a"].values())
+    assert total == now + 5 * MS - 10  # from its first event to its end
+
+
+def test_reads_get_rarer_when_they_cost_more() -> None:
+    attributor = _attributor(Event(ring.TASK, 10, PARENT, 1))
+    cheap = _reader(FakeReader([task(PARENT, ["sleep"])], {}), attributor)
+    cheap.read(time.monotonic_ns())
+    assert cheap.read_period_ns == 10 * MS  # never more often than the CPU ticks
+    dear = _reader(FakeReader([task(PARENT, ["sleep"])], {}, cost=0.004), attributor)
+    now = time.monotonic_ns()
+    dear.read(now)
+    assert dear.read_period_ns >= int(0.004e9 / BUDGET)
+    assert not dear.due(now + dear.read_period_ns - 1)
+    assert dear.due(now + dear.read_period_ns)

@@ -1,0 +1,260 @@
+"""The in-process wall producer (pyroscope-io's path) on a real event loop, without uploads.
+
+Where a request's time goes, by stack; what is counted nowhere; that the work per tick is
+bounded at any number of requests and tasks. Timing goals are benchmarks' (benchmarks/wall.py),
+so time is only compared with itself here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from span_profiles import Settings
+from span_profiles._core import engine
+from span_profiles._samplers.wall import inprocess
+from span_profiles._samplers.wall.inprocess import ON_CPU, InProcessWall, awaiter, chain
+
+Window = dict[tuple[tuple[tuple[str, str, int], ...], tuple[tuple[str, str], ...]], int]
+
+
+@pytest.fixture
+def wall(instrumented: Any) -> Iterator[InProcessWall]:
+    producer = InProcessWall()
+    settings = Settings.resolve({"wall": True, "sample_rate": 200})
+    producer.start(settings, "unit", upload=False)
+    try:
+        yield producer
+    finally:
+        producer.stop(time.monotonic() + 1)
+    assert engine.observer[0] is None
+
+
+def _by_span(window: Window) -> dict[str, Counter[str]]:
+    """span_id -> innermost known function -> ns."""
+    found: dict[str, Counter[str]] = {}
+    for (stack, labels), value in window.items():
+        span_id = dict(labels)["span_id"]
+        names = [frame[1].rpartition(".")[2] for frame in stack]
+        part = next((n for n in names if n.startswith("part_") or n == "child"), names[0])
+        found.setdefault(span_id, Counter())[part] += value
+    return found
+
+
+def _span_id(span: Any) -> str:
+    return format(span.get_span_context().span_id, "016x")
+
+
+async def part_sleep() -> None:
+    await asyncio.sleep(0.05)
+
+
+async def child() -> None:
+    await asyncio.sleep(0.05)
+
+
+async def part_child() -> None:
+    await asyncio.create_task(child())
+
+
+async def _hold(lock: asyncio.Lock, held: asyncio.Event) -> None:
+    async with lock:
+        held.set()
+        await asyncio.sleep(0.05)
+
+
+async def part_lock() -> None:
+    lock, held = asyncio.Lock(), asyncio.Event()
+    contextvars.Context().run(asyncio.ensure_future, _hold(lock, held))
+    await held.wait()
+    async with lock:
+        pass
+
+
+def part_thread() -> None:
+    time.sleep(0.05)
+
+
+async def part_to_thread() -> None:
+    await asyncio.to_thread(part_thread)
+
+
+async def no_span_sleeper() -> None:
+    await asyncio.sleep(0.2)
+
+
+def test_a_request_time_goes_to_where_it_waits_and_nothing_else(
+    wall: InProcessWall, instrumented: Any
+) -> None:
+    tracer = instrumented.tracer
+
+    async def request() -> str:
+        with tracer.start_as_current_span("GET /waits") as span:
+            await part_sleep()
+            await part_lock()
+            await part_child()
+            await part_to_thread()
+            return _span_id(span)
+
+    async def main() -> list[str]:
+        # A task of no request, waiting all along: counted nowhere.
+        contextvars.Context().run(asyncio.ensure_future, no_span_sleeper())
+        return list(await asyncio.gather(request(), request()))
+
+    span_ids = asyncio.run(main())
+    wall.flush()
+    found = _by_span(wall.take())
+    assert set(found) == set(span_ids)  # nothing for the task without a span
+    for span_id in span_ids:
+        parts = found[span_id]
+        for part in ("part_sleep", "part_lock", "child", "part_thread"):
+            assert parts[part] > 0, (part, parts)
+        # Each wait got a share of the same order as the others (they are equally long).
+        waits = [parts[p] for p in ("part_sleep", "part_lock", "child", "part_thread")]
+        assert max(waits) < 4 * min(waits), parts
+    assert "no_span_sleeper" not in str(found)
+
+
+def test_a_child_task_shows_under_the_task_that_awaits_it(
+    wall: InProcessWall, instrumented: Any
+) -> None:
+    async def request() -> None:
+        with instrumented.tracer.start_as_current_span("GET /child"):
+            await part_child()
+
+    asyncio.run(request())
+    wall.flush()
+    stacks = [stack for stack, _ in wall.take()]
+    child_stacks = [s for s in stacks if any(f[1].endswith("child") for f in s[:2])]
+    assert child_stacks
+    for stack in child_stacks:
+        names = [f[1] for f in stack]
+        assert names.index("child") < names.index("part_child"), names  # leaf first
+    # The parent itself, waiting for its child, is not a place where time goes.
+    assert not [s for s in stacks if s[0][1].endswith("part_child")]
+
+
+def test_on_cpu_time_is_marked_and_counted(wall: InProcessWall, instrumented: Any) -> None:
+    def burn() -> None:
+        end = time.perf_counter() + 0.03
+        while time.perf_counter() < end:
+            pass
+
+    async def request() -> None:
+        with instrumented.tracer.start_as_current_span("GET /cpu"):
+            await asyncio.sleep(0.02)
+            burn()
+            await asyncio.sleep(0.02)
+
+    asyncio.run(request())
+    wall.flush()
+    cpu = sum(v for (stack, _), v in wall.take().items() if stack[0] == ON_CPU)
+    assert cpu >= 25_000_000  # the 30 ms burn (and a little more), measured on the loop thread
+
+
+def test_chain_and_awaiter_follow_await_gather_and_task_groups() -> None:
+    found: dict[str, Any] = {}
+
+    async def leaf() -> None:
+        await asyncio.sleep(1)
+
+    async def parent(child: asyncio.Task[None]) -> None:
+        await child
+
+    async def gathering() -> None:
+        await asyncio.gather(leaf(), leaf())
+
+    async def grouped() -> None:
+        async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
+            group.create_task(leaf())
+
+    async def main() -> None:
+        child = asyncio.create_task(leaf())
+        waiting = asyncio.create_task(parent(child))
+        gathered = asyncio.create_task(gathering())
+        grouping = asyncio.create_task(grouped()) if sys.version_info >= (3, 11) else None
+        await asyncio.sleep(0.05)
+        found["direct"] = awaiter(child) is waiting
+        _coros, frames = chain(child)
+        found["chain"] = [f.f_code.co_name for f in frames]
+        found["gather"] = {
+            awaiter(t) is gathered
+            for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__name__", "") == "leaf"
+            and t is not child
+            and awaiter(t) is not grouping
+        }
+        if grouping is not None:
+            found["group"] = any(awaiter(t) is grouping for t in asyncio.all_tasks())
+        found["none"] = awaiter(waiting) is None
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    asyncio.run(main())
+    assert found["direct"]
+    assert found["chain"] == ["leaf", "sleep"]
+    assert found["gather"] == {True}
+    assert found.get("group", True)
+    assert found["none"]
+
+
+def test_each_tick_is_bounded_by_its_budget(
+    wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no time budget a tick visits one request, whatever the number in flight."""
+    monkeypatch.setattr(inprocess, "TICK_BUDGET_NS", 0)
+    tracer = instrumented.tracer
+
+    async def request() -> None:
+        with tracer.start_as_current_span("GET /many"):
+            await asyncio.sleep(0.1)
+
+    async def main() -> None:
+        await asyncio.gather(*(request() for _ in range(200)))
+
+    asyncio.run(main())
+    stats = wall.stats
+    assert stats["ticks"] > 3
+    assert stats["visits"] <= stats["ticks"]
+
+
+def test_each_visit_reads_a_bounded_slice_of_a_request_tasks(
+    wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inprocess, "TASKS_PER_VISIT", 4)
+    reads: list[int] = []
+    original = inprocess.chain
+
+    def counting(task: Any) -> Any:
+        reads.append(id(task))
+        return original(task)
+
+    monkeypatch.setattr(inprocess, "chain", counting)
+
+    async def request() -> None:
+        with instrumented.tracer.start_as_current_span("GET /fanout"):
+            await asyncio.gather(*(asyncio.create_task(child()) for _ in range(100)))
+
+    asyncio.run(request())
+    visits = wall.stats["visits"]
+    assert visits > 0
+    # Four tasks per visit, plus the awaiters looked up above them (at most one each).
+    assert len(reads) <= visits * 8
+
+
+def test_stopping_removes_the_observer_and_restores_the_sink_call(instrumented: Any) -> None:
+    producer = InProcessWall()
+    producer.start(Settings.resolve({"wall": True}), "unit", upload=False)
+    assert engine.observer[0] is producer
+    assert engine.apply_cell[0] != engine.current_sink().apply
+    producer.stop(time.monotonic() + 1)
+    assert engine.observer[0] is None
+    assert engine.apply_cell[0] == engine.current_sink().apply
