@@ -66,7 +66,7 @@ logger = logging.getLogger("span_profiles")
 ON_CPU: Frame = ("<span-profiles>", "[on CPU]", 0)
 """The leaf under which the on-CPU part of a request shows on this path."""
 
-TICK_BUDGET_NS = 400_000
+TICK_BUDGET_NS = 200_000
 """A tick stops visiting requests once it has run this long (the loop waits meanwhile)."""
 
 TASKS_PER_VISIT = 32
@@ -94,6 +94,7 @@ class _Request:
         "loop",
         "moved",
         "settled",
+        "shown",
         "tasks",
         "threads",
     )
@@ -104,9 +105,8 @@ class _Request:
         """Every labels tuple it had (renames): kept alive, so their ids stay its own."""
         self.loop = loop
         """The event loop whose tick visits it (``None``: threads only)."""
-        self.tasks: dict[Any, tuple[tuple[Any, ...], int] | None] = {}
-        """Task -> the coroutines of its await chain at its last visit, and where its innermost
-        frame was (``f_lasti``): whether it ran since."""
+        self.tasks: dict[Any, _Seen | None] = {}
+        """Task -> where its last visit found it (``None``: not visited yet)."""
         self.threads: set[int] = set()
         """Threads running one of its jobs now (``threading.get_ident()``)."""
         self.cpu = 0
@@ -116,7 +116,52 @@ class _Request:
         """When its work first ran again since its last visit (0: it did not)."""
         self.settled = 0
         """When it last stopped running on a loop thread, or a job of it started or ended."""
+        self.shown: tuple[Labels, Labels] = ((), ())
+        """Its labels, and the sample labels made from them (with ``pid``)."""
         self.ended = 0
+
+
+class _Seen:
+    """A task as its last read found it: its await chain and the stacks made from it."""
+
+    __slots__ = ("below", "coros", "cpu", "frame", "lasti", "stack", "stitched", "waits_on")
+
+    def __init__(
+        self, coros: tuple[Any, ...], frame: FrameType | None, stack: Stack, cpu: Stack
+    ) -> None:
+        self.coros = coros
+        self.frame = frame
+        self.lasti = frame.f_lasti if frame is not None else -1
+        self.waits_on = _awaited(coros[-1]) if coros else None
+        self.stack = stack
+        """Its chain, leaf first."""
+        self.cpu = cpu
+        """Where its on-CPU time shows: the frames live since the read before, under
+        :data:`ON_CPU`."""
+        self.below: Stack = ()
+        self.stitched: Stack = stack
+
+    def unchanged(self) -> bool:
+        """Whether the task is still where it was read (its innermost coroutine, suspended at
+        the same instruction, awaiting the same object): then its whole chain is too."""
+        frame = self.frame
+        if frame is None or frame.f_lasti != self.lasti:
+            return False
+        coro = self.coros[-1]
+        owner = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        owner = owner or getattr(coro, "ag_frame", None)
+        return owner is frame and _awaited(coro) is self.waits_on
+
+
+def _awaited(coro: Any) -> Any:
+    for name in ("cr_await", "gi_yieldfrom", "ag_await"):
+        value = getattr(coro, name, _MISSING)
+        if value is not _MISSING:
+            return value
+    return None
+
+
+_MISSING = object()
 
 
 def _unwrap(coro: Any) -> Any:
@@ -208,7 +253,8 @@ class InProcessWall:
         self._lock = threading.Lock()
         """Guards the account (ticks, the upload thread, stop)."""
         self._window_lock = threading.Lock()
-        self._window: dict[tuple[Stack, Labels], int] = {}
+        self._window: dict[tuple[int, int], list[Any]] = {}
+        """``(id(stack), id(labels))`` -> ``[stack, labels, nanoseconds]``."""
         self._window_start = time.time_ns()
         self._context = contextvars.Context()
         self._stop = threading.Event()
@@ -300,14 +346,17 @@ class InProcessWall:
                 opened[0].settled = now
             if new:
                 request = self._requests.get(id(new))
-                if request is None:
-                    request = self._begin(new, loop, now)
-                elif request.loop is None:
-                    request.loop = loop
-                    self._queue(loop, request)
-                task = asyncio.current_task(loop)
-                if task is not None and task not in request.tasks:
-                    request.tasks[task] = None
+                if request is None or request.loop is not loop:
+                    # Its first work on this loop: the task running now is one of its own
+                    # (the one that started its span); the others arrive through task_created.
+                    if request is None:
+                        request = self._begin(new, loop, now)
+                    else:
+                        request.loop = loop
+                        self._queue(loop, request)
+                    task = asyncio.current_task(loop)
+                    if task is not None and task not in request.tasks:
+                        request.tasks[task] = None
                 if not request.moved:
                     request.moved = now
                 self._open[ident] = (request, now)
@@ -424,23 +473,22 @@ class InProcessWall:
 
     def _visit(self, request: _Request, threads: dict[int, FrameType] | None) -> None:
         tasks = request.tasks
-        visited: list[tuple[Any, tuple[Any, ...], list[FrameType]]] = []
-        moved: list[tuple[tuple[Any, ...], tuple[Any, ...] | None, list[FrameType]]] = []
+        visited: list[tuple[Any, _Seen]] = []
+        moved: _Seen | None = None
         for task in list(itertools.islice(tasks, TASKS_PER_VISIT)):
             before = tasks.pop(task)
             if task.done():
                 continue
-            coros, frames = chain(task)
-            at = frames[-1].f_lasti if frames else -1
-            tasks[task] = (coros, at)  # behind the others: the next visit reads the next slice
-            visited.append((task, coros, frames))
-            if before is None or at != before[1] or not _same(coros, before[0]):
-                moved.append((coros, None if before is None else before[0], frames))
+            seen = self._read(task, before)
+            tasks[task] = seen  # behind the others: the next visit reads the next slice
+            visited.append((task, seen))
+            if seen is not before and moved is None:
+                moved = seen
         now = _now()
-        if moved:
-            request.cpu_stack = self._cpu_stack(moved[0])
+        if moved is not None:
+            request.cpu_stack = moved.cpu
         self._give_cpu(request, now)
-        leaves = self._leaf_stacks(visited) if visited else []
+        leaves = self._leaf_stacks(visited, tasks) if visited else []
         waits: list[Stack] = []
         if request.threads and threads is not None:
             # Its jobs are what its tasks wait for; under the one task that waits, if one does.
@@ -456,44 +504,54 @@ class InProcessWall:
             request, self._labels(request), now, waits, ran, request.settled, request.cpu_stack
         )
 
+    def _read(self, task: Any, before: _Seen | None) -> _Seen:
+        """Where ``task`` waits: ``before`` itself when it has not moved since (its innermost
+        frame is where it was, awaiting the same object), else a fresh read."""
+        if before is not None and before.unchanged():
+            return before
+        coros, frames = chain(task)
+        stack = self._stack(frames)
+        depth = 1
+        if before is not None:
+            # The frames live throughout since the last read (the on-CPU part ran at or below
+            # them): the coroutines both chains share.
+            depth = 0
+            for now_coro, then_coro in zip(coros, before.coros, strict=False):
+                if now_coro is not then_coro:
+                    break
+                depth += 1
+        cpu = (ON_CPU, *stack[len(stack) - max(depth, 1) :])
+        return _Seen(coros, frames[-1] if frames else None, stack, cpu)
+
     def _leaf_stacks(
-        self, visited: list[tuple[Any, tuple[Any, ...], list[FrameType]]]
+        self, visited: list[tuple[Any, _Seen]], tasks: dict[Any, _Seen | None]
     ) -> list[Stack]:
-        by_task = {id(task): (task, frames) for task, _, frames in visited}
+        seen_of = {id(task): seen for task, seen in visited}
         waiting_on_others: set[int] = set()
         above: dict[int, Any] = {}
-        for task, _, _ in visited:
+        for task, _ in visited:
             parent = awaiter(task)
             if parent is not None:
                 above[id(task)] = parent
                 waiting_on_others.add(id(parent))
         stacks: list[Stack] = []
-        for task, _, frames in visited:
+        for task, seen in visited:
             if id(task) in waiting_on_others:
                 continue
-            outer: list[FrameType] = []
             parent = above.get(id(task))
-            for _ in range(_AWAITERS):
-                if parent is None:
-                    break
-                known = by_task.get(id(parent))
-                outer = (known[1] if known is not None else chain(parent)[1]) + outer
-                parent = awaiter(parent)
-            stacks.append(self._stack(outer + frames))
+            if parent is None:
+                stacks.append(seen.stack)
+                continue
+            outer = seen_of.get(id(parent)) or tasks.get(parent)
+            if outer is None:
+                outer = self._read(parent, None)
+            if seen.below is not outer.stack:
+                # Under the chain of the task awaiting it (one level: deeper awaiters are
+                # above that one's own chain when it is read as a leaf of a parent's).
+                seen.below = outer.stack
+                seen.stitched = seen.stack + outer.stack
+            stacks.append(seen.stitched)
         return stacks
-
-    def _cpu_stack(
-        self, moved: tuple[tuple[Any, ...], tuple[Any, ...] | None, list[FrameType]]
-    ) -> Stack:
-        coros, before, frames = moved
-        depth = 1
-        if before is not None:
-            depth = 0
-            for now_coro, then_coro in zip(coros, before, strict=False):
-                if now_coro is not then_coro:
-                    break
-                depth += 1
-        return (ON_CPU, *self._stack(frames[: max(depth, 1)]))
 
     def _stack(self, frames: list[FrameType]) -> Stack:
         """Outermost-first frames as a leaf-first pprof stack."""
@@ -519,15 +577,25 @@ class InProcessWall:
         return found
 
     def _labels(self, request: _Request) -> Labels:
-        return request.labels + self._extra if self._extra else request.labels
+        if not self._extra:
+            return request.labels
+        if request.shown[0] is not request.labels:
+            request.shown = (request.labels, request.labels + self._extra)
+        return request.shown[1]
 
     # -- output --------------------------------------------------------------------------------
 
     def _emit(self, stack: Stack, labels: Labels, value: int, at: int) -> None:
-        key = (stack, labels)
+        # By identity: stacks and labels are reused objects (a task's stack is made once per
+        # place it waits in), so no tuple of tuples is hashed per sample; the upload merges
+        # equal ones.
+        key = (id(stack), id(labels))
         with self._window_lock:
-            window = self._window
-            window[key] = window.get(key, 0) + value
+            entry = self._window.get(key)
+            if entry is None:
+                self._window[key] = [stack, labels, value]
+            else:
+                entry[2] += value
 
     def _upload_loop(self) -> None:
         interval = float(self.settings.upload_interval)
@@ -565,7 +633,10 @@ class InProcessWall:
         with self._window_lock:
             batch, self._window = self._window, {}
             self._window_start = time.time_ns()
-        return batch
+        merged: dict[tuple[Stack, Labels], int] = {}
+        for stack, labels, value in batch.values():
+            merged[(stack, labels)] = merged.get((stack, labels), 0) + value
+        return merged
 
     def flush(self) -> None:
         """Give the requests that ended their last interval now (before :meth:`take`)."""
@@ -579,7 +650,7 @@ class InProcessWall:
         if not batch:
             return
         builder = ProfileBuilder(("wall", "nanoseconds"), self.period_ns)
-        for (stack, labels), value in batch.items():
+        for stack, labels, value in batch.values():
             builder.add(stack, labels, value)
         raw = builder.encode(time_nanos=start, duration_nanos=max(self._window_start - start, 1))
         try:
@@ -597,10 +668,6 @@ class InProcessWall:
                 )
             else:
                 logger.debug("span-profiles: wall-clock upload failed: %s", exc)
-
-
-def _same(now: tuple[Any, ...], then: tuple[Any, ...]) -> bool:
-    return len(now) == len(then) and all(a is b for a, b in zip(now, then, strict=True))
 
 
 WALL = InProcessWall()
