@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +263,7 @@ def scale(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for repeat in range(args.repeats):
-            for config in (["on", "off"] if repeat % 2 == 0 else ["off", "on"]):
+            for config in ["on", "off"] if repeat % 2 == 0 else ["off", "on"]:
                 receiver = _receiver(tmp)
                 try:
                     with wall.wall_app(
@@ -275,11 +276,18 @@ def scale(args: argparse.Namespace) -> None:
                         time.sleep(1)
                         _get(server.url + "/lag?reset=1")
                         began = time.monotonic()
-                        span_ids = asyncio.run(
-                            _fanout(server.url, args.requests, args.tasks, args.hold)
-                        )
+                        with ThreadPoolExecutor(1) as pool:
+                            fanout = pool.submit(
+                                asyncio.run,
+                                _fanout(server.url, args.requests, args.tasks, args.hold),
+                            )
+                            # The steady state: every task created, all suspended.
+                            time.sleep(args.hold / 3)
+                            _get(server.url + "/lag?reset=1")
+                            time.sleep(args.hold / 3)
+                            lag = _get(server.url + "/lag")
+                            span_ids = fanout.result()
                         took = time.monotonic() - began
-                        lag = _get(server.url + "/lag")
                         durations = wall.span_durations(server.url)
                         server.process.send_signal(2)
                         server.process.wait(60)
@@ -288,7 +296,9 @@ def scale(args: argparse.Namespace) -> None:
                 finally:
                     receiver.stop()
                 coverage = sorted(
-                    totals.get(s, 0.0) / durations[s]["duration"] for s in span_ids if s in durations
+                    totals.get(s, 0.0) / durations[s]["duration"]
+                    for s in span_ids
+                    if s in durations
                 )
                 run = {
                     "config": config,
@@ -307,13 +317,17 @@ def scale(args: argparse.Namespace) -> None:
     lines += [
         f"{args.requests} requests at once, each awaiting {args.tasks} child tasks that sleep "
         f"{args.hold:g} s ({args.requests * args.tasks:,} suspended tasks in flight). Loop lag: "
-        "the latest wake-up of a 1 ms sleep over the whole run (any stall of the loop: ours, the "
-        "server's, garbage collection, the machine); GC: the longest collection; wall: the "
-        "producer's longest tick on the loop (in-process) or the sampler process's longest read "
-        "of every task (built-in, in another process: the loop never waits for it).",
+        "the latest wake-up of a 1 ms sleep in the middle third of the hold, once every task is "
+        "created and suspended (any stall of the loop: ours, garbage collection, the machine); "
+        "GC: the longest collection then. In-process producer (over the whole run, task creation "
+        "included): its longest tick on the loop on the clock (preemption of a shared machine and "
+        "collections that land in it included), the loop thread's CPU time in its longest tick, "
+        "the longest tick's own work (CPU time less the collections that ran in it), and its "
+        "ticks over 1 ms on the clock. Built-in sampler: the sampler process's longest read of "
+        "every task (in another process: the loop never waits for it).",
         "",
-        "| run | wall | lag max ms | GC max ms | longest wall tick / read ms | read period ms | coverage min / median % |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| run | wall | lag max ms | GC max ms | longest tick (clock) / read ms | longest tick CPU ms | longest tick own work ms | ticks over 1 ms | read period ms | coverage min / median % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for index, run in enumerate(runs, 1):
         stats = run["wall"] or {}
@@ -321,10 +335,17 @@ def scale(args: argparse.Namespace) -> None:
         period = stats.get("read_period_ns", 0)
         lines.append(
             f"| {index} | {run['config']} | {run['lag_max_ms']} | {run['gc_max_ms']} | "
-            f"{longest / 1e6:.2f} | {period / 1e6:.0f} | {run['coverage_min_pct']} / "
+            f"{longest / 1e6:.2f} | {_ms(stats, 'longest_tick_cpu_ns')} | "
+            f"{_ms(stats, 'longest_tick_work_ns')} | {stats.get('ticks_over_1ms', '-')} | "
+            f"{period / 1e6:.0f} | "
+            f"{run['coverage_min_pct']} / "
             f"{run['coverage_median_pct']} |"
         )
     _write(f"wall-scale-{args.sampler}-{args.loop}-{PY}", lines, {"runs": runs})
+
+
+def _ms(stats: dict[str, Any], key: str) -> str:
+    return f"{stats[key] / 1e6:.2f}" if key in stats else "-"
 
 
 def _wall_totals(db_path: Path, span_ids: set[str]) -> dict[str, float]:
@@ -402,9 +423,7 @@ def memory(args: argparse.Namespace) -> None:
         "| t (s) | app RSS MiB | sampler process RSS MiB |",
         "|---:|---:|---:|",
     ]
-    lines += [
-        f"| {s['t']} | {s['app_rss_mib']} | {s['sampler_rss_mib'] or '-'} |" for s in samples
-    ]
+    lines += [f"| {s['t']} | {s['app_rss_mib']} | {s['sampler_rss_mib'] or '-'} |" for s in samples]
     _write(
         f"wall-memory-{args.sampler}-{args.loop}-{PY}",
         lines,

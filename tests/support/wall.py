@@ -11,6 +11,7 @@ kind runs: time leaked from another request).
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -88,7 +89,11 @@ def wall_app(receiver_url: str, log: Path, *, loop: str = "auto", **extra: str) 
             **extra,
         }
         env = agent_env(
-            E2E_RECEIVER_URL=receiver_url, WALL_APP_SLOW_URL=slow, PYTHONPATH=str(ROOT), **settings
+            E2E_RECEIVER_URL=receiver_url,
+            WALL_APP_SLOW_URL=slow,
+            # This checkout's package, also where the environment installed another one.
+            PYTHONPATH=os.pathsep.join((str(ROOT / "src"), str(ROOT))),
+            **settings,
         )
         argv = [
             *(sys.executable, "-m", "uvicorn", "tests.support.apps.wall_app:app"),

@@ -226,6 +226,53 @@ def test_each_tick_is_bounded_by_its_budget(
     assert stats["visits"] <= stats["ticks"]
 
 
+def test_a_burst_of_ended_requests_is_spread_over_ticks_and_keeps_its_time(
+    wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests that end together are finished a share per tick, each still given its time up
+    to its own end."""
+    monkeypatch.setattr(inprocess, "TICK_BUDGET_NS", 0)
+    finished: list[int] = []
+    original = wall._finish_ended
+
+    def counting(until: int = 0) -> int:
+        done = original(until)
+        if until and done:
+            finished.append(done)
+        return done
+
+    monkeypatch.setattr(wall, "_finish_ended", counting)
+    tracer = instrumented.tracer
+
+    async def request() -> str:
+        with tracer.start_as_current_span("GET /burst") as span:
+            await asyncio.sleep(0.5)  # long enough for one visit a tick to reach each
+            return _span_id(span)
+
+    async def main() -> list[str]:
+        span_ids = list(await asyncio.gather(*(request() for _ in range(40))))
+        # The ticks go on while ended requests wait to be finished.
+        deadline = time.monotonic() + 5
+        while sum(finished) < len(span_ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return span_ids
+
+    span_ids = asyncio.run(main())
+    assert sum(finished) == 40
+    assert len(finished) > 1
+    assert max(finished) <= 40 // 8
+    durations = {
+        format(span.context.span_id, "016x"): (span.end_time - span.start_time)
+        for span in instrumented.exporter.get_finished_spans()
+    }
+    totals = {span_id: sum(parts.values()) for span_id, parts in _by_span(wall.take()).items()}
+    assert set(totals) == set(span_ids)
+    for span_id in span_ids:
+        # Counted from the first label change to the end: nearly all of the span (its clock is
+        # another one: a little slack above).
+        assert 0.9 * durations[span_id] <= totals[span_id] <= 1.01 * durations[span_id], span_id
+
+
 def test_each_visit_reads_a_bounded_slice_of_a_request_tasks(
     wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
