@@ -297,6 +297,25 @@ def test_each_visit_reads_a_bounded_slice_of_a_request_tasks(
     assert len(reads) <= visits * 8
 
 
+def test_trio_requests_get_no_wall_profile(wall: InProcessWall, instrumented: Any) -> None:
+    """Their suspended tasks cannot be read here: left out (job threads too), not misplaced."""
+    trio = pytest.importorskip("trio")
+
+    def job() -> None:
+        time.sleep(0.03)
+
+    async def request() -> None:
+        with instrumented.tracer.start_as_current_span("GET /trio"):
+            await trio.sleep(0.03)
+            await trio.to_thread.run_sync(job)
+
+    trio.run(request)
+    assert instrumented.exporter.get_finished_spans()
+    wall.flush()
+    assert wall.take() == {}
+    assert wall._trio == {}  # forgotten at the end of the span
+
+
 def test_stopping_removes_the_observer_and_restores_the_sink_call(instrumented: Any) -> None:
     producer = InProcessWall()
     producer.start(Settings.resolve({"wall": True}), "unit", upload=False)

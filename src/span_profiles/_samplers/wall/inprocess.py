@@ -75,7 +75,7 @@ TASKS_PER_VISIT = 32
 """Tasks of one request read per visit (a request with more is read a slice at a time)."""
 
 _MAX_DEPTH = 256
-_ENDED_SHARE = 8
+_ENDED_BACKLOG = 64
 _AWAITERS = 8
 _get_ident = threading.get_ident
 _running_loop = asyncio.events._get_running_loop
@@ -155,6 +155,17 @@ class _Seen:
         owner = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
         owner = owner or getattr(coro, "ag_frame", None)
         return owner is frame and _awaited(coro) is self.waits_on
+
+
+def _in_trio() -> bool:
+    """Whether this thread runs a trio event loop (trio imported and running here)."""
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        return bool(trio.lowlevel.in_trio_run())
+    except AttributeError:  # trio < 0.23 has no in_trio_run; ours needs >= 0.25
+        return False
 
 
 def _awaited(coro: Any) -> Any:
@@ -262,6 +273,8 @@ class InProcessWall:
         self._ended: deque[_Request] = deque()
         """Requests whose span ended, to be finished by the next tick (appended by any thread)."""
         self._frames: dict[tuple[Any, int], Frame] = {}
+        self._trio: dict[int, Labels] = {}
+        """``id(labels)`` -> labels (kept alive) of the trio requests in flight: left out."""
         self._lock = threading.Lock()
         """Guards the account (ticks, the upload thread, stop)."""
         self._window_lock = threading.Lock()
@@ -396,6 +409,15 @@ class InProcessWall:
                     request.moved = now
                 self._open[ident] = (request, now)
             return
+        if (old and id(old) in self._trio) or (new and id(new) in self._trio):
+            return  # a trio request's job thread: trio requests are left out (below)
+        if _in_trio():
+            # trio's thread. Its suspended tasks cannot be read from here, so its waiting time
+            # would show on whatever its thread runs next: trio requests get no wall profile
+            # (docs/wall.md), rather than a misplaced one.
+            if new:
+                self._trio[id(new)] = new
+            return
         # A worker thread: a job starts (new) or ends (old); where its request waits changes.
         if old:
             request = self._requests.get(id(old))
@@ -425,6 +447,10 @@ class InProcessWall:
 
     def labels_changed(self, old: Labels, new: Labels) -> None:
         """A request was renamed (``new``) or ended (``new`` empty)."""
+        if self._trio.pop(id(old), None) is not None:
+            if new:
+                self._trio[id(new)] = new
+            return
         request = self._requests.get(id(old))
         if request is None:
             return
@@ -510,11 +536,12 @@ class InProcessWall:
 
     def _finish_ended(self, until: int = 0) -> int:
         """Give ended requests their last interval (each up to its own end, whenever it is
-        finished): all of them, or with ``until`` at least one and an eighth of those waiting,
-        then more until ``until``; how many. A burst of ends is spread over ticks, and the
-        backlog stays within eight periods' worth of ends at any request rate."""
+        finished): all of them, or with ``until`` at least one (and an eighth of those beyond
+        :data:`_ENDED_BACKLOG`), then more until ``until``; how many. A burst of ends is spread
+        over ticks, and the backlog stays bounded at any request rate (within
+        ``_ENDED_BACKLOG`` plus eight periods' worth of ends)."""
         ended = self._ended
-        least = max(1, len(ended) // _ENDED_SHARE)
+        least = max(1, (len(ended) - _ENDED_BACKLOG) // 8)
         done = 0
         while ended:
             if until and done >= least and _now() >= until:
