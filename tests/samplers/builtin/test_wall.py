@@ -130,7 +130,8 @@ def test_concurrent_children_share_and_requests_stay_apart() -> None:
     found = _samples(wall)
     a, b = found["000000000000000a"], found["000000000000000b"]
     assert set(a) == {("sleep", "c1", "gathering"), ("sleep", "c2", "gathering")}
-    assert abs(a[("sleep", "c1", "gathering")] - a[("sleep", "c2", "gathering")]) <= 1
+    # Equal shares: each of the two intervals (read, finish) gives its odd nanosecond to one.
+    assert abs(a[("sleep", "c1", "gathering")] - a[("sleep", "c2", "gathering")]) <= 2
     assert set(b) == {("acquire", "b")}
 
 
