@@ -177,6 +177,27 @@ def test_an_ended_request_is_closed_at_its_end() -> None:
     assert total == now + 5 * MS - 10  # from its first event to its end
 
 
+def test_a_request_that_ends_during_a_long_read_gets_no_time_past_its_end() -> None:
+    attributor = _attributor(Event(ring.TASK, 10, PARENT, 1))
+    ended: list[int] = []
+
+    class EndsWhileRead(FakeReader):
+        def get_all_awaited_by(self) -> list[Any]:
+            time.sleep(0.02)
+            ended.append(time.monotonic_ns())
+            attributor.add(Event(ring.END, ended[0], 1, 0))
+            time.sleep(0.02)
+            return super().get_all_awaited_by()  # read before the end: still listed
+
+    wall = _reader(EndsWhileRead([task(PARENT, ["sleep", "handler"])], {}), attributor)
+    wall.read(time.monotonic_ns())
+    wall.reader.tasks = []  # type: ignore[attr-defined]
+    wall.read(time.monotonic_ns())
+    assert len(wall.account) == 0
+    total = sum(_samples(wall)["000000000000000a"].values())
+    assert total == ended[0] - 10  # from its first event to its end, nothing after
+
+
 def test_reads_get_rarer_when_they_cost_more() -> None:
     attributor = _attributor(Event(ring.TASK, 10, PARENT, 1))
     cheap = _reader(FakeReader([task(PARENT, ["sleep"])], {}), attributor)

@@ -128,7 +128,10 @@ class WallReader:
                 labels_of[key] = labels
             waits.update(jobs)  # a request's job threads are what its tasks wait for
         for key, stacks_now in waits.items():
-            self.account.visit(key, labels_of[key], at, stacks_now)
+            # At the read's start, which the labels were resolved at: a request that ended
+            # while a long read ran (tenths of a second at 10,000 tasks) is given no time past
+            # its end (its end, found later, gives it the rest up to there).
+            self.account.visit(key, labels_of[key], began, stacks_now)
             self._seen[key] = at
         self._close_ended(at, waits)
         took = time.monotonic_ns() - began
