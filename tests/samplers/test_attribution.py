@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 from span_profiles._samplers.builtin import ring
-from span_profiles._samplers.builtin.attribution import Attributor
 from span_profiles._samplers.builtin.ring import Event
+from tests.support.attribution import A, B
+from tests.support.attribution import attributor as _attributor
 
-A = (("span_id", "000000000000000a"), ("span_name", "GET /a"))
-B = (("span_id", "000000000000000b"), ("span_name", "GET /b"))
 A_RENAMED = (("span_id", "000000000000000a"), ("span_name", "GET /a/{id}"))
 LOOP, WORKER, TASK, OTHER = 100, 200, 0x7F0000001000, 0x7F0000002000
-
-
-def _attributor(*events: Event | None) -> Attributor:
-    attributor = Attributor()
-    attributor.add(Event(ring.DEFINE, 1, 1, 0, A))
-    attributor.add(Event(ring.DEFINE, 1, 2, 0, B))
-    for event in events:
-        attributor.add(event)
-    return attributor
 
 
 def test_a_task_sample_takes_the_labels_its_task_had_before_the_read() -> None:

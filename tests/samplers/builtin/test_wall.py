@@ -16,9 +16,8 @@ from span_profiles._samplers.builtin.attribution import Attributor
 from span_profiles._samplers.builtin.ring import Event
 from span_profiles._samplers.builtin.wall import BUDGET, WallReader
 from span_profiles.receiver.ingest.decode import decode_pprof
+from tests.support.attribution import attributor as _attributor
 
-A = (("span_id", "000000000000000a"), ("span_name", "GET /a"))
-B = (("span_id", "000000000000000b"), ("span_name", "GET /b"))
 LOOP, WORKER = 100, 200
 PARENT, CHILD, OTHER, LONELY = 0x7F01, 0x7F02, 0x7F03, 0x7F04
 MS = 1_000_000
@@ -57,15 +56,6 @@ class FakeReader:
 
     def _read_threads(self, tids: list[int]) -> dict[int, stacks.Stack]:
         return {t: tuple(frame(n) for n in self.threads[t]) for t in tids if t in self.threads}
-
-
-def _attributor(*events: Event) -> Attributor:
-    attributor = Attributor()
-    attributor.add(Event(ring.DEFINE, 1, 1, 0, A))
-    attributor.add(Event(ring.DEFINE, 1, 2, 0, B))
-    for event in events:
-        attributor.add(event)
-    return attributor
 
 
 def _reader(reader: FakeReader, attributor: Attributor) -> WallReader:
