@@ -396,8 +396,9 @@ def _hook_stdlib(state: _State, patches: Patches) -> None:
 
     original_add_reader = loop_class._add_reader
 
-    def _add_reader(self: Any, fd: Any, callback: Any, *args: Any) -> Any:
-        result = original_add_reader(self, fd, callback, *args)
+    def _add_reader(self: Any, fd: Any, callback: Any, *args: Any, **kwargs: Any) -> Any:
+        # CPython 3.15 passes the transport's context (``context=``).
+        result = original_add_reader(self, fd, callback, *args, **kwargs)
         if state.active:
             try:
                 _cover_reader(self, fd, callback, ClientRead, ServerRead)
