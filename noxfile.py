@@ -40,9 +40,26 @@ def _groups(*names: str) -> list[str]:
     return [req for name in names for req in nox.project.dependency_groups(PYPROJECT, name)]
 
 
+# One session's whole pytest run. A test whose teardown hangs after pytest-timeout has fired once
+# (a server waiting for a connection that never closes) would otherwise hold CI until its own limit
+# and lose every later session's result; a suite takes ~5 min on this machine, even when loaded.
+SESSION_LIMIT = "25m"
+
+
 def _pytest(session: nox.Session, *args: str) -> None:
-    """pytest with ``args`` and the session's own arguments (exit 5, no test collected, fails)."""
-    session.run("python", "-m", "pytest", *args, *session.posargs)
+    """pytest with ``args`` and the session's own arguments (exit 5, no test collected, fails),
+    ended after ``SESSION_LIMIT`` (coreutils ``timeout``: exit 124, the session fails)."""
+    session.run(
+        "timeout",
+        "--kill-after=30s",
+        SESSION_LIMIT,
+        "python",
+        "-m",
+        "pytest",
+        *args,
+        *session.posargs,
+        external=True,
+    )
 
 
 @nox.session

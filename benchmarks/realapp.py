@@ -4,7 +4,9 @@ Run: ``python benchmarks/realapp.py`` (8 configurations x ``--repeats`` runs of 
 each, plus start-up: about 4 minutes per repeat; ``--quick``: 8 s runs, one repeat). Needs
 Debian's ``postgresql`` package (``scripts/install-postgres.sh``): a private cluster is started on
 loopback in a temporary directory and removed afterwards. Prints the tables and every run, and
-writes ``benchmarks/results/realapp.md`` and ``.json`` (``realapp-quick.*`` with ``--quick``).
+writes ``benchmarks/results/realapp.md`` and ``.json`` (``realapp-TAG.*`` with ``--tag TAG``,
+``-quick`` with ``--quick``). ``SPAN_PROFILES_SAMPLER=builtin`` (CPython 3.14+) measures the
+built-in sampler; with ``--no-baseline`` where pyroscope-io has no build (3.15).
 
 The app is ``tests/support/apps/realapp.py`` (endpoints: health, live, list/get/create/update items
 through an ``AsyncSession`` from a ``yield`` dependency, and ``many_rows``, an export of 5,000
@@ -259,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-telemetry", action="store_true", help="leave out FastAPI's built-in telemetry"
     )
     parser.add_argument("--no-baseline", action="store_true", help="leave out the agent alone")
+    parser.add_argument(
+        "--tag", help="write results/realapp-TAG.* (e.g. the sampler and Python) instead"
+    )
     args = parser.parse_args(argv)
     seconds = args.seconds or (8.0 if args.quick else 20.0)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -327,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     report = render(runs, meta)
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "realapp-quick" if args.quick else "realapp"
+    stem = "realapp" + (f"-{args.tag}" if args.tag else "") + ("-quick" if args.quick else "")
     (RESULTS / f"{stem}.md").write_text(report + f"\nTotal run time: {meta['seconds_total']} s.\n")
     (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=1) + "\n")
     return 0

@@ -4,23 +4,18 @@
 # Idempotent: does nothing when initdb is there. No system cluster is created or started (Debian's
 # createcluster.conf says so before the server package is installed): tests run their own.
 set -euo pipefail
+. "$(dirname "$0")/lib/apt.sh"
 
 if compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "install-postgres: no PostgreSQL server under /usr/lib/postgresql and apt-get is not" \
-    "available; install PostgreSQL and point SPAN_PROFILES_PG_BINDIR at its bin directory" >&2
-  exit 1
-fi
+hint="install PostgreSQL and point SPAN_PROFILES_PG_BINDIR at its bin directory"
+apt_install install-postgres "$hint" postgresql-common
 sudo=""
 if [ "$(id -u)" != 0 ]; then
   sudo="sudo"
 fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -q
-$sudo apt-get install -y -q --no-install-recommends postgresql-common
 $sudo mkdir -p /etc/postgresql-common/createcluster.d
 echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.d/span-profiles.conf >/dev/null
-$sudo apt-get install -y -q --no-install-recommends postgresql
+apt_install install-postgres "$hint" postgresql
 ls /usr/lib/postgresql/*/bin/initdb

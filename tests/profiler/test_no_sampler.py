@@ -118,7 +118,7 @@ SERVED = textwrap.dedent(
 def test_an_app_serves_and_labels_with_one_warning_and_no_traceback() -> None:
     """A fresh interpreter serving requests through the ASGI middleware: labelled requests,
     exactly one warning line on stderr, and no traceback anywhere."""
-    done = run_agent_script(SERVED)
+    done = run_agent_script(SERVED, SPAN_PROFILES_SAMPLER="auto")
     assert done.stdout.strip() == "labelled 3 of 3", done.stderr
     warnings = [line for line in done.stderr.splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 1, done.stderr

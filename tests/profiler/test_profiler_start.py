@@ -202,8 +202,9 @@ def test_missing_agent_returns_false(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Without pyroscope-io (and no built-in sampler for this Python), 'auto' returns False with
-    no error and 'on' logs one error."""
+    no error and 'on' logs one error naming the extra, on a Python pyroscope-io has a build for."""
     monkeypatch.setitem(sys.modules, "pyroscope", None)
+    monkeypatch.setattr(_samplers.base, "PYTHON", (3, 12))
     monkeypatch.setattr(_samplers, "builtin_usable", lambda: (False, "no built-in sampler"))
     caplog.set_level(logging.ERROR, logger="span_profiles")
     assert not start_profiler(tracer_provider=provider("svc"))

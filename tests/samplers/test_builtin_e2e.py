@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from span_profiles import _samplers
-from span_profiles.receiver import ProfileStore, Receiver
+from span_profiles.receiver import ProfileReader, Receiver, Selection
 from tests.support.servers import ROOT, Server, agent_env, free_port, serving
 
 if sys.version_info < (3, 14):
@@ -110,8 +110,8 @@ def test_each_request_gets_exactly_its_own_work(receiver: Receiver, tmp_path: Pa
     span_of = {span_id: endpoint for endpoint, span_id, _ in requests}
     assert len(span_of) == len(requests)
     counts: Counter[tuple[str, str]] = Counter()
-    with ProfileStore(receiver.db_path) as store:
-        for sample in store.samples(service="builtin-e2e"):
+    with ProfileReader(receiver.db_path) as reader:
+        for sample in reader.samples(Selection(service="builtin-e2e")):
             burns = [f for f in sample.functions if f.startswith("burn_")]
             if not burns:
                 continue
@@ -161,8 +161,8 @@ def test_each_gunicorn_worker_gets_its_own_sampler(receiver: Receiver, tmp_path:
     span_of = {span_id: endpoint for endpoint, span_id, _ in requests}
     served = Counter(SERVED_BY[span_id] for span_id in span_of)
     pids: Counter[str] = Counter()
-    with ProfileStore(receiver.db_path) as store:
-        for sample in store.samples(service="builtin-e2e"):
+    with ProfileReader(receiver.db_path) as reader:
+        for sample in reader.samples(Selection(service="builtin-e2e")):
             values = sample.label_values("span_id")
             if values and values[0] in span_of:
                 (pid,) = sample.label_values("pid")

@@ -259,7 +259,7 @@ def test_doctor_reads_yama_and_the_interpreter(
         scope.write_text(value + "\n")
         assert checks.check_yama(str(scope)).status == status
     assert checks.check_yama(str(tmp_path / "absent")).status == "ok"
-    monkeypatch.setattr(_samplers, "builtin_usable", lambda: (False, "needs CPython 3.14"))
+    monkeypatch.setattr(checks, "builtin_usable", lambda: (False, "needs CPython 3.14"))
     found = checks.all_checks(Settings())
     assert [c.name for c in found] == ["builtin"]
     assert found[0].status == "problem"

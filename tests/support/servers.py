@@ -41,15 +41,16 @@ def agent_env(**extra: str) -> dict[str, str]:
 
 
 def run_agent_script(
-    script: str, *args: str, timeout: float = 60
+    script: str, *args: str, timeout: float = 60, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` in a fresh interpreter with :func:`agent_env`; fail on a non-zero exit."""
+    """Run ``script`` in a fresh interpreter with :func:`agent_env` (plus ``env``); fail on a
+    non-zero exit."""
     done = subprocess.run(
         [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=agent_env(),
+        env=agent_env(**env),
         check=False,
     )
     assert done.returncode == 0, done.stderr

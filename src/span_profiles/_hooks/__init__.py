@@ -14,13 +14,16 @@ change reaches it through the contents of those fields.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from span_profiles._core.engine import HotPath
 
-__all__ = ["Hook", "no_undo"]
+__all__ = ["Hook", "installed_module", "no_undo"]
 
 
 class Hook(Protocol):
@@ -33,3 +36,14 @@ class Hook(Protocol):
 
 def no_undo() -> None:
     """The undo of a hook whose only changes are patches on ``hot.patches`` (or nothing)."""
+
+
+def installed_module(name: str) -> ModuleType | None:
+    """Module ``name`` if it is installed (imported now), else ``None``: a hook patches a
+    runtime the app may use (uvloop) without making it a dependency."""
+    try:
+        if importlib.util.find_spec(name) is None:
+            return None
+        return importlib.import_module(name)
+    except ImportError:
+        return None

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import asyncio.format_helpers
 import functools
-import importlib.util
 import sys
 import threading
 import weakref
@@ -37,7 +36,7 @@ from span_profiles._core import engine, guard
 from span_profiles._core.engine import HotPath
 from span_profiles._core.patching import Patches
 from span_profiles._core.sinks import EMPTY, Labels
-from span_profiles._hooks import no_undo
+from span_profiles._hooks import installed_module, no_undo
 
 _FACTORY_MARK = "__span_profiles__"
 
@@ -434,13 +433,9 @@ def install(hot: HotPath) -> Callable[[], None]:
 
 def _hook_uvloop_construction(patches: Patches, loops: _LoopHooks) -> None:
     # uvloop is an asyncio loop, so this module may import it, but only if it is installed.
-    try:
-        if importlib.util.find_spec("uvloop") is None:
-            return
-        import uvloop
-    except ImportError:
+    uvloop = installed_module("uvloop")
+    if uvloop is None:
         return
-
     loop_class = uvloop.Loop
     original_init = loop_class.__init__
     if hasattr(original_init, "__wrapped__"):

@@ -48,7 +48,7 @@ from span_profiles._core import engine, guard
 from span_profiles._core.engine import Holder, HotPath
 from span_profiles._core.patching import Patches
 from span_profiles._core.sinks import EMPTY, Labels
-from span_profiles._hooks import no_undo
+from span_profiles._hooks import installed_module, no_undo
 
 __all__ = ["OwnedTransport", "install"]
 
@@ -269,13 +269,8 @@ def _wrap_factory(state: _State, factory: Callable[[], Any]) -> Callable[[], Any
 
 
 def _hook_uvloop(state: _State, patches: Patches) -> None:
-    try:
-        import importlib.util
-
-        if importlib.util.find_spec("uvloop") is None:
-            return
-        import uvloop
-    except ImportError:
+    uvloop = installed_module("uvloop")
+    if uvloop is None:
         return
     loop_class = uvloop.Loop
     for name in ("create_connection", "create_unix_connection"):
