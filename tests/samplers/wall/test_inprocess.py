@@ -122,9 +122,12 @@ def test_a_request_time_goes_to_where_it_waits_and_nothing_else(
     assert "no_span_sleeper" not in str(found)
 
 
+@pytest.mark.parametrize("budget_ns", [inprocess.TICK_BUDGET_NS, 0])
 def test_a_child_task_shows_under_the_task_that_awaits_it(
-    wall: InProcessWall, instrumented: Any
+    wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch, budget_ns: int
 ) -> None:
+    # With no budget left, the visit still reads the child with its parent.
+    monkeypatch.setattr(inprocess, "TICK_BUDGET_NS", budget_ns)
     async def request() -> None:
         with instrumented.tracer.start_as_current_span("GET /child"):
             await part_child()

@@ -69,7 +69,8 @@ ON_CPU: Frame = ("<span-profiles>", "[on CPU]", 0)
 """The leaf under which the on-CPU part of a request shows on this path."""
 
 TICK_BUDGET_NS = 200_000
-"""A tick stops visiting requests once it has run this long (the loop waits meanwhile)."""
+"""A tick starts no further visit once it has run this long (the loop waits meanwhile); a visit
+it started reads its whole slice (:data:`TASKS_PER_VISIT`)."""
 
 TASKS_PER_VISIT = 32
 """Tasks of one request read per visit (a request with more is read a slice at a time)."""
@@ -529,7 +530,7 @@ class InProcessWall:
                 continue
             if threads is None and request.threads:
                 threads = sys._current_frames()
-            self._visit(request, threads, until)
+            self._visit(request, threads)
             self.stats["visits"] += 1
             if _now() >= until:
                 break
@@ -558,9 +559,10 @@ class InProcessWall:
             cpu, request.cpu = request.cpu, 0
             self.account.on_cpu(request, request.cpu_stack, self._labels(request), cpu, at)
 
-    def _visit(
-        self, request: _Request, threads: dict[int, FrameType] | None, until: int = 0
-    ) -> None:
+    def _visit(self, request: _Request, threads: dict[int, FrameType] | None) -> None:
+        # A whole slice per visit, never cut by the tick's budget: a task is known to wait on
+        # a child only when the child is read in the same slice (cut after the parent, the
+        # parent's chain took the child's time: -16 % on child tasks in the accuracy run).
         tasks = request.tasks
         visited: list[tuple[Any, _Seen]] = []
         moved: _Seen | None = None
@@ -573,8 +575,6 @@ class InProcessWall:
             visited.append((task, seen))
             if seen is not before and moved is None:
                 moved = seen
-            if until and _now() >= until:
-                break  # the tick's budget is spent: the rest of the slice next time
         now = _now()
         if moved is not None:
             request.cpu_stack = moved.cpu
