@@ -128,6 +128,7 @@ def test_a_child_task_shows_under_the_task_that_awaits_it(
 ) -> None:
     # With no budget left, the visit still reads the child with its parent.
     monkeypatch.setattr(inprocess, "TICK_BUDGET_NS", budget_ns)
+
     async def request() -> None:
         with instrumented.tracer.start_as_current_span("GET /child"):
             await part_child()
