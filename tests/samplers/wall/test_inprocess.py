@@ -320,6 +320,23 @@ def test_trio_requests_get_no_wall_profile(wall: InProcessWall, instrumented: An
     assert wall._trio == {}  # forgotten at the end of the span
 
 
+def test_tasks_waiting_in_the_same_place_share_one_stack(
+    wall: InProcessWall, instrumented: Any
+) -> None:
+    """One window entry per request and place, however many of its tasks wait there."""
+
+    async def request() -> None:
+        with instrumented.tracer.start_as_current_span("GET /fanout"):
+            await asyncio.gather(*(asyncio.create_task(child()) for _ in range(100)))
+
+    asyncio.run(request())
+    wall.flush()
+    entries = len(wall._window)
+    window = wall.take()
+    assert sum(window.values()) > 0
+    assert entries <= 2 * len(window)  # by identity, yet as few as by value
+
+
 def test_stopping_removes_the_observer_and_restores_the_sink_call(instrumented: Any) -> None:
     producer = InProcessWall()
     producer.start(Settings.resolve({"wall": True}), "unit", upload=False)

@@ -274,6 +274,8 @@ class InProcessWall:
         self._ended: deque[_Request] = deque()
         """Requests whose span ended, to be finished by the next tick (appended by any thread)."""
         self._frames: dict[tuple[Any, int], Frame] = {}
+        self._stacks: dict[Stack, Stack] = {}
+        """One object per distinct stack (:meth:`_intern`)."""
         self._trio: dict[int, Labels] = {}
         """``id(labels)`` -> labels (kept alive) of the trio requests in flight: left out."""
         self._lock = threading.Lock()
@@ -587,7 +589,7 @@ class InProcessWall:
             for ident in list(request.threads):
                 frame = threads.get(ident)
                 if frame is not None:
-                    waits.append(self._thread_stack(frame) + below)
+                    waits.append(self._intern(self._thread_stack(frame) + below))
         if not waits:
             waits = leaves
         ran, request.moved = request.moved, 0
@@ -601,7 +603,7 @@ class InProcessWall:
         if before is not None and before.unchanged():
             return before
         coros, frames = chain(task)
-        stack = self._stack(frames)
+        stack = self._intern(self._stack(frames))
         depth = 1
         if before is not None:
             # The frames live throughout since the last read (the on-CPU part ran at or below
@@ -611,7 +613,7 @@ class InProcessWall:
                 if now_coro is not then_coro:
                     break
                 depth += 1
-        cpu = (ON_CPU, *stack[len(stack) - max(depth, 1) :])
+        cpu = self._intern((ON_CPU, *stack[len(stack) - max(depth, 1) :]))
         return _Seen(coros, frames[-1] if frames else None, stack, cpu)
 
     def _leaf_stacks(
@@ -640,9 +642,19 @@ class InProcessWall:
                 # Under the chain of the task awaiting it (one level: deeper awaiters are
                 # above that one's own chain when it is read as a leaf of a parent's).
                 seen.below = outer.stack
-                seen.stitched = seen.stack + outer.stack
+                seen.stitched = self._intern(seen.stack + outer.stack)
             stacks.append(seen.stitched)
         return stacks
+
+    def _intern(self, stack: Stack) -> Stack:
+        # Samples are keyed by the stack's identity (no hashing per sample): with one object per
+        # distinct stack, the upload window holds an entry per request and place, not per task.
+        # At 10,000 tasks it held ~10,000, which outlived young collections and set off full
+        # collections of the whole heap, stalling the loop for 50-300 ms.
+        found = self._stacks.setdefault(stack, stack)
+        if len(self._stacks) > 100_000:
+            self._stacks.clear()
+        return found
 
     def _stack(self, frames: list[FrameType]) -> Stack:
         """Outermost-first frames as a leaf-first pprof stack."""
@@ -712,7 +724,9 @@ class InProcessWall:
                         queue.discard(request)
                         continue
                     waits = [
-                        self._thread_stack(threads[i]) for i in request.threads if i in threads
+                        self._intern(self._thread_stack(threads[i]))
+                        for i in request.threads
+                        if i in threads
                     ]
                     self.account.visit(request, self._labels(request), _now(), waits)
                     if _now() >= until:
