@@ -188,6 +188,17 @@ def test_a_request_that_ends_during_a_long_read_gets_no_time_past_its_end() -> N
     assert total == ended[0] - 10  # from its first event to its end, nothing after
 
 
+def test_the_last_flush_closes_ended_requests_at_their_end() -> None:
+    attributor = _attributor(Event(ring.TASK, 10, PARENT, 1))
+    wall = _reader(FakeReader([task(PARENT, ["sleep", "handler"])], {}), attributor)
+    now = time.monotonic_ns()
+    wall.read(now)
+    attributor.add(Event(ring.END, now + 5 * MS, 1, 0))
+    wall.finish(now + 2000 * MS)  # no read since it ended
+    total = sum(_samples(wall)["000000000000000a"].values())
+    assert total == now + 5 * MS - 10
+
+
 def test_reads_get_rarer_when_they_cost_more() -> None:
     attributor = _attributor(Event(ring.TASK, 10, PARENT, 1))
     cheap = _reader(FakeReader([task(PARENT, ["sleep"])], {}), attributor)

@@ -164,6 +164,7 @@ class Sampler:
         windows = set(self.pending)
         if self.wall is not None:
             if final:
+                self.drain()  # the last ends first: finish closes each request at its end
                 self.wall.finish(now)
             windows.update(self.wall.builders)
         for window in sorted(windows):

@@ -216,7 +216,12 @@ class WallReader:
             self._seen.pop(key, None)
 
     def finish(self, at: int) -> None:
-        """The sampler stops: every open request's time up to ``at``."""
+        """The sampler stops: every open request's time up to its end where it is known (reads
+        are seconds apart at 10,000 tasks: many ended since the last one), else up to ``at``."""
+        for key, lid in list(self._lid.items()):
+            ended = self.attributor.ended_at(lid)
+            if ended is not None and ended < at:
+                self.account.end(key, ended)
         self.account.end_all(at)
 
     # -- output ------------------------------------------------------------------------------
