@@ -22,8 +22,8 @@ its slow downstream server in a process of its own), pushing to a receiver in th
   off: the longest loop stall seen by a loop-lag probe (a 1 ms sleep's late wake-up), the longest
   garbage collection, the wall producer's longest tick (in-process) or read (built-in), and the
   requests' wall coverage.
-* ``memory``: a steady ``/load`` for ``--seconds`` with wall profiles on; the app's (and the
-  built-in sampler's) resident memory every ``--every`` seconds.
+* ``memory``: a steady ``/load`` for ``--seconds`` with wall profiles on (``--wall off``: the
+  baseline); the app's (and the built-in sampler's) resident memory every ``--every`` seconds.
 """
 
 from __future__ import annotations
@@ -373,7 +373,7 @@ def memory(args: argparse.Namespace) -> None:
         receiver = _receiver(tmp)
         try:
             with wall.wall_app(
-                receiver.url, tmp / "app.log", loop=args.loop, **_env(args, True)
+                receiver.url, tmp / "app.log", loop=args.loop, **_env(args, args.wall == "on")
             ) as server:
                 port = int(server.url.rpartition(":")[2])
                 sampler_pid = (_get(server.url + "/lag").get("wall") or {}).get("sampler_pid")
@@ -418,14 +418,14 @@ def memory(args: argparse.Namespace) -> None:
     lines = _header(args, "memory over a long run")
     lines += [
         f"`/load` at {args.inflight[0]} in flight for {args.seconds:g} s ({rate:.1f} req/s), "
-        f"resident memory every {args.every:g} s.",
+        f"wall profiles {args.wall}, resident memory every {args.every:g} s.",
         "",
         "| t (s) | app RSS MiB | sampler process RSS MiB |",
         "|---:|---:|---:|",
     ]
     lines += [f"| {s['t']} | {s['app_rss_mib']} | {s['sampler_rss_mib'] or '-'} |" for s in samples]
     _write(
-        f"wall-memory-{args.sampler}-{args.loop}-{PY}",
+        f"wall-memory-{args.sampler}-{args.loop}-{PY}" + ("-off" if args.wall == "off" else ""),
         lines,
         {"samples": samples, "rate": rate, "stats": stats},
     )
@@ -448,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=100, help="scale: tasks per request")
     parser.add_argument("--hold", type=float, default=5.0, help="scale: seconds they sleep")
     parser.add_argument("--every", type=float, default=30.0, help="memory: seconds between reads")
+    parser.add_argument(
+        "--wall", choices=("on", "off"), default="on", help="memory: the baseline is off"
+    )
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     args.load_at_start = _loadavg()
