@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +249,13 @@ def _load() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
+def _version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the results."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -272,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_baseline:
         chosen = [c for c in chosen if c.mode != "agent"]
 
-    import pyroscope  # noqa: F401  (fail early without the agent)
+    if not args.no_baseline or os.environ.get("SPAN_PROFILES_SAMPLER") != "builtin":
+        import pyroscope  # noqa: F401  (fail early without the agent)
 
     meta: dict[str, Any] = {
         "command": " ".join(
@@ -282,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "cpus": len(os.sched_getaffinity(0)),
         "versions": {
-            name: version(name)
+            name: _version(name)
             for name in ("fastapi", "sqlalchemy", "asyncpg", "uvicorn", "uvloop", "pyroscope-io")
         },
         "clients": args.clients,
