@@ -231,7 +231,7 @@ def test_each_tick_is_bounded_by_its_budget(
 
 
 # Real ticks on a real clock: a loaded machine can starve the producer's thread for a while (it
-# failed once in a full run, never in 30 runs alone or beside a CPU hog per core).
+# failed once in a full run, never in 18 runs alone or beside a CPU hog per core).
 @pytest.mark.flaky(reruns=2, reruns_delay=1)
 def test_a_burst_of_ended_requests_is_spread_over_ticks_and_keeps_its_time(
     wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
