@@ -13,7 +13,9 @@ run-queue wait, time slices; ``sched``: involuntary switches, migrations) and th
 CPU pressure, context switches, interrupts).
 
 ``python -m benchmarks._workload.busy load PORT CLIENTS QUERY SECONDS`` drives a workload app;
-``... slow-server PORT`` serves slowly; ``... slow-clients PORT CLIENTS SECONDS`` polls it.
+``... slow-server PORT`` serves slowly; ``... slow-clients PORT CLIENTS SECONDS`` polls it;
+``... mix SECONDS`` runs the whole mix on its own for that long (or until SIGTERM/SIGINT), e.g. to
+run the test suite beside it.
 """
 
 from __future__ import annotations
@@ -467,6 +469,18 @@ def main(argv: list[str]) -> int:
         asyncio.run(_slow_server(int(args[0])))
     elif command == "slow-clients":
         asyncio.run(_slow_clients(int(args[0]), int(args[1]), float(args[2])))
+    elif command == "mix":
+        import tempfile
+
+        seconds = float(args[0])
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        with (
+            tempfile.TemporaryDirectory(prefix="span-profiles-busy-") as tmp,
+            BusyMix(Path(tmp), seconds=seconds),
+        ):
+            print(f"busy mix up for {seconds:g} s", file=sys.stderr, flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                time.sleep(seconds)
     else:
         raise SystemExit(f"unknown command {command!r}")
     return 0
