@@ -199,8 +199,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not no_build:
             reason += " (the `pyroscope` extra)"
         skip_agent = pytest.mark.skip(reason=f"needs the real pyroscope-io agent: {reason}")
+    # ``profiles`` tests need a sampler, whichever ``sampler="auto"`` picks here: pyroscope-io
+    # on 3.10-3.13, the built-in one on 3.14+ (3.15 included, where pyroscope-io has no build).
+    chosen = _samplers.choose("auto")
+    skip_profiles = None
+    if chosen.name is None:
+        skip_profiles = pytest.mark.skip(reason=f"needs a sampler: {chosen.reason}")
     for item in items:
         if item.get_closest_marker("sampled") is not None:
             item.add_marker(pytest.mark.flaky(reruns=2, reruns_delay=1))
         if skip_agent is not None and item.get_closest_marker("agent") is not None:
             item.add_marker(skip_agent)
+        if skip_profiles is not None and item.get_closest_marker("profiles") is not None:
+            item.add_marker(skip_profiles)

@@ -1,4 +1,4 @@
-"""End to end (issue 9): under gunicorn (WSGI) and uvicorn (ASGI) with the real agent, no sample
+"""End to end (issue 9): under gunicorn (WSGI) and uvicorn (ASGI) with a real sampler, no sample
 of a routed Django request carries a bare method as ``span_name``, earlier middlewares included."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tests.support.routing import routing_receiver as routing_receiver
 if TYPE_CHECKING:
     from span_profiles.receiver.web.server import Receiver
 
-pytestmark = [pytest.mark.agent, pytest.mark.e2e, pytest.mark.sampled]
+pytestmark = [pytest.mark.profiles, pytest.mark.e2e, pytest.mark.sampled]
 
 APP = "tests.support.apps.django_routing_app"
 

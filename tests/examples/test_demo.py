@@ -18,7 +18,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("google.protobuf")
 
-pytestmark = [pytest.mark.agent, pytest.mark.e2e, pytest.mark.sampled]
+pytestmark = [pytest.mark.profiles, pytest.mark.e2e, pytest.mark.sampled]
 
 DEMO = EXAMPLES / "demo.py"
 ENDPOINTS = ["GET /checkout", "GET /search", "GET /report", "GET /items/{item_id}"]

@@ -18,7 +18,7 @@ from tests.support.servers import ROOT
 
 pytest.importorskip("fastapi")
 
-pytestmark = [pytest.mark.agent, pytest.mark.e2e]
+pytestmark = [pytest.mark.profiles, pytest.mark.e2e]
 
 DEMO = ROOT / "examples" / "demo.py"
 

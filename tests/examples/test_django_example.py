@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 pytest.importorskip("django")
 pytest.importorskip("httpx")
 
-pytestmark = [pytest.mark.agent, pytest.mark.e2e, pytest.mark.sampled]
+pytestmark = [pytest.mark.profiles, pytest.mark.e2e, pytest.mark.sampled]
 
 APP_DIR = EXAMPLES / "django"
 OWN = {"/checkout": "burn_checkout", "/search": "burn_search"}

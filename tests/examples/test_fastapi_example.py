@@ -1,4 +1,4 @@
-"""The FastAPI example under uvicorn (asyncio) and hypercorn (trio) with the real agent."""
+"""The FastAPI example under uvicorn (asyncio) and hypercorn (trio) with a real sampler."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-pytestmark = [pytest.mark.agent, pytest.mark.e2e, pytest.mark.sampled]
+pytestmark = [pytest.mark.profiles, pytest.mark.e2e, pytest.mark.sampled]
 
 APP_DIR = EXAMPLES / "fastapi"
 OWN = {"/checkout": "burn_checkout", "/search": "burn_search"}

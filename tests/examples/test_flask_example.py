@@ -1,4 +1,4 @@
-"""The Flask example under gunicorn's threaded workers with the real agent (started in post_fork)."""
+"""The Flask example under gunicorn's threaded workers with a real sampler (started in post_fork)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ pytest.importorskip("flask")
 pytest.importorskip("gunicorn")
 pytest.importorskip("httpx")
 
-pytestmark = [pytest.mark.agent, pytest.mark.e2e, pytest.mark.sampled]
+pytestmark = [pytest.mark.profiles, pytest.mark.e2e, pytest.mark.sampled]
 
 APP_DIR = EXAMPLES / "flask"
 

@@ -1,4 +1,4 @@
-"""End to end (issue 9): under gunicorn gthread with the real agent, no sample of a routed Flask
+"""End to end (issue 9): under gunicorn gthread with a real sampler, no sample of a routed Flask
 request carries a bare method as ``span_name``, session opening included."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tests.support.routing import routing_receiver as routing_receiver
 if TYPE_CHECKING:
     from span_profiles.receiver.web.server import Receiver
 
-pytestmark = [pytest.mark.agent, pytest.mark.e2e, pytest.mark.sampled]
+pytestmark = [pytest.mark.profiles, pytest.mark.e2e, pytest.mark.sampled]
 
 
 def template(path: str) -> str:
