@@ -56,7 +56,10 @@ class Server:
         sock.listen(128)
         self.port = sock.getsockname()[1]
         self.stderr_path = stderr_path
-        env = {**os.environ, **self.env, "PYTHONPATH": str(self.cwd)}
+        # SP_BENCH_SRC: another tree's src/ (a worktree of an older commit) goes before the
+        # installed package, so one checkout's benchmark can time two versions of the library.
+        path = [os.environ["SP_BENCH_SRC"]] if os.environ.get("SP_BENCH_SRC") else []
+        env = {**os.environ, **self.env, "PYTHONPATH": os.pathsep.join([*path, str(self.cwd)])}
         with stderr_path.open("wb") as stderr:
             self.process = subprocess.Popen(
                 [
