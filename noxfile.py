@@ -48,9 +48,11 @@ SESSION_LIMIT = "25m"
 
 def _pytest(session: nox.Session, *args: str) -> None:
     """pytest with ``args`` and the session's own arguments (exit 5, no test collected, fails),
-    ended after ``SESSION_LIMIT`` (coreutils ``timeout``: exit 124, the session fails)."""
+    ended after ``SESSION_LIMIT`` (coreutils ``timeout``: exit 124, the session fails).
+    ``--foreground`` keeps pytest in nox's process group, so whatever stops CI stops it too."""
     session.run(
         "timeout",
+        "--foreground",
         "--kill-after=30s",
         SESSION_LIMIT,
         "python",
