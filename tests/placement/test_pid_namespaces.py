@@ -108,6 +108,10 @@ def _terminate_inside(server: subprocess.Popen[bytes]) -> None:
         server.kill()
 
 
+# Placement moves a loop only to a CPU that is less busy: when load from outside the test fills
+# both CPUs during its 20 s (a benchmark beside CI failed it once on 3.13), no CPU is; a rerun
+# after the neighbour is gone tells that from a placement bug, which fails every attempt.
+@pytest.mark.flaky(reruns=2, reruns_delay=5)
 def test_two_pid_namespaces_under_load_use_different_cpus(two_servers: list[int]) -> None:
     """Both servers busy with CPU-bound requests: within 20 s their loops sit on different CPUs."""
     stop = threading.Event()
