@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 import span_profiles
 from span_profiles import _samplers
 from span_profiles._core import engine
+from span_profiles._samplers.builtin import ring
 from span_profiles._samplers.builtin.attribution import Attributor
 from span_profiles._samplers.builtin.ring import RingReader, RingWriter
 from span_profiles._samplers.builtin.sink import EventSink
@@ -295,3 +296,49 @@ def test_preflight_sees_a_seccomp_filter_that_denies_process_vm_readv() -> None:
     assert before == "True"
     assert after.startswith("(False"), after
     assert "process_vm_readv" in after, after
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_with_wall_profiles_a_tasks_first_step_since_each_read_is_written(
+    setup: Any, loop: str
+) -> None:
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+    _tracer, sink, _reader = setup
+    writer = RingWriter(1 << 12)
+    reader = RingReader(writer.fd, 1 << 12)
+    sink.detach()
+    sink.attach(writer, steps=True)
+    resumes = sink._resumes
+    assert resumes is not None
+    stamps: list[int] = []
+    workers: list[int] = []
+
+    async def work() -> None:
+        for _ in range(6):
+            await asyncio.sleep(0.002)
+            await asyncio.sleep(0)  # a second step in the same read interval: not written
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(work()) for _ in range(3)]
+        workers.extend(id(task) for task in tasks)
+        for _ in range(4):  # the test stands in for the sampler's reads
+            stamps.append(time.monotonic_ns())
+            reader.publish_read(stamps[-1])
+            await asyncio.sleep(0.004)
+        await asyncio.gather(*tasks)
+
+    run(main())
+    ran: dict[int, list[int]] = {}
+    for event in reader.drain():
+        assert event is not None
+        if event.kind == ring.RAN:
+            ran.setdefault(event.ident, []).append(event.t)
+    for ident in workers:
+        times = ran.get(ident, [])
+        assert len(times) >= len(stamps) - 1, times  # a record in (nearly) every interval
+        # ...and never two in one interval between reads.
+        intervals = [sum(t >= stamp for stamp in stamps) for t in times]
+        assert len(intervals) == len(set(intervals)), (times, stamps)
+    tool = resumes.tool
+    sink.detach()
+    assert sys.monitoring.get_tool(tool) is None  # type: ignore[attr-defined]

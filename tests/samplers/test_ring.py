@@ -119,3 +119,11 @@ def test_a_reserved_but_unwritten_slot_holds_the_reader_then_is_skipped(
     events = _events(reader) + _events(reader)
     assert [e.ident for e in events if e] == [5]
     assert reader.lost == 1
+
+
+def test_the_sampler_tells_the_app_when_a_read_began() -> None:
+    writer = RingWriter(slots=16)
+    reader = RingReader(writer.fd, 16)
+    assert writer.read_started[0] == 0
+    reader.publish_read(123_456_789_012)
+    assert writer.read_started[0] == 123_456_789_012

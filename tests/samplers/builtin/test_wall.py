@@ -14,7 +14,7 @@ from typing import Any
 from span_profiles._samplers.builtin import ring, stacks
 from span_profiles._samplers.builtin.attribution import Attributor
 from span_profiles._samplers.builtin.ring import Event
-from span_profiles._samplers.builtin.wall import BUDGET, WallReader
+from span_profiles._samplers.builtin.wall import AFTER_LAST_WAIT, BUDGET, WallReader
 from span_profiles.receiver.ingest.decode import decode_pprof
 from tests.support.attribution import attributor as _attributor
 
@@ -210,3 +210,55 @@ def test_reads_get_rarer_when_they_cost_more() -> None:
     assert dear.read_period_ns >= int(0.004e9 / BUDGET)
     assert not dear.due(now + dear.read_period_ns - 1)
     assert dear.due(now + dear.read_period_ns)
+
+
+def _moving_request() -> tuple[WallReader, list[int]]:
+    attributor = _attributor(Event(ring.TASK, 10, PARENT, 1))
+    published: list[int] = []
+    wall = WallReader(
+        FakeReader([task(PARENT, ["sleep", "handler"])], {}),  # type: ignore[arg-type]
+        attributor,
+        10 * MS,
+        lambda at: 0,
+        lambda stack: [("app.py", f.funcname, 0) for f in stack],
+        publish=published.append,
+    )
+    return wall, published
+
+
+def test_a_move_the_app_saw_splits_the_interval_where_it_happened() -> None:
+    wall, published = _moving_request()
+    wall.read(time.monotonic_ns())
+    wall.reader.tasks = [task(PARENT, ["acquire", "handler"])]  # type: ignore[attr-defined]
+    wall.moved(Event(ring.RAN, published[0] + 1, PARENT, 0))  # ran right after the first read
+    wall.read(time.monotonic_ns())
+    found = _samples(wall)["000000000000000a"]
+    # Without the move it would be halves; with it, all but 1 ns goes to where it went.
+    assert found[("sleep", "handler")] == published[0] + 1 - 10
+    assert found[("acquire", "handler")] == published[1] - published[0] - 1
+
+
+def test_a_job_starting_on_a_thread_is_a_move_and_later_moves_wait_their_read() -> None:
+    wall, published = _moving_request()
+    wall.read(time.monotonic_ns())
+    later = time.monotonic_ns() + 10**12
+    wall.moved(Event(ring.RAN, later, PARENT, 0))  # after the next read began: not for it
+    wall.moved(Event(ring.THREAD, published[0] + 5, WORKER, 1))
+    wall.reader.tasks = [task(PARENT, ["run_sync", "handler"])]  # type: ignore[attr-defined]
+    wall.read(time.monotonic_ns())
+    found = _samples(wall)["000000000000000a"]
+    assert found[("sleep", "handler")] == published[0] + 5 - 10
+    assert [event.t for event in wall._moves] == [later]
+
+
+def test_time_after_the_last_move_of_an_ended_request_is_not_given_to_its_last_wait() -> None:
+    wall, published = _moving_request()
+    wall.read(time.monotonic_ns())
+    wall.moved(Event(ring.RAN, published[0] + 7, PARENT, 0))  # it ran again, then ended
+    wall.attributor.add(Event(ring.END, published[0] + 20, 1, 0))
+    wall.reader.tasks = []  # type: ignore[attr-defined]
+    wall.read(time.monotonic_ns())
+    found = _samples(wall)["000000000000000a"]
+    assert found[("sleep", "handler")] == published[0] + 7 - 10
+    after = tuple(f.funcname for f in AFTER_LAST_WAIT)
+    assert found[after] == 13

@@ -135,6 +135,7 @@ class Sampler:
                 lambda at: (at - self.start_mono) // self.interval_ns,
                 self._frames,
                 (("pid", str(config["ppid"])),) if config["report_pid"] else (),
+                self.ring.publish_read,
             )
 
     def tick(self) -> None:
@@ -149,15 +150,23 @@ class Sampler:
         if wall_reader is not None:
             wall_reader.on_cpu(samples, now)
             if wall_reader.due(now):
+                self.drain()  # the moves up to the read's start
                 wall_reader.read(now)
 
     def drain(self) -> None:
         add = self.attributor.add
         watch = self.reader.watch
+        moved = self.wall.moved if self.wall is not None else None
         for event in self.ring.drain():
             add(event)
-            if event is not None and event.kind == ring.THREAD:
+            if event is None:
+                continue
+            if event.kind == ring.THREAD:
                 watch(event.ident)  # a new worker thread: sampled from this tick on
+                if moved is not None and event.aux:
+                    moved(event)  # a job of a request starts: the request waits there now
+            elif event.kind == ring.RAN and moved is not None:
+                moved(event)
 
     def flush_ready(self, now: int, final: bool = False) -> None:
         """Attribute and upload every window whose samples waited long enough (all if final)."""

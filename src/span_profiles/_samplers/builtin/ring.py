@@ -8,6 +8,9 @@ call, never blocking. The sampler reads the records in sequence order and uses t
 Record: ``t`` (``time.monotonic_ns()``), ``ident``, ``aux``, ``kind``, then ``seq`` last
 (``struct`` packs fields in order, so a reader that sees the expected ``seq`` sees the record).
 Slot ``seq % slots`` holds record ``seq``; ``seq`` starts at 1, so a zero slot is unwritten.
+A page after the slots goes the other way: the sampler writes there when it last began reading
+every task (:attr:`RingReader.publish_read`), so the app can tell which task steps are the first
+since then (:data:`RAN`).
 Sequence numbers come from ``itertools.count`` (atomic under the GIL), several at once through
 ``islice`` for a multi-slot record (label definitions: a head record, then the text in 20-byte
 pieces, each piece with its own ``seq``).
@@ -34,6 +37,7 @@ __all__ = [
     "EAGER",
     "EAGER_END",
     "END",
+    "RAN",
     "RENAME",
     "SLOT",
     "TASK",
@@ -48,6 +52,8 @@ __all__ = [
 SLOT = 32
 _RECORD = struct.Struct("<QQIB3xQ")
 _PIECE = struct.Struct("<20sB3xQ")
+_STAMP = struct.Struct("=Q")
+"""Native order: the app reads the stamp through a ``memoryview`` cast."""
 _PIECE_BYTES = 20
 _PIECE_KIND = 8
 """Kind byte of a definition's text pieces (where a record has its kind), so a reader that lost
@@ -68,10 +74,18 @@ EAGER = 6
 EAGER_END = 7
 """Thread ``ident`` finished creating that task."""
 
+RAN = 9
+"""``ident`` = a task's id: it runs now, for the first time since the sampler last began reading
+every task (wall-clock profiles: when it moved on from where that read found it waiting)."""
+
 _STALL_NS = 1_000_000_000
 """A reserved slot still unwritten after this long, with later ones written, is skipped."""
 
 Labels = tuple[tuple[str, str], ...]
+
+
+def _header_offset(slots: int) -> int:
+    return -(-slots * SLOT // mmap.ALLOCATIONGRANULARITY) * mmap.ALLOCATIONGRANULARITY
 
 
 def encode_labels(labels: Labels) -> bytes:
@@ -93,8 +107,11 @@ class RingWriter:
             raise ValueError("slots must be a power of two")
         self.slots = slots
         self.fd = os.memfd_create("span-profiles-events", os.MFD_CLOEXEC)
-        os.ftruncate(self.fd, slots * SLOT)
-        self.buffer = mmap.mmap(self.fd, slots * SLOT)
+        header = _header_offset(slots)
+        os.ftruncate(self.fd, header + mmap.PAGESIZE)
+        self.buffer = mmap.mmap(self.fd, header + mmap.PAGESIZE)
+        self.read_started = memoryview(self.buffer)[header : header + 8].cast("Q")
+        """``read_started[0]``: when the sampler last began reading every task (0: never)."""
         self._sequence = itertools.count(1)
         self.write = self._make_write()
         """``write(kind, ident, aux)``: one record, timestamped now."""
@@ -157,10 +174,15 @@ class RingReader:
     def __init__(self, fd: int, slots: int) -> None:
         self.slots = slots
         self.buffer = mmap.mmap(fd, slots * SLOT, prot=mmap.PROT_READ)
+        self._header = mmap.mmap(fd, mmap.PAGESIZE, offset=_header_offset(slots))
         self.next = 1
         self.lost = 0
         """Records overwritten or skipped before they were read."""
         self._stalled_since = 0
+
+    def publish_read(self, at: int) -> None:
+        """Tell the app that a read of every task began at ``at`` (see :data:`RAN`)."""
+        _STAMP.pack_into(self._header, 0, at)
 
     def _slot(self, seq: int) -> int:
         return (seq & (self.slots - 1)) * SLOT

@@ -131,7 +131,7 @@ class BuiltinSampler:
                 return False
             running = _Running(os.getpid(), settings, ring, time.monotonic())
             self._running = running
-            self.sink.attach(ring)
+            self.sink.attach(ring, steps=settings.wall)
             config = {
                 "ppid": os.getpid(),
                 "ring_fd": ring.fd,

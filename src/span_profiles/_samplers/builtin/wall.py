@@ -28,21 +28,37 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from span_profiles._samplers.builtin import ring, stacks
 from span_profiles._samplers.builtin.attribution import Attributor, Labels
 from span_profiles._samplers.pprof import Frame, ProfileBuilder
 from span_profiles._samplers.wall.account import Account
 
-__all__ = ["BUDGET", "WallReader"]
+__all__ = ["AFTER_LAST_WAIT", "BUDGET", "WallReader"]
 
 BUDGET = 0.04
 """Share of one CPU the task reads may take (they are made less often above it)."""
 
 _AWAITERS = 8
+_MOVES = 1 << 20
+"""Moves kept between two reads at most (one per task per read; beyond: placed by halves)."""
 _STALE_NS = 60_000_000_000
 """A request not seen for this long, with no end known (its end event was lost), is closed."""
+
+
+class _Marker(NamedTuple):
+    """A frame of our own, in the shape :func:`.stacks.frame_parts` reads (3.14 and 3.15)."""
+
+    filename: str
+    funcname: str
+    lineno: int = 0
+    location: None = None
+
+
+AFTER_LAST_WAIT: stacks.Stack = (_Marker("<span-profiles>", "[after its last wait]"),)
+"""Where a request's time goes from its last move (a task of it ran again) to its end, when no
+read saw it after that move: it was finishing, where exactly is not known."""
 
 
 class WallReader:
@@ -56,6 +72,7 @@ class WallReader:
         window_of: Callable[[int], int],
         frames: Callable[[stacks.Stack], list[Frame]],
         extra: Labels = (),
+        publish: Callable[[int], None] | None = None,
     ) -> None:
         self.reader = reader
         self.attributor = attributor
@@ -70,6 +87,10 @@ class WallReader:
         self._lid: dict[str, int] = {}
         self._seen: dict[str, int] = {}
         self._cost = 0
+        self._publish = publish
+        self._moves: list[ring.Event] = []
+        self._first_move: dict[str, int] = {}
+        """Request -> when it first ran (or a job of it started) since its last visit."""
         self.stats: dict[str, int] = dict.fromkeys(
             ("reads", "failed", "tasks", "longest_read_ns", "read_period_ns", "open"), 0
         )
@@ -96,6 +117,35 @@ class WallReader:
 
     # -- task and thread reads ---------------------------------------------------------------
 
+    def moved(self, event: ring.Event) -> None:
+        """A task ran for the first time since the last read began (:data:`~.ring.RAN`), or a
+        thread took a request's labels (a job starts): its request moved on at ``event.t``."""
+        if len(self._moves) < _MOVES:
+            self._moves.append(event)
+
+    def _take_moves(self, before: int) -> None:
+        later: list[ring.Event] = []
+        first = self._first_move
+        attributor = self.attributor
+        for event in self._moves:
+            if event.t >= before:
+                later.append(event)  # the next read's
+                continue
+            if event.kind == ring.RAN:
+                lid = attributor.lid_at(ring.TASK, event.ident, event.t)
+            else:
+                lid = event.aux
+            labels = attributor.resolve(lid, event.t) if lid else ()
+            if not labels:
+                continue
+            key = labels[0][1]
+            if key not in self._lid:
+                continue  # closed already, or never seen waiting
+            known = first.get(key)
+            if known is None or event.t < known:
+                first[key] = event.t
+        self._moves = later
+
     def due(self, now: int) -> bool:
         """Whether a read of every task is due."""
         return now >= self.next_read
@@ -103,6 +153,9 @@ class WallReader:
     def read(self, now: int) -> None:
         """Where every request's tasks and job threads wait now; give each its time."""
         began = time.monotonic_ns()
+        if self._publish is not None:
+            self._publish(began)  # the app's steps from now on are the next read's moves
+        self._take_moves(began)
         try:
             awaited = self.reader._all.get_all_awaited_by()
         except ProcessLookupError:
@@ -131,7 +184,7 @@ class WallReader:
             # At the read's start, which the labels were resolved at: a request that ended
             # while a long read ran (tenths of a second at 10,000 tasks) is given no time past
             # its end (its end, found later, gives it the rest up to there).
-            self.account.visit(key, labels_of[key], began, stacks_now)
+            self.account.visit(key, labels_of[key], began, stacks_now, self._first_move.pop(key, 0))
             self._seen[key] = at
         self._close_ended(at, waits)
         took = time.monotonic_ns() - began
@@ -211,17 +264,23 @@ class WallReader:
             ended = self.attributor.ended_at(lid) if lid else None
             if ended is None and at - self._seen.get(key, at) < _STALE_NS:
                 continue
-            self.account.end(key, ended if ended is not None else self._seen.get(key, at))
-            self._lid.pop(key, None)
-            self._seen.pop(key, None)
+            self._end(key, ended if ended is not None else self._seen.get(key, at))
+
+    def _end(self, key: str, at: int) -> None:
+        # Its last interval: up to its first move since its last read to where that read saw
+        # it, the rest (it was finishing) to AFTER_LAST_WAIT; all to the former if it did not
+        # move.
+        self.account.end(key, at, self._first_move.pop(key, 0), AFTER_LAST_WAIT)
+        self._lid.pop(key, None)
+        self._seen.pop(key, None)
 
     def finish(self, at: int) -> None:
         """The sampler stops: every open request's time up to its end where it is known (reads
         are seconds apart at 10,000 tasks: many ended since the last one), else up to ``at``."""
+        self._take_moves(at)
         for key, lid in list(self._lid.items()):
             ended = self.attributor.ended_at(lid)
-            if ended is not None and ended < at:
-                self.account.end(key, ended)
+            self._end(key, ended if ended is not None and ended < at else at)
         self.account.end_all(at)
 
     # -- output ------------------------------------------------------------------------------
