@@ -292,7 +292,7 @@ def scale(args: argparse.Namespace) -> None:
                         server.process.send_signal(2)
                         server.process.wait(60)
                     wall.wait_for_uploads(1.0)
-                    totals = _wall_totals(receiver.db_path, set(span_ids))
+                    totals, not_read = _wall_totals(receiver.db_path, set(span_ids))
                 finally:
                     receiver.stop()
                 coverage = sorted(
@@ -310,6 +310,7 @@ def scale(args: argparse.Namespace) -> None:
                     "coverage_median_pct": round(coverage[len(coverage) // 2] * 100, 1)
                     if coverage
                     else 0,
+                    "not_read_pct": round(not_read * 100, 1),
                 }
                 runs.append(run)
                 print(f"round {repeat + 1}: {json.dumps(run)}", file=sys.stderr, flush=True)
@@ -324,10 +325,11 @@ def scale(args: argparse.Namespace) -> None:
         "collections that land in it included), the loop thread's CPU time in its longest tick, "
         "the longest tick's own work (CPU time less the collections that ran in it), and its "
         "ticks over 1 ms on the clock. Built-in sampler: the sampler process's longest read of "
-        "every task (in another process: the loop never waits for it).",
+        "every task (in another process: the loop never waits for it), and the share of the "
+        "requests' wall time under `[waiting: not read]` (requests that ended between two reads).",
         "",
-        "| run | wall | lag max ms | GC max ms | longest tick (clock) / read ms | longest tick CPU ms | longest tick own work ms | ticks over 1 ms | read period ms | coverage min / median % |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| run | wall | lag max ms | GC max ms | longest tick (clock) / read ms | longest tick CPU ms | longest tick own work ms | ticks over 1 ms | read period ms | coverage min / median % | not read % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for index, run in enumerate(runs, 1):
         stats = run["wall"] or {}
@@ -339,7 +341,7 @@ def scale(args: argparse.Namespace) -> None:
             f"{_ms(stats, 'longest_tick_work_ns')} | {stats.get('ticks_over_1ms', '-')} | "
             f"{period / 1e6:.0f} | "
             f"{run['coverage_min_pct']} / "
-            f"{run['coverage_median_pct']} |"
+            f"{run['coverage_median_pct']} | {run.get('not_read_pct', 0)} |"
         )
     _write(f"wall-scale-{args.sampler}-{args.loop}-{PY}", lines, {"runs": runs})
 
@@ -348,19 +350,25 @@ def _ms(stats: dict[str, Any], key: str) -> str:
     return f"{stats[key] / 1e6:.2f}" if key in stats else "-"
 
 
-def _wall_totals(db_path: Path, span_ids: set[str]) -> dict[str, float]:
+def _wall_totals(db_path: Path, span_ids: set[str]) -> tuple[dict[str, float], float]:
+    """Each span's wall seconds, and the share of them under the built-in sampler's
+    ``[waiting: not read]`` marker (a span that ended between two reads of every task)."""
     from span_profiles.receiver import ProfileReader, Selection
 
     totals: dict[str, float] = {}
+    not_read = 0.0
     reader = ProfileReader(db_path)
     try:
         for sample in reader.samples(Selection(service="wall-e2e", profile_type="wall")):
             values = sample.label_values("span_id")
             if len(values) == 1 and values[0] in span_ids:
                 totals[values[0]] = totals.get(values[0], 0.0) + sample.nanos / 1e9
+                if "[waiting: not read]" in sample.functions:
+                    not_read += sample.nanos / 1e9
     finally:
         reader.close()
-    return totals
+    total = sum(totals.values())
+    return totals, not_read / total if total else 0.0
 
 
 # -- memory -------------------------------------------------------------------------------------

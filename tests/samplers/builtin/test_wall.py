@@ -14,7 +14,7 @@ from typing import Any
 from span_profiles._samplers.builtin import ring, stacks
 from span_profiles._samplers.builtin.attribution import Attributor
 from span_profiles._samplers.builtin.ring import Event
-from span_profiles._samplers.builtin.wall import AFTER_LAST_WAIT, BUDGET, WallReader
+from span_profiles._samplers.builtin.wall import AFTER_LAST_WAIT, BUDGET, NOT_READ, WallReader
 from span_profiles.receiver.ingest.decode import decode_pprof
 from tests.support.attribution import attributor as _attributor
 
@@ -262,3 +262,20 @@ def test_time_after_the_last_move_of_an_ended_request_is_not_given_to_its_last_w
     assert found[("sleep", "handler")] == published[0] + 7 - 10
     after = tuple(f.funcname for f in AFTER_LAST_WAIT)
     assert found[after] == 13
+
+
+def test_a_request_that_ends_between_two_reads_keeps_its_time_under_not_read() -> None:
+    attributor = _attributor()
+    wall = _reader(FakeReader([], {}), attributor)  # no read ever lists its task
+    now = time.monotonic_ns()
+    started = Event(ring.TASK, now - 300 * MS, PARENT, 1)
+    attributor.add(started)
+    wall.seen(started)
+    cpu = stacks.Sample(LOOP, PARENT, (frame("burn"),), now - 200 * MS, now - 200 * MS + 1)
+    wall.on_cpu([cpu], now - 200 * MS)
+    attributor.add(Event(ring.END, now - 100 * MS, 1, 0))
+    wall.read(now)
+    found = _samples(wall)["000000000000000a"]
+    assert found[("burn",)] == 10 * MS
+    assert found[tuple(f.funcname for f in NOT_READ)] == 190 * MS  # its duration less its CPU
+    assert len(wall.account) == 0

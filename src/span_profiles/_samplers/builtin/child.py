@@ -156,17 +156,22 @@ class Sampler:
     def drain(self) -> None:
         add = self.attributor.add
         watch = self.reader.watch
-        moved = self.wall.moved if self.wall is not None else None
+        wall = self.wall
         for event in self.ring.drain():
             add(event)
             if event is None:
                 continue
-            if event.kind == ring.THREAD:
+            kind = event.kind
+            if kind == ring.THREAD:
                 watch(event.ident)  # a new worker thread: sampled from this tick on
-                if moved is not None and event.aux:
-                    moved(event)  # a job of a request starts: the request waits there now
-            elif event.kind == ring.RAN and moved is not None:
-                moved(event)
+                if wall is not None and event.aux:
+                    wall.seen(event)
+                    wall.moved(event)  # a job of a request starts: the request waits there now
+            elif wall is not None:
+                if kind == ring.RAN:
+                    wall.moved(event)
+                elif kind == ring.TASK and event.aux:
+                    wall.seen(event)
 
     def flush_ready(self, now: int, final: bool = False) -> None:
         """Attribute and upload every window whose samples waited long enough (all if final)."""

@@ -35,7 +35,7 @@ from span_profiles._samplers.builtin.attribution import Attributor, Labels
 from span_profiles._samplers.pprof import Frame, ProfileBuilder
 from span_profiles._samplers.wall.account import Account
 
-__all__ = ["AFTER_LAST_WAIT", "BUDGET", "WallReader"]
+__all__ = ["AFTER_LAST_WAIT", "BUDGET", "NOT_READ", "WallReader"]
 
 BUDGET = 0.04
 """Share of one CPU the task reads may take (they are made less often above it)."""
@@ -55,6 +55,11 @@ class _Marker(NamedTuple):
     lineno: int = 0
     location: None = None
 
+
+NOT_READ: stacks.Stack = (_Marker("<span-profiles>", "[waiting: not read]"),)
+"""Where a request's time goes when it ended before any read found it waiting: with many tasks
+reads are seconds apart (a read of 10,000 tasks takes about half a second), so a short request
+can start and end between two. Its time is known (from its events), where it waited is not."""
 
 AFTER_LAST_WAIT: stacks.Stack = (_Marker("<span-profiles>", "[after its last wait]"),)
 """Where a request's time goes from its last move (a task of it ran again) to its end, when no
@@ -89,6 +94,8 @@ class WallReader:
         self._cost = 0
         self._publish = publish
         self._moves: list[ring.Event] = []
+        self._new: list[ring.Event] = []
+        """Identity events that may open a request not known yet (see :meth:`seen`)."""
         self._first_move: dict[str, int] = {}
         """Request -> when it first ran (or a job of it started) since its last visit."""
         self.stats: dict[str, int] = dict.fromkeys(
@@ -123,6 +130,25 @@ class WallReader:
         if len(self._moves) < _MOVES:
             self._moves.append(event)
 
+    def seen(self, event: ring.Event) -> None:
+        """A task or thread took labels (``event.aux``): a request not known yet starts, even
+        if no read ever finds it waiting (it ends between two reads)."""
+        if len(self._new) < _MOVES:
+            self._new.append(event)
+
+    def _open_new(self, before: int) -> None:
+        later: list[ring.Event] = []
+        attributor = self.attributor
+        for event in self._new:
+            if event.t >= before:
+                later.append(event)
+                continue
+            lid = event.aux
+            labels = attributor.resolve(lid, event.t)
+            if labels and labels[0][1] not in self.account:
+                self._begin(lid, labels, event.t)
+        self._new = later
+
     def _take_moves(self, before: int) -> None:
         later: list[ring.Event] = []
         first = self._first_move
@@ -155,6 +181,7 @@ class WallReader:
         began = time.monotonic_ns()
         if self._publish is not None:
             self._publish(began)  # the app's steps from now on are the next read's moves
+        self._open_new(began)
         self._take_moves(began)
         try:
             awaited = self.reader._all.get_all_awaited_by()
@@ -270,6 +297,11 @@ class WallReader:
         # Its last interval: up to its first move since its last read to where that read saw
         # it, the rest (it was finishing) to AFTER_LAST_WAIT; all to the former if it did not
         # move.
+        if not self.account.seen_waiting(key):
+            # Never found waiting: its time less its CPU samples, known but not where.
+            labels = self.attributor.resolve(self._lid.get(key, 0), at - 1)
+            if labels:
+                self.account.visit(key, labels, at, (NOT_READ,))
         self.account.end(key, at, self._first_move.pop(key, 0), AFTER_LAST_WAIT)
         self._lid.pop(key, None)
         self._seen.pop(key, None)
@@ -277,6 +309,7 @@ class WallReader:
     def finish(self, at: int) -> None:
         """The sampler stops: every open request's time up to its end where it is known (reads
         are seconds apart at 10,000 tasks: many ended since the last one), else up to ``at``."""
+        self._open_new(at)
         self._take_moves(at)
         for key, lid in list(self._lid.items()):
             ended = self.attributor.ended_at(lid)

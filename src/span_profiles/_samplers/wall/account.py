@@ -61,6 +61,11 @@ class Account:
     def __contains__(self, key: Hashable) -> bool:
         return key in self._open
 
+    def seen_waiting(self, key: Hashable) -> bool:
+        """Whether a visit has found the open request ``key`` waiting somewhere."""
+        state = self._open.get(key)
+        return state is not None and bool(state.waits)
+
     def open_keys(self) -> list[Hashable]:
         """The open requests."""
         return list(self._open)
