@@ -41,7 +41,7 @@ BUDGET = 0.04
 """Share of one CPU the task reads may take (they are made less often above it)."""
 
 _AWAITERS = 8
-_MOVES = 1 << 20
+_MOVES = 1 << 17
 """Moves kept between two reads at most (one per task per read; beyond: placed by halves)."""
 _STALE_NS = 60_000_000_000
 """A request not seen for this long, with no end known (its end event was lost), is closed."""
