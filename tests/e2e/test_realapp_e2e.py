@@ -104,7 +104,7 @@ def test_each_endpoint_profile_holds_its_own_cpu_and_nothing_else(
     assert not result.load.errors, result.load.errors
     assert all(stats.requests for stats in judgement.endpoints.values()), summary
     assert judgement.total, (
-        f"the {sampler} sampler took no sample of the app; its output:\n"
+        f"the {result.sampler} sampler took no sample of the app; its output:\n"
         + result.log.read_text(errors="replace")[-3000:]
     )
     assert judgement.endpoints["many_rows"].own >= 100, (sampler, result.placement, summary)

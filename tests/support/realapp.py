@@ -294,7 +294,9 @@ def _server(
             REALAPP_SERVICE=service,
             PYROSCOPE_SERVER_ADDRESS=receiver.url,
             PYROSCOPE_UPLOAD_INTERVAL="5",
-            PYTHONPATH=str(ROOT),
+            # The tests' packages, after the caller's path: a run from a checkout with
+            # PYTHONPATH=src serves that checkout's library, not the one installed in the venv.
+            PYTHONPATH=os.pathsep.join(filter(None, (os.environ.get("PYTHONPATH"), str(ROOT)))),
             SPAN_PROFILES_SAMPLER=sampler,
             **passed,
         )
