@@ -12,6 +12,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import ProxyTracerProvider
 
+import span_profiles
 from span_profiles import SettingsError, _samplers
 from span_profiles._profiler import profiler_running, start_profiler, stop_profiler
 from span_profiles.gunicorn import make_post_fork, post_fork
@@ -213,6 +214,34 @@ def test_missing_agent_returns_false(
     assert not start_profiler(tracer_provider=provider("svc"), profiler="on")
     assert len(caplog.records) == 1
     assert "pip install" in caplog.records[0].getMessage()
+
+
+def test_explicit_pyroscope_where_it_has_no_build_names_the_sampler_that_runs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """sampler='pyroscope' on a Python pyroscope-io has no build for (3.15): the warning about
+    the labels and the one error say so and point to the built-in sampler, never to installing
+    the extra, which installs nothing there."""
+    monkeypatch.setitem(sys.modules, "pyroscope", None)
+    monkeypatch.setattr(_samplers.base, "PYTHON", (3, 15))
+    monkeypatch.setattr(_samplers.base, "FREE_THREADED", False)
+    monkeypatch.setattr(_samplers.base, "builtin_usable", lambda: (True, "CPython 3.15"))
+    caplog.set_level(logging.WARNING, logger="span_profiles")
+    span_profiles.uninstrument()
+    try:
+        settings = span_profiles.Settings.resolve({"sampler": "pyroscope"}, environ={})
+        span_profiles.instrument(tracer_provider=provider("svc"), settings=settings)
+        assert not start_profiler(
+            tracer_provider=provider("svc"), sampler="pyroscope", profiler="on"
+        )
+    finally:
+        span_profiles.uninstrument()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in said] == [logging.WARNING, logging.ERROR], said
+    for _, message in said:
+        assert "pyroscope-io has no build for Python 3.15" in message, message
+        assert "'builtin' takes the built-in sampler here" in message, message
+        assert "pip install" not in message, message
 
 
 @pytest.mark.parametrize("failure", ["raises", "refuses"])

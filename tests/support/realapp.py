@@ -2,8 +2,9 @@
 
 Shared by ``tests/e2e/test_realapp_e2e.py`` (short runs, bounds) and ``benchmarks/realapp.py``
 (long runs, repeats, the report). One run (:func:`run`): uvicorn on uvloop or the stdlib loop with
-the real agent pushing to a receiver, ``clients`` keep-alive connections sending the endpoint mix
-(:data:`MIX`) for ``seconds``, a clean stop (the agent flushes at exit), then :func:`judge`.
+a real sampler (pyroscope-io or the built-in one, the run's ``sampler``) pushing to a receiver,
+``clients`` keep-alive connections sending the endpoint mix (:data:`MIX`) for ``seconds``, a clean
+stop (the sampler flushes at exit), then :func:`judge`.
 
 **Judging a sample.** Its stack says whose work it is (:func:`classify`): a frame of one endpoint
 (``realapp.owner_of``) makes it that endpoint's *own* work, either in the request's task (uvicorn's
@@ -75,7 +76,7 @@ BARE_METHODS = frozenset(
 """``span_name`` values that name a method and no route."""
 
 SAMPLE_MS = 10.0
-"""Milliseconds of CPU per sample (the agent samples at 100 Hz)."""
+"""Milliseconds of CPU per sample (both samplers take 100 a second: ``sample_rate``'s default)."""
 
 
 def fastapi_has_telemetry() -> bool:
@@ -246,6 +247,10 @@ class RunResult:
     load: Load
     judgement: Judgement
     placement: str
+    sampler: str
+    """The app's ``sampler`` setting (``SPAN_PROFILES_SAMPLER``)."""
+    log: Path
+    """The app's output (uvicorn's and span-profiles' warnings, the start-up line)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -253,6 +258,7 @@ class RunResult:
             "config": asdict(self.config),
             "key": self.config.key,
             "service": self.service,
+            "sampler": self.sampler,
             "requests": len(self.load.requests),
             "requests_per_endpoint": dict(Counter(e for e, _ in self.load.requests)),
             "errors": dict(self.load.errors),
@@ -267,13 +273,20 @@ class RunResult:
 
 @contextlib.contextmanager
 def _server(
-    config: Config, database_url: str, receiver: Receiver, service: str, log: Path
+    config: Config, database_url: str, receiver: Receiver, service: str, sampler: str, log: Path
 ) -> Iterator[tuple[Any, int]]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(128)
         port = sock.getsockname()[1]
-        passed = {k: v for k, v in os.environ.items() if k.startswith("SPAN_PROFILES_")}
+        # The caller's span-profiles settings reach the app, but for the profiler switch (the
+        # suite sets PROFILER=off) and the sampler, which is the run's own.
+        passed = {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith("SPAN_PROFILES_")
+            and k not in ("SPAN_PROFILES_PROFILER", "SPAN_PROFILES_SAMPLER")
+        }
         env = agent_env(
             REALAPP_DATABASE_URL=database_url,
             REALAPP_MODE=config.mode,
@@ -281,9 +294,11 @@ def _server(
             REALAPP_SERVICE=service,
             PYROSCOPE_SERVER_ADDRESS=receiver.url,
             PYROSCOPE_UPLOAD_INTERVAL="5",
-            PYTHONPATH=str(ROOT),
-            # The caller's span-profiles settings reach the app (the suite sets PROFILER=off).
-            **{k: v for k, v in passed.items() if k != "SPAN_PROFILES_PROFILER"},
+            # The tests' packages, after the caller's path: a run from a checkout with
+            # PYTHONPATH=src serves that checkout's library, not the one installed in the venv.
+            PYTHONPATH=os.pathsep.join(filter(None, (os.environ.get("PYTHONPATH"), str(ROOT)))),
+            SPAN_PROFILES_SAMPLER=sampler,
+            **passed,
         )
         argv = [
             *(
@@ -310,22 +325,30 @@ def run(
     clients: int = 12,
     workdir: Path,
     seed: int = 1,
+    sampler: str | None = None,
 ) -> RunResult:
-    """Serve the app in ``config``, send the mix, stop the server cleanly, judge its samples."""
+    """Serve the app in ``config``, send the mix, stop the server cleanly, judge its samples.
+
+    ``sampler`` is the app's ``sampler`` setting (``auto``, ``pyroscope`` or ``builtin``); by
+    default the caller's ``SPAN_PROFILES_SAMPLER``, else ``pyroscope``. The ``agent`` baseline
+    runs pyroscope-io alone whatever it says.
+    """
+    if sampler is None:
+        sampler = os.environ.get("SPAN_PROFILES_SAMPLER", "pyroscope")
     service = f"realapp-{config.key.replace('/', '-').replace('+', '-')}-{time.time_ns()}"
     log = workdir / f"{service}.log"
-    with _server(config, database_url, receiver, service, log) as (server, port):
+    with _server(config, database_url, receiver, service, sampler, log) as (server, port):
         probe = asyncio.run(_probe(port, 30))
         match = re.search(r"realapp: .* cpu=(\d+|None)", server.output())
         placement = match.group(0) if match else "(no start-up line)"
         cpu = int(match.group(1)) if match and match.group(1) != "None" else None
         load = drive(port, clients=clients, seconds=seconds, seed=seed, avoid_cpu=cpu)
         load.requests.insert(0, probe)
-        server.stop(signal.SIGINT)  # uvicorn shuts down; the agent flushes its last window
+        server.stop(signal.SIGINT)  # uvicorn shuts down; the sampler flushes its last window
     time.sleep(0.3)
     with ProfileReader(receiver.db_path) as reader:
         judgement = judge(reader.samples(Selection(service=service)), load.requests)
-    return RunResult(config, service, load, judgement, placement)
+    return RunResult(config, service, load, judgement, placement, sampler, log)
 
 
 # -- judging ------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from span_profiles import _placement
 from span_profiles._core import guard, sampler_gate
 from span_profiles._core.sinks import NullSink, PyroscopeSink, Sink
 from span_profiles._placement import in_event_loop
+from span_profiles._samplers import base
 from span_profiles._samplers.base import (
     AGENT_MINIMUM,
     PYROSCOPE_IO_PYTHONS,
@@ -36,7 +37,7 @@ from span_profiles._samplers.base import (
 )
 from span_profiles._settings import Settings
 
-__all__ = ["SAMPLER", "PyroscopeSampler"]
+__all__ = ["SAMPLER", "PyroscopeSampler", "why_missing"]
 
 logger = logging.getLogger("span_profiles")
 
@@ -81,15 +82,27 @@ class _Agent:
     flusher: _Flusher
 
 
+def why_missing() -> str:
+    """Why pyroscope-io does not import here, and the fix that works on this Python.
+
+    Where it has no build (3.15, free-threaded builds) installing the extra installs nothing:
+    the fix there is the built-in sampler, where it runs.
+    """
+    missing = agent_missing()
+    if missing is None:
+        return "pyroscope-io is installed but does not import"
+    reason, no_build = missing
+    if no_build and base.builtin_usable()[0]:
+        reason += "; sampler='auto' (the default) or 'builtin' takes the built-in sampler here"
+    return reason
+
+
 def _import_agent(settings: Settings) -> Any | None:
     try:
         import pyroscope
     except ImportError as exc:
         if settings.profiler == "on" or settings.sampler == "pyroscope":
-            guard.fail(
-                "the profiler (pyroscope-io is not installed; pip install 'span-profiles[pyroscope]')",
-                exc,
-            )
+            guard.fail(f"the profiler ({why_missing()})", exc)
         return None
     return pyroscope
 
@@ -136,10 +149,7 @@ class PyroscopeSampler:
         try:
             return PyroscopeSink()
         except ImportError:
-            logger.warning(
-                "span-profiles: pyroscope-io is not installed, labels go nowhere. "
-                "Install it with: pip install 'span-profiles[pyroscope]'"
-            )
+            logger.warning("span-profiles: labels go nowhere: %s", why_missing())
             return NullSink()
 
     def _live(self) -> _Agent | None:

@@ -28,7 +28,7 @@ So every endpoint's query returns a payload column of its own PostgreSQL composi
 composite types, which take tuple-format codecs.)
 
 Environment: ``REALAPP_DATABASE_URL`` (SQLAlchemy URL, ``postgresql+asyncpg://...``),
-``REALAPP_MODE`` = ``spans`` (``instrument_app``: span-profiles starts the agent lazily) or
+``REALAPP_MODE`` = ``spans`` (``instrument_app``: span-profiles starts its sampler lazily) or
 ``agent`` (the baseline: ``pyroscope.configure`` alone, no tracing, no span-profiles),
 ``REALAPP_TELEMETRY`` = ``off``, ``on`` (FastAPI's built-in telemetry, ``operation_spans`` off) or
 ``operations`` (on, with ``operation_spans``), ``REALAPP_SERVICE`` (service name),
