@@ -381,7 +381,10 @@ def memory(args: argparse.Namespace) -> None:
         receiver = _receiver(tmp)
         try:
             with wall.wall_app(
-                receiver.url, tmp / "app.log", loop=args.loop, **_env(args, args.wall == "on")
+                receiver.url,
+                Path(os.environ.get("WALL_APP_LOG", tmp / "app.log")),
+                loop=args.loop,
+                **_env(args, args.wall == "on"),
             ) as server:
                 port = int(server.url.rpartition(":")[2])
                 sampler_pid = (_get(server.url + "/lag").get("wall") or {}).get("sampler_pid")
