@@ -142,6 +142,18 @@ def accuracy(args: argparse.Namespace) -> None:
                 receiver.stop()
         summary = wall.summary(spans)
         summary["lag"] = lag
+        # Where a span's time went when some of it is missing (the parts against their truth).
+        summary["under_99_pct"] = [
+            {
+                "kind": span.kind,
+                "duration_s": round(span.duration, 4),
+                "coverage_pct": round(span.coverage * 100, 1),
+                "parts_s": {k: round(v, 4) for k, v in span.parts.items()},
+                "truth_s": {k: round(v, 4) for k, v in span.truth.items()},
+            }
+            for span in spans.values()
+            if span.coverage < 0.99
+        ]
         runs.append(summary)
         print(f"run {repeat + 1}: {json.dumps(summary)}", file=sys.stderr, flush=True)
     lines = _header(args, "attribution of known waits")

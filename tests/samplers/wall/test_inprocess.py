@@ -348,3 +348,92 @@ def test_stopping_removes_the_observer_and_restores_the_sink_call(instrumented: 
     producer.stop(time.monotonic() + 1)
     assert engine.observer[0] is None
     assert engine.apply_cell[0] == engine.current_sink().apply
+
+
+def test_the_budget_cuts_a_visit_between_two_tasks(
+    wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the budget a visit reads no further task once it has read LEAST_READS, however
+    long its slice (TASKS_PER_VISIT stays 32)."""
+    monkeypatch.setattr(inprocess, "TICK_BUDGET_NS", 0)
+    reads: list[int] = []
+    original = inprocess.chain
+
+    def counting(task: Any) -> Any:
+        reads.append(id(task))
+        return original(task)
+
+    monkeypatch.setattr(inprocess, "chain", counting)
+
+    async def request() -> None:
+        with instrumented.tracer.start_as_current_span("GET /fanout"):
+            await asyncio.gather(*(asyncio.create_task(child()) for _ in range(100)))
+
+    asyncio.run(request())
+    visits = wall.stats["visits"]
+    assert visits > 3
+    # LEAST_READS tasks a visit, plus the awaiter read above one of them at most.
+    assert len(reads) <= visits * (inprocess.LEAST_READS + 1)
+
+
+def test_a_parent_read_without_its_children_is_still_known_to_wait_on_them(
+    wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a child was found under it, a visit that reads the parent alone does not give the
+    parent's own chain the children's time."""
+    monkeypatch.setattr(inprocess, "TASKS_PER_VISIT", 2)  # the parent and its first child
+
+    async def alone_soon() -> None:
+        await asyncio.sleep(0.04)
+        monkeypatch.setattr(inprocess, "TASKS_PER_VISIT", 1)  # from now on, one task a visit
+
+    async def long_child() -> None:
+        await asyncio.sleep(0.2)
+
+    async def gathering_parent() -> None:
+        with instrumented.tracer.start_as_current_span("GET /gather"):
+            await asyncio.gather(*(asyncio.create_task(long_child()) for _ in range(3)))
+
+    async def main() -> None:
+        switch = contextvars.Context().run(asyncio.ensure_future, alone_soon())
+        await asyncio.gather(gathering_parent(), switch)
+
+    asyncio.run(main())
+    wall.flush()
+    stacks = [stack for stack, _ in wall.take()]
+    assert [s for s in stacks if s[0][1] == "sleep"]  # the children's time
+    assert wall.stats["visits"] > 8  # the parent was read alone several times
+    assert not [s for s in stacks if s[0][1].endswith("gathering_parent")], stacks
+
+
+def test_a_finished_request_tasks_are_let_go_a_bounded_number_per_tick(
+    wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Letting go of a request's tasks frees them: spread over ticks, not all in one."""
+    monkeypatch.setattr(inprocess, "TICK_BUDGET_NS", 0)
+    held: list[int] = []
+    original = wall._drop_some
+
+    def counting(until: int) -> None:
+        before = sum(len(tasks) for tasks in wall._dropped)
+        original(until)
+        if before:
+            held.append(before - sum(len(tasks) for tasks in wall._dropped))
+
+    monkeypatch.setattr(wall, "_drop_some", counting)
+
+    async def request() -> None:
+        with instrumented.tracer.start_as_current_span("GET /fanout"):
+            await asyncio.gather(*(asyncio.create_task(asyncio.sleep(0.01)) for _ in range(200)))
+
+    async def main() -> None:
+        await request()
+        deadline = time.monotonic() + 5
+        while (not held or wall._dropped) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert sum(held) > 100  # most of the 200 children (a visit lets go of those it finds done)
+    assert len(held) > 3
+    assert max(held) <= inprocess._DROPS
+    assert not wall._dropped
