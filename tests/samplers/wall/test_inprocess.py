@@ -437,3 +437,39 @@ def test_a_finished_request_tasks_are_let_go_a_bounded_number_per_tick(
     assert len(held) > 3
     assert max(held) <= inprocess._DROPS
     assert not wall._dropped
+
+
+def test_ticks_in_which_the_loop_thread_was_preempted_are_counted_apart(
+    wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tick during which the thread was switched out involuntarily is counted as preempted
+    and left out of the longest unpreempted tick."""
+    switches = iter(range(1_000_000))
+    monkeypatch.setattr(inprocess, "_preemptions", lambda: next(switches))  # every tick
+
+    async def request() -> None:
+        with instrumented.tracer.start_as_current_span("GET /sleep"):
+            await asyncio.sleep(0.05)
+
+    asyncio.run(request())
+    stats = wall.stats
+    assert stats["ticks"] > 1
+    assert stats["ticks_preempted"] == stats["ticks"]
+    assert stats["longest_unpreempted_tick_ns"] == 0
+    assert stats["longest_tick_ns"] > 0
+
+
+def test_a_tick_not_preempted_counts_as_the_longest_unpreempted(
+    wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inprocess, "_preemptions", lambda: 0)
+
+    async def request() -> None:
+        with instrumented.tracer.start_as_current_span("GET /sleep"):
+            await asyncio.sleep(0.05)
+
+    asyncio.run(request())
+    stats = wall.stats
+    assert stats["ticks"] > 1
+    assert stats["ticks_preempted"] == 0
+    assert stats["longest_unpreempted_tick_ns"] == stats["longest_tick_ns"] > 0

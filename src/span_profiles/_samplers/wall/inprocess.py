@@ -100,6 +100,19 @@ _running_loop = asyncio.events._get_running_loop
 _now = time.monotonic_ns
 _cpu_now = time.thread_time_ns
 
+try:
+    from resource import RUSAGE_THREAD, getrusage
+
+    def _preemptions() -> int:
+        """The calling thread's involuntary context switches so far (Linux)."""
+        return getrusage(RUSAGE_THREAD).ru_nivcsw
+
+except ImportError:  # not Linux: preemption is not told apart
+
+    def _preemptions() -> int:
+        return 0
+
+
 Stack = tuple[Frame, ...]
 """Leaf first, as pprof wants."""
 
@@ -264,8 +277,11 @@ class InProcessWall:
         """Counters: ``ticks``, ``visits``, ``longest_tick_ns`` (on the clock: the machine's
         preemption and garbage collections during a tick included), ``longest_tick_cpu_ns`` (the
         loop thread's CPU time in it), ``longest_tick_work_ns`` (that CPU time less the
-        collections that ran meanwhile: the tick's own work), ``ticks_over_1ms`` (on the clock), ``uploads``,
-        ``failures``."""
+        collections that ran meanwhile: the tick's own work), ``ticks_over_1ms`` (on the clock),
+        ``ticks_preempted`` (ticks in which the loop thread was switched out involuntarily: another
+        thread or process took its CPU; Linux), ``longest_unpreempted_tick_ns`` (on the clock,
+        over the other ticks: collections and a virtual machine's stolen time still included),
+        ``uploads``, ``failures``."""
         self._gc_ns = 0
         """Nanoseconds spent in garbage collections while running (any thread)."""
         self._gc_began = 0
@@ -322,6 +338,8 @@ class InProcessWall:
                 "longest_tick_cpu_ns",
                 "longest_tick_work_ns",
                 "ticks_over_1ms",
+                "ticks_preempted",
+                "longest_unpreempted_tick_ns",
                 "uploads",
                 "failures",
             ),
@@ -520,6 +538,7 @@ class InProcessWall:
             return
         began = _now()
         began_cpu = _cpu_now()
+        preempted_before = _preemptions()
         gc_before = self._gc_ns
         until = began + TICK_BUDGET_NS
         queue = self._queues.get(loop)
@@ -546,6 +565,10 @@ class InProcessWall:
             stats["longest_tick_work_ns"] = work
         if took > 1_000_000:
             stats["ticks_over_1ms"] += 1
+        if _preemptions() != preempted_before:
+            stats["ticks_preempted"] += 1
+        elif took > stats["longest_unpreempted_tick_ns"]:
+            stats["longest_unpreempted_tick_ns"] = took
         if queue is None:
             return
         if not len(queue) and not self._ended and not self._dropped:
