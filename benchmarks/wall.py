@@ -145,13 +145,15 @@ def accuracy(args: argparse.Namespace) -> None:
         # Where a span's time went when some of it is missing (the parts against their truth).
         summary["under_99_pct"] = [
             {
+                "span_id": span_id,
+                "collections_ms": durations[span_id].get("collections", []),
                 "kind": span.kind,
                 "duration_s": round(span.duration, 4),
                 "coverage_pct": round(span.coverage * 100, 1),
                 "parts_s": {k: round(v, 4) for k, v in span.parts.items()},
                 "truth_s": {k: round(v, 4) for k, v in span.truth.items()},
             }
-            for span in spans.values()
+            for span_id, span in spans.items()
             if span.coverage < 0.99
         ]
         runs.append(summary)

@@ -473,3 +473,29 @@ def test_a_tick_not_preempted_counts_as_the_longest_unpreempted(
     assert stats["ticks"] > 1
     assert stats["ticks_preempted"] == 0
     assert stats["longest_unpreempted_tick_ns"] == stats["longest_tick_ns"] > 0
+
+
+def test_a_request_time_counts_from_its_span_start_not_its_first_labels(
+    wall: InProcessWall, instrumented: Any
+) -> None:
+    """A stall between the span's start and its labels' first showing (a collection set off
+    by the span's own start) is the request's time too."""
+    from opentelemetry import trace
+
+    tracer = instrumented.tracer
+
+    async def request() -> str:
+        span = tracer.start_span("GET /late")
+        time.sleep(0.05)  # before its context is current: no labels yet
+        with trace.use_span(span, end_on_exit=True):
+            await asyncio.sleep(0.05)
+            return _span_id(span)
+
+    span_id = asyncio.run(request())
+    wall.flush()
+    parts = _by_span(wall.take())[span_id]
+    total = sum(parts.values())
+    (span,) = instrumented.exporter.get_finished_spans()
+    duration = span.end_time - span.start_time
+    assert 0.9 * duration <= total <= 1.01 * duration, (total, duration)
+    assert parts["[on CPU]"] >= 40_000_000  # where it ran first: its span's own start
