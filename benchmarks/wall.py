@@ -338,11 +338,12 @@ def scale(args: argparse.Namespace) -> None:
         "collections that land in it included), the loop thread's CPU time in its longest tick, "
         "the longest tick's own work (CPU time less the collections that ran in it), its "
         "ticks over 1 ms on the clock, its ticks in which the loop thread was preempted (an "
-        "involuntary context switch: another thread or process took the CPU) and the longest "
-        "of the other ticks on the clock. Built-in sampler: the sampler process's longest read of "
+        "involuntary context switch: another thread or process took the CPU), those in which it "
+        "waited (a voluntary one: for the GIL held by another thread, a lock) and the longest "
+        "tick on the clock in which it was never switched out. Built-in sampler: the sampler process's longest read of "
         "every task (in another process: the loop never waits for it).",
         "",
-        "| run | wall | lag max ms | GC max ms | longest tick (clock) / read ms | longest tick CPU ms | longest tick own work ms | ticks over 1 ms | ticks preempted | longest unpreempted tick ms | read period ms | coverage min / median % |",
+        "| run | wall | lag max ms | GC max ms | longest tick (clock) / read ms | longest tick CPU ms | longest tick own work ms | ticks over 1 ms | ticks preempted / waited | longest unswitched tick ms | read period ms | coverage min / median % |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for index, run in enumerate(runs, 1):
@@ -353,8 +354,8 @@ def scale(args: argparse.Namespace) -> None:
             f"| {index} | {run['config']} | {run['lag_max_ms']} | {run['gc_max_ms']} | "
             f"{longest / 1e6:.2f} | {_ms(stats, 'longest_tick_cpu_ns')} | "
             f"{_ms(stats, 'longest_tick_work_ns')} | {stats.get('ticks_over_1ms', '-')} | "
-            f"{stats.get('ticks_preempted', '-')} of {stats.get('ticks', '-')} | "
-            f"{_ms(stats, 'longest_unpreempted_tick_ns')} | "
+            f"{stats.get('ticks_preempted', '-')} / {stats.get('ticks_waited', '-')} of "
+            f"{stats.get('ticks', '-')} | {_ms(stats, 'longest_unswitched_tick_ns')} | "
             f"{period / 1e6:.0f} | "
             f"{run['coverage_min_pct']} / "
             f"{run['coverage_median_pct']} |"

@@ -106,14 +106,16 @@ _cpu_now = time.thread_time_ns
 try:
     from resource import RUSAGE_THREAD, getrusage
 
-    def _preemptions() -> int:
-        """The calling thread's involuntary context switches so far (Linux)."""
-        return getrusage(RUSAGE_THREAD).ru_nivcsw
+    def _switches() -> tuple[int, int]:
+        """The calling thread's context switches so far, involuntary (another thread or process
+        took its CPU) and voluntary (it waited: for the GIL, a lock, I/O); Linux."""
+        usage = getrusage(RUSAGE_THREAD)
+        return usage.ru_nivcsw, usage.ru_nvcsw
 
 except ImportError:  # not Linux: preemption is not told apart
 
-    def _preemptions() -> int:
-        return 0
+    def _switches() -> tuple[int, int]:
+        return 0, 0
 
 
 Stack = tuple[Frame, ...]
@@ -297,9 +299,10 @@ class InProcessWall:
         loop thread's CPU time in it), ``longest_tick_work_ns`` (that CPU time less the
         collections that ran meanwhile: the tick's own work), ``ticks_over_1ms`` (on the clock),
         ``ticks_preempted`` (ticks in which the loop thread was switched out involuntarily: another
-        thread or process took its CPU; Linux), ``longest_unpreempted_tick_ns`` (on the clock,
-        over the other ticks: collections and a virtual machine's stolen time still included),
-        ``uploads``, ``failures``."""
+        thread or process took its CPU; Linux), ``ticks_waited`` (the others in which it waited:
+        for the GIL held by another thread, a lock), ``longest_unswitched_tick_ns`` (on the
+        clock, over the ticks in which it was never switched out: collections and a virtual
+        machine's stolen time still included), ``uploads``, ``failures``."""
         self._gc_ns = 0
         """Nanoseconds spent in garbage collections while running (any thread)."""
         self._gc_began = 0
@@ -357,7 +360,8 @@ class InProcessWall:
                 "longest_tick_work_ns",
                 "ticks_over_1ms",
                 "ticks_preempted",
-                "longest_unpreempted_tick_ns",
+                "ticks_waited",
+                "longest_unswitched_tick_ns",
                 "uploads",
                 "failures",
             ),
@@ -556,7 +560,7 @@ class InProcessWall:
             return
         began = _now()
         began_cpu = _cpu_now()
-        preempted_before = _preemptions()
+        switches = _switches()
         gc_before = self._gc_ns
         until = began + TICK_BUDGET_NS
         queue = self._queues.get(loop)
@@ -583,10 +587,13 @@ class InProcessWall:
             stats["longest_tick_work_ns"] = work
         if took > 1_000_000:
             stats["ticks_over_1ms"] += 1
-        if _preemptions() != preempted_before:
+        involuntary, voluntary = _switches()
+        if involuntary != switches[0]:
             stats["ticks_preempted"] += 1
-        elif took > stats["longest_unpreempted_tick_ns"]:
-            stats["longest_unpreempted_tick_ns"] = took
+        elif voluntary != switches[1]:
+            stats["ticks_waited"] += 1
+        elif took > stats["longest_unswitched_tick_ns"]:
+            stats["longest_unswitched_tick_ns"] = took
         if queue is None:
             return
         if not len(queue) and not self._ended and not self._dropped:
