@@ -142,6 +142,20 @@ def accuracy(args: argparse.Namespace) -> None:
                 receiver.stop()
         summary = wall.summary(spans)
         summary["lag"] = lag
+        # Where a span's time went when some of it is missing (the parts against their truth).
+        summary["under_99_pct"] = [
+            {
+                "span_id": span_id,
+                "collections_ms": durations[span_id].get("collections", []),
+                "kind": span.kind,
+                "duration_s": round(span.duration, 4),
+                "coverage_pct": round(span.coverage * 100, 1),
+                "parts_s": {k: round(v, 4) for k, v in span.parts.items()},
+                "truth_s": {k: round(v, 4) for k, v in span.truth.items()},
+            }
+            for span_id, span in spans.items()
+            if span.coverage < 0.99
+        ]
         runs.append(summary)
         print(f"run {repeat + 1}: {json.dumps(summary)}", file=sys.stderr, flush=True)
     lines = _header(args, "attribution of known waits")
@@ -323,13 +337,17 @@ def scale(args: argparse.Namespace) -> None:
         "GC: the longest collection then. In-process producer (over the whole run, task creation "
         "included): its longest tick on the loop on the clock (preemption of a shared machine and "
         "collections that land in it included), the loop thread's CPU time in its longest tick, "
-        "the longest tick's own work (CPU time less the collections that ran in it), and its "
-        "ticks over 1 ms on the clock. Built-in sampler: the sampler process's longest read of "
-        "every task (in another process: the loop never waits for it), and the share of the "
-        "requests' wall time under `[waiting: not read]` (requests that ended between two reads).",
+        "the longest tick's own work (CPU time less the collections that ran in it), its "
+        "ticks over 1 ms on the clock, its ticks in which the loop thread was preempted (an "
+        "involuntary context switch: another thread or process took the CPU), those in which it "
+        "waited (a voluntary one: for the GIL held by another thread, a lock) and the longest "
+        "tick on the clock in which it was never switched out. Built-in sampler: the sampler "
+        "process's longest read of every task (in another process: the loop never waits for it), "
+        "and the share of the requests' wall time under `[waiting: not read]` (requests that "
+        "ended between two reads).",
         "",
-        "| run | wall | lag max ms | GC max ms | longest tick (clock) / read ms | longest tick CPU ms | longest tick own work ms | ticks over 1 ms | read period ms | coverage min / median % | not read % |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| run | wall | lag max ms | GC max ms | longest tick (clock) / read ms | longest tick CPU ms | longest tick own work ms | ticks over 1 ms | ticks preempted / waited | longest unswitched tick ms | read period ms | coverage min / median % | not read % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for index, run in enumerate(runs, 1):
         stats = run["wall"] or {}
@@ -339,6 +357,8 @@ def scale(args: argparse.Namespace) -> None:
             f"| {index} | {run['config']} | {run['lag_max_ms']} | {run['gc_max_ms']} | "
             f"{longest / 1e6:.2f} | {_ms(stats, 'longest_tick_cpu_ns')} | "
             f"{_ms(stats, 'longest_tick_work_ns')} | {stats.get('ticks_over_1ms', '-')} | "
+            f"{stats.get('ticks_preempted', '-')} / {stats.get('ticks_waited', '-')} of "
+            f"{stats.get('ticks', '-')} | {_ms(stats, 'longest_unswitched_tick_ns')} | "
             f"{period / 1e6:.0f} | "
             f"{run['coverage_min_pct']} / "
             f"{run['coverage_median_pct']} | {run.get('not_read_pct', 0)} |"

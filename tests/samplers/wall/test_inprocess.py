@@ -280,10 +280,22 @@ def test_a_burst_of_ended_requests_is_spread_over_ticks_and_keeps_its_time(
         assert 0.9 * durations[span_id] <= totals[span_id] <= 1.01 * durations[span_id], span_id
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("TASKS_PER_VISIT", 4),  # a short slice, read whole
+        ("TICK_BUDGET_NS", 0),  # a slice of 32 cut by the budget once LEAST_READS are read
+    ],
+)
 def test_each_visit_reads_a_bounded_slice_of_a_request_tasks(
-    wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
+    wall: InProcessWall,
+    instrumented: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+    value: int,
 ) -> None:
-    monkeypatch.setattr(inprocess, "TASKS_PER_VISIT", 4)
+    monkeypatch.setattr(inprocess, setting, value)
+    per_visit = value if setting == "TASKS_PER_VISIT" else inprocess.LEAST_READS
     reads: list[int] = []
     original = inprocess.chain
 
@@ -299,9 +311,9 @@ def test_each_visit_reads_a_bounded_slice_of_a_request_tasks(
 
     asyncio.run(request())
     visits = wall.stats["visits"]
-    assert visits > 0
+    assert visits > 3
     # Four tasks per visit, plus the awaiters looked up above them (at most one each).
-    assert len(reads) <= visits * 8
+    assert len(reads) <= visits * 2 * per_visit
 
 
 def test_trio_requests_get_no_wall_profile(wall: InProcessWall, instrumented: Any) -> None:
@@ -348,3 +360,127 @@ def test_stopping_removes_the_observer_and_restores_the_sink_call(instrumented: 
     producer.stop(time.monotonic() + 1)
     assert engine.observer[0] is None
     assert engine.apply_cell[0] == engine.current_sink().apply
+
+
+def test_a_parent_read_without_its_children_is_still_known_to_wait_on_them(
+    wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a child was found under it, a visit that reads the parent alone does not give the
+    parent's own chain the children's time."""
+    monkeypatch.setattr(inprocess, "TASKS_PER_VISIT", 2)  # the parent and its first child
+
+    async def alone_soon() -> None:
+        await asyncio.sleep(0.04)
+        monkeypatch.setattr(inprocess, "TASKS_PER_VISIT", 1)  # from now on, one task a visit
+
+    async def long_child() -> None:
+        await asyncio.sleep(0.2)
+
+    async def gathering_parent() -> None:
+        with instrumented.tracer.start_as_current_span("GET /gather"):
+            await asyncio.gather(*(asyncio.create_task(long_child()) for _ in range(3)))
+
+    async def main() -> None:
+        switch = contextvars.Context().run(asyncio.ensure_future, alone_soon())
+        await asyncio.gather(gathering_parent(), switch)
+
+    asyncio.run(main())
+    wall.flush()
+    stacks = [stack for stack, _ in wall.take()]
+    assert [s for s in stacks if s[0][1] == "sleep"]  # the children's time
+    assert wall.stats["visits"] > 8  # the parent was read alone several times
+    assert not [s for s in stacks if s[0][1].endswith("gathering_parent")], stacks
+
+
+def test_a_finished_request_tasks_are_let_go_a_bounded_number_per_tick(
+    wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Letting go of a request's tasks frees them: spread over ticks, not all in one."""
+    monkeypatch.setattr(inprocess, "TICK_BUDGET_NS", 0)
+    held: list[int] = []
+    original = wall._drop_some
+
+    def counting(until: int) -> None:
+        before = sum(len(tasks) for tasks in wall._dropped)
+        original(until)
+        if before:
+            held.append(before - sum(len(tasks) for tasks in wall._dropped))
+
+    monkeypatch.setattr(wall, "_drop_some", counting)
+
+    async def request() -> None:
+        with instrumented.tracer.start_as_current_span("GET /fanout"):
+            await asyncio.gather(*(asyncio.create_task(asyncio.sleep(0.01)) for _ in range(200)))
+
+    async def main() -> None:
+        await request()
+        deadline = time.monotonic() + 5
+        while (not held or wall._dropped) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert sum(held) > 100  # most of the 200 children (a visit lets go of those it finds done)
+    assert len(held) > 3
+    assert max(held) <= inprocess._DROPS
+    assert not wall._dropped
+
+
+@pytest.mark.parametrize(
+    ("switch", "counted"),
+    [((1, 0), "ticks_preempted"), ((0, 1), "ticks_waited"), ((0, 0), "")],
+)
+def test_ticks_in_which_the_loop_thread_was_switched_out_are_counted_apart(
+    wall: InProcessWall,
+    instrumented: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    switch: tuple[int, int],
+    counted: str,
+) -> None:
+    """A tick during which the thread was switched out (preempted, or waiting for the GIL) is
+    counted as such and left out of the longest unswitched tick; the others make it."""
+    calls = iter(range(1_000_000))
+
+    def switches() -> tuple[int, int]:
+        n = next(calls)  # one more switch of that kind between each two calls: every tick
+        return n * switch[0], n * switch[1]
+
+    monkeypatch.setattr(inprocess, "_switches", switches)
+
+    async def request() -> None:
+        with instrumented.tracer.start_as_current_span("GET /sleep"):
+            await asyncio.sleep(0.05)
+
+    asyncio.run(request())
+    stats = wall.stats
+    assert stats["ticks"] > 1
+    assert stats["longest_tick_ns"] > 0
+    for name in ("ticks_preempted", "ticks_waited"):
+        assert stats[name] == (stats["ticks"] if name == counted else 0), name
+    unswitched = 0 if counted else stats["longest_tick_ns"]
+    assert stats["longest_unswitched_tick_ns"] == unswitched
+
+
+def test_a_request_time_counts_from_its_span_start_not_its_first_labels(
+    wall: InProcessWall, instrumented: Any
+) -> None:
+    """A stall between the span's start and its labels' first showing (a collection set off
+    by the span's own start) is the request's time too."""
+    from opentelemetry import trace
+
+    tracer = instrumented.tracer
+
+    async def request() -> str:
+        span = tracer.start_span("GET /late")
+        time.sleep(0.05)  # before its context is current: no labels yet
+        with trace.use_span(span, end_on_exit=True):
+            await asyncio.sleep(0.05)
+            return _span_id(span)
+
+    span_id = asyncio.run(request())
+    wall.flush()
+    parts = _by_span(wall.take())[span_id]
+    total = sum(parts.values())
+    (span,) = instrumented.exporter.get_finished_spans()
+    duration = span.end_time - span.start_time
+    assert 0.9 * duration <= total <= 1.01 * duration, (total, duration)
+    assert parts["[on CPU]"] >= 40_000_000  # where it ran first: its span's own start

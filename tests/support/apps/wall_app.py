@@ -54,14 +54,34 @@ _slow_url = os.environ.get("WALL_APP_SLOW_URL", "")
 _client: httpx.AsyncClient | None = None
 _lag = {"max_ms": 0.0, "samples": 0, "gc_max_ms": 0.0}
 _gc_began = [0.0]
+_gc_began_ns = [0]
+_gc_long: list[tuple[int, int]] = []
+"""Collections of 5 ms or more: ``(start, end)`` in ``time.time_ns()`` (the spans' clock), the
+last 1,000."""
+_edges: dict[str, tuple[int, int]] = {}
+"""Span id -> its start and end (``time.time_ns()``)."""
 
 
 def _gc_pause(phase: str, info: dict[str, Any]) -> None:
     """The longest garbage collection: a pause of the loop that is no one's code."""
     if phase == "start":
         _gc_began[0] = time.perf_counter()
+        _gc_began_ns[0] = time.time_ns()
     else:
-        _lag["gc_max_ms"] = max(_lag["gc_max_ms"], (time.perf_counter() - _gc_began[0]) * 1000)
+        took = (time.perf_counter() - _gc_began[0]) * 1000
+        _lag["gc_max_ms"] = max(_lag["gc_max_ms"], took)
+        if took >= 5:
+            _gc_long.append((_gc_began_ns[0], time.time_ns()))
+            del _gc_long[:-1000]
+
+
+def _collections_in(start: int, end: int) -> list[tuple[float, float]]:
+    """The long collections within ``start``..``end``: ms after the start, ms long."""
+    return [
+        (round((max(a, start) - start) / 1e6, 2), round((min(b, end) - max(a, start)) / 1e6, 2))
+        for a, b in _gc_long
+        if a < end and b > start
+    ]
 
 
 class _Durations(SpanProcessor):
@@ -71,7 +91,9 @@ class _Durations(SpanProcessor):
         context = span.context
         if context is None or span.start_time is None or span.end_time is None:
             return
-        _durations[format(context.span_id, "016x")] = (span.end_time - span.start_time) / 1e9
+        span_id = format(context.span_id, "016x")
+        _durations[span_id] = (span.end_time - span.start_time) / 1e9
+        _edges[span_id] = (span.start_time, span.end_time)
 
 
 @contextlib.contextmanager
@@ -172,7 +194,14 @@ async def fanout(request: Request) -> Response:
 
 def spans(request: Request) -> Response:
     return JSONResponse(
-        {span: {"duration": d, "parts": _parts.get(span, {})} for span, d in _durations.items()}
+        {
+            span: {
+                "duration": d,
+                "parts": _parts.get(span, {}),
+                "collections": _collections_in(*_edges[span]) if span in _edges else [],
+            }
+            for span, d in _durations.items()
+        }
     )
 
 

@@ -7,14 +7,18 @@ from three sources, each bounded per read at any number of in-flight tasks:
 **Suspended tasks, walked from their own event loop.** A tick (``loop.call_later`` at
 ``sample_rate``, in an empty context so that it is no request's work) visits requests in turn
 (:class:`~.account.RoundRobin`) until its time budget (:data:`TICK_BUDGET_NS`) is spent, and at
-most :data:`TASKS_PER_VISIT` tasks of each. While the tick runs no task does, so every task's
+most :data:`TASKS_PER_VISIT` tasks of each; the budget also stops a visit between two tasks (the
+rest of its slice is read first next time). While the tick runs no task does, so every task's
 await chain (``cr_await`` / ``gi_yieldfrom`` down from its coroutine) is a consistent snapshot,
 and nothing waits for the GIL. Chains of child tasks are put under the chain of the task that
 awaits them (``await task``, ``gather``, ``TaskGroup``, ``asyncio.wait``: found through the
 child's done callbacks), and a task that awaits another of its request's tasks is not itself a
-place where time goes. A request's worker threads running its jobs are what its tasks wait for:
-while it has any, its waiting time goes to their stacks (``sys._current_frames()``), put under
-the chain of the request's one waiting task when it has one.
+place where time goes: known from a child read in the same visit, or from an earlier visit's
+child while the parent still awaits the same object (so a visit cut short keeps it right). A
+finished request's tasks are let go of a few per tick (freeing them is work too). A request's
+worker threads running its jobs are what its tasks wait for: while it has any, its waiting time
+goes to their stacks (``sys._current_frames()``), put under the chain of the request's one
+waiting task when it has one.
 
 **The on-CPU part, timed from label changes.** The per-step hooks already change the loop
 thread's labels when a request's work starts and when it stops (:mod:`span_profiles._hooks`);
@@ -25,7 +29,9 @@ chains at two visits) under a marker frame ``[on CPU]``; which functions below t
 the CPU profile's to say.
 
 **Weighting** is :class:`~.account.Account`'s: elapsed time between visits, less the on-CPU
-time, so that a request's wall total is its duration however often it is visited. Tasks are
+time, so that a request's wall total is its duration however often it is visited; it counts
+from the span's start (its time before its labels first show, the span's own start, goes to
+where it first ran: ``[on CPU]``). Tasks are
 found when the request's labels first show on a loop thread (the task that started the span)
 and when a task is created in the request's context (``engine.observer``'s ``task_created``).
 Requests without a loop (a WSGI request on a worker thread) are visited from the upload thread,
@@ -61,7 +67,15 @@ from span_profiles._samplers.push import Pusher, PushError
 from span_profiles._samplers.wall.account import Account, RoundRobin
 from span_profiles._settings import Settings
 
-__all__ = ["ON_CPU", "TASKS_PER_VISIT", "TICK_BUDGET_NS", "InProcessWall", "awaiter", "chain"]
+__all__ = [
+    "LEAST_READS",
+    "ON_CPU",
+    "TASKS_PER_VISIT",
+    "TICK_BUDGET_NS",
+    "InProcessWall",
+    "awaiter",
+    "chain",
+]
 
 logger = logging.getLogger("span_profiles")
 
@@ -69,19 +83,40 @@ ON_CPU: Frame = ("<span-profiles>", "[on CPU]", 0)
 """The leaf under which the on-CPU part of a request shows on this path."""
 
 TICK_BUDGET_NS = 200_000
-"""A tick starts no further visit once it has run this long (the loop waits meanwhile); a visit
-it started reads its whole slice (:data:`TASKS_PER_VISIT`)."""
+"""A tick reads no further task once it has run this long (the loop waits meanwhile): it ends the
+visit it is in (once :data:`LEAST_READS` tasks are read) and starts no other."""
+
+LEAST_READS = 4
+"""Tasks a visit reads whatever the budget: a task read for the first time has the children it
+made behind it (creation order), and a parent is known to wait on them when one is read with it."""
 
 TASKS_PER_VISIT = 32
 """Tasks of one request read per visit (a request with more is read a slice at a time)."""
 
 _MAX_DEPTH = 256
+_START_GAP_NS = 1_000_000_000
 _ENDED_BACKLOG = 64
+_DROPS = 32
 _AWAITERS = 8
 _get_ident = threading.get_ident
 _running_loop = asyncio.events._get_running_loop
 _now = time.monotonic_ns
 _cpu_now = time.thread_time_ns
+
+try:
+    from resource import RUSAGE_THREAD, getrusage
+
+    def _switches() -> tuple[int, int]:
+        """The calling thread's context switches so far, involuntary (another thread or process
+        took its CPU) and voluntary (it waited: for the GIL, a lock, I/O); Linux."""
+        usage = getrusage(RUSAGE_THREAD)
+        return usage.ru_nivcsw, usage.ru_nvcsw
+
+except ImportError:  # not Linux: preemption is not told apart
+
+    def _switches() -> tuple[int, int]:
+        return 0, 0
+
 
 Stack = tuple[Frame, ...]
 """Leaf first, as pprof wants."""
@@ -98,6 +133,7 @@ class _Request:
         "labels",
         "loop",
         "moved",
+        "parents",
         "settled",
         "shown",
         "tasks",
@@ -112,6 +148,9 @@ class _Request:
         """The event loop whose tick visits it (``None``: threads only)."""
         self.tasks: dict[Any, _Seen | None] = {}
         """Task -> where its last visit found it (``None``: not visited yet)."""
+        self.parents: dict[Any, Any] = {}
+        """Task found awaiting another of its tasks -> the object it awaited then: while it
+        still awaits that object, it waits on a child even in a visit that reads no child."""
         self.threads: set[int] = set()
         """Threads running one of its jobs now (``threading.get_ident()``)."""
         self.cpu = 0
@@ -156,6 +195,21 @@ class _Seen:
         owner = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
         owner = owner or getattr(coro, "ag_frame", None)
         return owner is frame and _awaited(coro) is self.waits_on
+
+
+def _span_start(labels: Labels, now: int) -> int:
+    """When the span behind ``labels`` started, on the monotonic clock (``now`` when that span
+    is not the current one): a request's time counts from its span's start, not from its labels'
+    first showing. Between the two the span's own start runs, and a collection that its
+    allocations set off there (35-49 ms in the accuracy benchmark) was counted nowhere: spans
+    at 81-85 % coverage. At most :data:`_START_GAP_NS` before ``now``."""
+    holder = engine.current_holder()
+    if holder is None or holder.labels is not labels:
+        return now
+    start = getattr(holder.span, "start_time", None)
+    if not isinstance(start, int):
+        return now
+    return now - min(max(time.time_ns() - start, 0), _START_GAP_NS)
 
 
 def _in_trio() -> bool:
@@ -243,8 +297,12 @@ class InProcessWall:
         """Counters: ``ticks``, ``visits``, ``longest_tick_ns`` (on the clock: the machine's
         preemption and garbage collections during a tick included), ``longest_tick_cpu_ns`` (the
         loop thread's CPU time in it), ``longest_tick_work_ns`` (that CPU time less the
-        collections that ran meanwhile: the tick's own work), ``ticks_over_1ms`` (on the clock), ``uploads``,
-        ``failures``."""
+        collections that ran meanwhile: the tick's own work), ``ticks_over_1ms`` (on the clock),
+        ``ticks_preempted`` (ticks in which the loop thread was switched out involuntarily: another
+        thread or process took its CPU; Linux), ``ticks_waited`` (the others in which it waited:
+        for the GIL held by another thread, a lock), ``longest_unswitched_tick_ns`` (on the
+        clock, over the ticks in which it was never switched out: collections and a virtual
+        machine's stolen time still included), ``uploads``, ``failures``."""
         self._gc_ns = 0
         """Nanoseconds spent in garbage collections while running (any thread)."""
         self._gc_began = 0
@@ -271,11 +329,17 @@ class InProcessWall:
         """Loop thread -> the request whose work it runs, since when."""
         self._queues: dict[Any, RoundRobin[_Request]] = {}
         self._threads_only = RoundRobin[_Request]()
+        self._dropped: deque[dict[Any, Any]] = deque()
+        """The tasks of finished requests, let go of a few per tick (:meth:`_drop_some`)."""
         self._ended: deque[_Request] = deque()
         """Requests whose span ended, to be finished by the next tick (appended by any thread)."""
         self._frames: dict[tuple[Any, int], Frame] = {}
         self._stacks: dict[Stack, Stack] = {}
         """One object per distinct stack (:meth:`_intern`)."""
+        self._stitched: dict[tuple[int, int], tuple[Stack, Stack, Stack]] = {}
+        """``(id(stack), id(outer))`` -> ``(stack, outer, stack under outer)``: each child read
+        afresh is put under its parent without hashing the two (the pair is kept: an id is
+        only good while its object lives)."""
         self._trio: dict[int, Labels] = {}
         """``id(labels)`` -> labels (kept alive) of the trio requests in flight: left out."""
         self._lock = threading.Lock()
@@ -295,6 +359,9 @@ class InProcessWall:
                 "longest_tick_cpu_ns",
                 "longest_tick_work_ns",
                 "ticks_over_1ms",
+                "ticks_preempted",
+                "ticks_waited",
+                "longest_unswitched_tick_ns",
                 "uploads",
                 "failures",
             ),
@@ -349,6 +416,7 @@ class InProcessWall:
                 self._give_cpu(request, now)
             self.account.end_all(now)
             self._requests.clear()
+            self._dropped.clear()
         self._stop.set()
         return True
 
@@ -470,7 +538,7 @@ class InProcessWall:
     def _begin(self, labels: Labels, loop: Any, now: int) -> _Request:
         request = _Request(labels, loop)
         self._requests[id(labels)] = request
-        self.account.begin(request, labels, now)
+        self.account.begin(request, labels, _span_start(labels, now))
         if loop is not None:
             self._queue(loop, request)
         else:
@@ -492,6 +560,7 @@ class InProcessWall:
             return
         began = _now()
         began_cpu = _cpu_now()
+        switches = _switches()
         gc_before = self._gc_ns
         until = began + TICK_BUDGET_NS
         queue = self._queues.get(loop)
@@ -501,6 +570,7 @@ class InProcessWall:
                 if queue is not None and not (finished and _now() >= until):
                     # Spent on ended requests: the others wait a tick (their weights do not).
                     self._visit_some(queue, loop, until)
+                self._drop_some(until)
         except Exception as exc:
             guard.fail("the wall-clock profile", exc, self._switch_off)
             return
@@ -517,9 +587,16 @@ class InProcessWall:
             stats["longest_tick_work_ns"] = work
         if took > 1_000_000:
             stats["ticks_over_1ms"] += 1
+        involuntary, voluntary = _switches()
+        if involuntary != switches[0]:
+            stats["ticks_preempted"] += 1
+        elif voluntary != switches[1]:
+            stats["ticks_waited"] += 1
+        elif took > stats["longest_unswitched_tick_ns"]:
+            stats["longest_unswitched_tick_ns"] = took
         if queue is None:
             return
-        if not len(queue) and not self._ended:
+        if not len(queue) and not self._ended and not self._dropped:
             self._queues.pop(loop, None)  # idle: the next request on this loop starts it again
             return
         loop.call_later(self._period_s, self._tick, loop, context=self._context)
@@ -532,7 +609,7 @@ class InProcessWall:
                 continue
             if threads is None and request.threads:
                 threads = sys._current_frames()
-            self._visit(request, threads)
+            self._visit(request, threads, until)
             self.stats["visits"] += 1
             if _now() >= until:
                 break
@@ -552,25 +629,49 @@ class InProcessWall:
             request = ended.popleft()
             self._give_cpu(request, request.ended)
             self.account.end(request, request.ended, request.moved, request.cpu_stack)
-            request.tasks.clear()
+            if request.tasks:
+                self._dropped.append(request.tasks)
+                request.tasks = {}
+            request.parents.clear()
             done += 1
         return done
+
+    def _drop_some(self, until: int) -> None:
+        # Ours may be the last references to a finished request's tasks: letting go of them
+        # frees each task, its coroutine and its frames (~3 us a task here), so 10,000 of them
+        # at once would stall the loop. At least _DROPS a tick, more while the budget lasts:
+        # ~3,200 a second at 100 Hz at the least.
+        dropped = self._dropped
+        count = 0
+        while dropped:
+            tasks = dropped[0]
+            while tasks and (count < _DROPS or _now() < until):
+                tasks.popitem()
+                count += 1
+            if tasks:
+                return
+            dropped.popleft()
 
     def _give_cpu(self, request: _Request, at: int) -> None:
         if request.cpu:
             cpu, request.cpu = request.cpu, 0
             self.account.on_cpu(request, request.cpu_stack, self._labels(request), cpu, at)
 
-    def _visit(self, request: _Request, threads: dict[int, FrameType] | None) -> None:
-        # A whole slice per visit, never cut by the tick's budget: a task is known to wait on
-        # a child only when the child is read in the same slice (cut after the parent, the
-        # parent's chain took the child's time: -16 % on child tasks in the accuracy run).
+    def _visit(
+        self, request: _Request, threads: dict[int, FrameType] | None, until: int = 0
+    ) -> None:
+        # Cut by the tick's budget between two tasks (``until``; the rest of the slice stays in
+        # front for the next visit): at 10,000 tasks a slice of fresh reads took 0.5-1.4 ms.
+        # A parent read without its children is still known to wait on them (request.parents).
         tasks = request.tasks
         visited: list[tuple[Any, _Seen]] = []
         moved: _Seen | None = None
-        for task in list(itertools.islice(tasks, TASKS_PER_VISIT)):
+        for index, task in enumerate(list(itertools.islice(tasks, TASKS_PER_VISIT))):
+            if until and index >= LEAST_READS and _now() >= until:
+                break
             before = tasks.pop(task)
             if task.done():
+                request.parents.pop(task, None)
                 continue
             seen = self._read(task, before)
             tasks[task] = seen  # behind the others: the next visit reads the next slice
@@ -581,7 +682,7 @@ class InProcessWall:
         if moved is not None:
             request.cpu_stack = moved.cpu
         self._give_cpu(request, now)
-        leaves = self._leaf_stacks(visited, tasks) if visited else []
+        leaves = self._leaf_stacks(visited, tasks, request.parents) if visited else []
         waits: list[Stack] = []
         if request.threads and threads is not None:
             # Its jobs are what its tasks wait for; under the one task that waits, if one does.
@@ -617,34 +718,54 @@ class InProcessWall:
         return _Seen(coros, frames[-1] if frames else None, stack, cpu)
 
     def _leaf_stacks(
-        self, visited: list[tuple[Any, _Seen]], tasks: dict[Any, _Seen | None]
+        self,
+        visited: list[tuple[Any, _Seen]],
+        tasks: dict[Any, _Seen | None],
+        parents: dict[Any, Any],
     ) -> list[Stack]:
         seen_of = {id(task): seen for task, seen in visited}
-        waiting_on_others: set[int] = set()
-        above: dict[int, Any] = {}
+        above: dict[int, _Seen] = {}
         for task, _ in visited:
             parent = awaiter(task)
-            if parent is not None:
-                above[id(task)] = parent
-                waiting_on_others.add(id(parent))
-        stacks: list[Stack] = []
-        for task, seen in visited:
-            if id(task) in waiting_on_others:
-                continue
-            parent = above.get(id(task))
             if parent is None:
-                stacks.append(seen.stack)
                 continue
             outer = seen_of.get(id(parent)) or tasks.get(parent)
             if outer is None:
                 outer = self._read(parent, None)
+            above[id(task)] = outer
+            if parent in tasks or id(parent) in seen_of:
+                # Remembered while it awaits the same object: a later visit that reads it
+                # without a child still knows (one of its own tasks: dropped when it ends).
+                parents[parent] = outer.waits_on
+        stacks: list[Stack] = []
+        for task, seen in visited:
+            awaited = parents.get(task, _MISSING)
+            if awaited is not _MISSING:
+                if awaited is seen.waits_on:
+                    continue  # it waits on a child of its own
+                del parents[task]  # it moved on since a child was found under it
+            outer = above.get(id(task))
+            if outer is None:
+                stacks.append(seen.stack)
+                continue
             if seen.below is not outer.stack:
                 # Under the chain of the task awaiting it (one level: deeper awaiters are
                 # above that one's own chain when it is read as a leaf of a parent's).
                 seen.below = outer.stack
-                seen.stitched = self._intern(seen.stack + outer.stack)
+                seen.stitched = self._stitch(seen.stack, outer.stack)
             stacks.append(seen.stitched)
         return stacks
+
+    def _stitch(self, stack: Stack, outer: Stack) -> Stack:
+        key = (id(stack), id(outer))
+        found = self._stitched.get(key)
+        if found is not None and found[0] is stack and found[1] is outer:
+            return found[2]
+        stitched = self._intern(stack + outer)
+        if len(self._stitched) > 100_000:
+            self._stitched.clear()
+        self._stitched[key] = (stack, outer, stitched)
+        return stitched
 
     def _intern(self, stack: Stack) -> Stack:
         # Samples are keyed by the stack's identity (no hashing per sample): with one object per
@@ -654,6 +775,7 @@ class InProcessWall:
         found = self._stacks.setdefault(stack, stack)
         if len(self._stacks) > 100_000:
             self._stacks.clear()
+            self._stitched.clear()
         return found
 
     def _stack(self, frames: list[FrameType]) -> Stack:
@@ -718,6 +840,7 @@ class InProcessWall:
                 # Bounded too: a loop's tick waits for this lock.
                 until = _now() + TICK_BUDGET_NS
                 self._finish_ended(until)
+                self._drop_some(until)
                 threads = sys._current_frames()
                 for request in queue.take(len(queue)):
                     if request.ended or request.loop is not None:
