@@ -879,8 +879,12 @@ class InProcessWall:
         if not batch:
             return
         builder = ProfileBuilder(("wall", "nanoseconds"), self.period_ns)
-        for stack, labels, value in batch.values():
+        for index, (stack, labels, value) in enumerate(batch.values(), 1):
             builder.add(stack, labels, value)
+            if not index % 64:
+                # Let the event loop have the GIL now, not after the 5 ms switch interval
+                # (building a window of thousands of entries takes tens of milliseconds).
+                time.sleep(0)
         raw = builder.encode(time_nanos=start, duration_nanos=max(self._window_start - start, 1))
         try:
             self._pusher.push(push_request([(self.series, [raw])]), timeout=10.0)
