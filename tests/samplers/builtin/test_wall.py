@@ -279,3 +279,45 @@ def test_a_request_that_ends_between_two_reads_keeps_its_time_under_not_read() -
     assert found[("burn",)] == 10 * MS
     assert found[tuple(f.funcname for f in NOT_READ)] == 190 * MS  # its duration less its CPU
     assert len(wall.account) == 0
+
+
+def test_a_failing_wall_read_switches_off_the_wall_profile_not_the_sampler(
+    capsys: Any,
+) -> None:
+    from span_profiles._samplers.builtin import child
+    from span_profiles._samplers.builtin.ring import RingWriter
+
+    class Broken(FakeReader):
+        def get_all_awaited_by(self) -> list[Any]:
+            return [SimpleNamespace(thread_id=LOOP)]  # no ``awaited_by``: a shape we never saw
+
+        def read(self) -> list[stacks.Sample]:
+            return []
+
+        def watch(self, tid: int) -> None:
+            return None
+
+    writer = RingWriter(64)
+    config = {
+        "ring_fd": writer.fd,
+        "ring_slots": 64,
+        "sample_rate": 100,
+        "upload_interval": 10,
+        "application_name": "test",
+        "tags": {},
+        "server_address": "http://127.0.0.1:9",
+        "basic_auth_username": "",
+        "basic_auth_password": "",
+        "tenant_id": "",
+        "http_headers": {},
+        "wall": True,
+        "ppid": 1,
+        "report_pid": False,
+        "line_no": True,
+    }
+    sampler = child.Sampler(config, Broken([], {}))  # type: ignore[arg-type]
+    assert sampler.wall is not None
+    sampler.tick()  # must not raise
+    assert sampler.wall is None
+    assert "wall-clock profiles switched off" in capsys.readouterr().out
+    sampler.tick()  # and the CPU side goes on

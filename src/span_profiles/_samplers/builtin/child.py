@@ -148,10 +148,23 @@ class Sampler:
             self.pending.setdefault(window, []).append(sample)
         wall_reader = self.wall
         if wall_reader is not None:
-            wall_reader.on_cpu(samples, now)
-            if wall_reader.due(now):
-                self.drain()  # the moves up to the read's start
-                wall_reader.read(now)
+            try:
+                wall_reader.on_cpu(samples, now)
+                if wall_reader.due(now):
+                    self.drain()  # the moves up to the read's start
+                    wall_reader.read(now)
+            except ProcessLookupError:
+                raise
+            except Exception as exc:
+                self._wall_failed(exc)
+
+    def _wall_failed(self, exc: Exception) -> None:
+        # A failure of the wall profile switches it off, not the CPU profile.
+        self.wall = None
+        _emit(
+            "notice",
+            detail=f"wall-clock profiles switched off after an error: {type(exc).__name__}: {exc}",
+        )
 
     def drain(self) -> None:
         add = self.attributor.add
@@ -176,10 +189,13 @@ class Sampler:
     def flush_ready(self, now: int, final: bool = False) -> None:
         """Attribute and upload every window whose samples waited long enough (all if final)."""
         windows = set(self.pending)
-        if self.wall is not None:
-            if final:
-                self.drain()  # the last ends first: finish closes each request at its end
+        if self.wall is not None and final:
+            self.drain()  # the last ends first: finish closes each request at its end
+            try:
                 self.wall.finish(now)
+            except Exception as exc:
+                self._wall_failed(exc)
+        if self.wall is not None:
             windows.update(self.wall.builders)
         for window in sorted(windows):
             end = self.start_mono + (window + 1) * self.interval_ns
