@@ -342,3 +342,23 @@ def test_with_wall_profiles_a_tasks_first_step_since_each_read_is_written(
     tool = resumes.tool
     sink.detach()
     assert sys.monitoring.get_tool(tool) is None  # type: ignore[attr-defined]
+
+
+def test_with_every_profiler_tool_id_taken_wall_moves_are_not_recorded(
+    setup: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    _tracer, sink, _reader = setup
+    monitoring: Any = sys.monitoring  # type: ignore[attr-defined]
+    taken = [tool for tool in (2, 3, 4) if monitoring.get_tool(tool) is None]
+    for tool in taken:
+        monitoring.use_tool_id(tool, "someone else")
+    try:
+        writer = RingWriter(1 << 12)
+        sink.detach()
+        with caplog.at_level("INFO", logger="span_profiles"):
+            sink.attach(writer, steps=True)
+        assert sink._resumes is None
+        assert "no free sys.monitoring tool id" in caplog.text
+    finally:
+        for tool in taken:
+            monitoring.free_tool_id(tool)
