@@ -181,3 +181,22 @@ def test_the_local_receiver_stores_what_is_pushed(tmp_path: Path) -> None:
         ("other", "handler", "<module>"): (3, ()),
     }
     assert ("region", "eu") in samples[0].series_labels
+
+
+def test_equal_stacks_and_labels_are_one_sample_whichever_objects_carry_them() -> None:
+    """Stacks and labels are looked up by identity first: an equal copy is the same sample,
+    and a different stack in a new object is its own."""
+    builder = ProfileBuilder(("wall", "nanoseconds"), 10_000_000)
+    for _ in range(3):
+        builder.add(STACK_A, SPAN, 1)
+    builder.add(list(STACK_A), tuple(list(SPAN)), 10)
+    builder.add(tuple(STACK_B), tuple(list(SPAN)), 100)
+    builder.add(list(STACK_A), (), 1000)
+    samples = {
+        (s.functions, s.labels): s.values for s in decode_pprof(builder.encode(0, 0)).samples
+    }
+    assert samples == {
+        (("leaf", "handler", "<module>"), SPAN): (13,),
+        (("other", "handler", "<module>"), SPAN): (100,),
+        (("leaf", "handler", "<module>"), ()): (1000,),
+    }

@@ -82,6 +82,12 @@ class ProfileBuilder:
         self._locations: dict[tuple[int, int], int] = {}
         self._location_lines: list[tuple[int, int]] = []
         self._samples: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+        # By the identity of the caller's objects, each held here so that its id stays its
+        # own: callers pass the same stack and labels objects many times (interned stacks,
+        # a request's labels), and a window of tens of thousands of samples spent most of its
+        # time looking up the same frames again.
+        self._stack_ids: dict[int, tuple[Sequence[Frame], tuple[int, ...]]] = {}
+        self._label_ids: dict[int, tuple[Labels, tuple[int, ...]]] = {}
 
     def __len__(self) -> int:
         return len(self._samples)
@@ -106,9 +112,22 @@ class ProfileBuilder:
         return location_id
 
     def add(self, frames: Sequence[Frame], labels: Labels, value: int) -> None:
-        """Add ``value`` to the sample of this stack (leaf first) and these string labels."""
-        locations = tuple(self._location(frame) for frame in frames)
-        label_ids = tuple(i for pair in labels for i in map(self._string, pair))
+        """Add ``value`` to the sample of this stack (leaf first) and these string labels.
+
+        Each ``frames`` and ``labels`` object is read once and remembered by identity for the
+        builder's life: do not change a list after adding it."""
+        known = self._stack_ids.get(id(frames))
+        if known is not None and known[0] is frames:
+            locations = known[1]
+        else:
+            locations = tuple(self._location(frame) for frame in frames)
+            self._stack_ids[id(frames)] = (frames, locations)
+        named = self._label_ids.get(id(labels))
+        if named is not None and named[0] is labels:
+            label_ids = named[1]
+        else:
+            label_ids = tuple(i for pair in labels for i in map(self._string, pair))
+            self._label_ids[id(labels)] = (labels, label_ids)
         key = (locations, label_ids)
         self._samples[key] = self._samples.get(key, 0) + value
 
@@ -119,16 +138,35 @@ class ProfileBuilder:
         _int(1, self._string(self.sample_type[0]), value_type)
         _int(2, self._string(self.sample_type[1]), value_type)
         _bytes(1, value_type, out)
+        # Samples share their stacks and labels: each is written once.
+        packed: dict[tuple[int, ...], bytes] = {}
+        written: dict[tuple[int, ...], bytes] = {}
         for (locations, label_ids), value in self._samples.items():
-            sample = bytearray()
-            _packed(1, locations, sample)
-            _packed(2, (value,), sample)
-            for i in range(0, len(label_ids), 2):
-                label = bytearray()
-                _int(1, label_ids[i], label)
-                _int(2, label_ids[i + 1], label)
-                _bytes(3, label, sample)
-            _bytes(2, sample, out)
+            stack = packed.get(locations)
+            if stack is None:
+                body = bytearray()
+                _packed(1, locations, body)
+                stack = packed[locations] = bytes(body)
+            labels = written.get(label_ids)
+            if labels is None:
+                body = bytearray()
+                for i in range(0, len(label_ids), 2):
+                    label = bytearray()
+                    _int(1, label_ids[i], label)
+                    _int(2, label_ids[i + 1], label)
+                    _bytes(3, label, body)
+                labels = written[label_ids] = bytes(body)
+            amount = bytearray()
+            _varint(value, amount)
+            # Sample (field 2) = the stack, the value packed (field 2: a key byte, a length
+            # byte, at most 10 bytes), the labels; written straight into ``out``.
+            _key(2, 2, out)
+            _varint(len(stack) + 2 + len(amount) + len(labels), out)
+            out += stack
+            _key(2, 2, out)
+            out.append(len(amount))
+            out += amount
+            out += labels
         for location_id, (function_id, line) in enumerate(self._location_lines, 1):
             line_message = bytearray()
             _int(1, function_id, line_message)

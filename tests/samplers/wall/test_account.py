@@ -172,3 +172,22 @@ def test_round_robin_stops_where_the_caller_stops_and_skips_discarded_keys() -> 
     assert list(queue.take(10)) == [2, 3, 4, 0]
     queue.add(1)
     assert 1 in list(queue.take(10))
+
+
+def test_round_robin_lets_go_of_a_discarded_key_at_once() -> None:
+    """A request that ended leaves the queue when it is discarded, however far its turn is
+    (a saturated loop's ticks may not come round to it for long), and queued again it is
+    there once."""
+    queue: RoundRobin[int] = RoundRobin()
+    for key in range(1000):
+        queue.add(key)
+    for key in range(0, 1000, 2):
+        queue.discard(key)
+    assert len(queue) == 500
+    queue.add(1)
+    queue.discard(3)
+    queue.add(3)
+    queue.add(3)
+    assert len(queue) == 500
+    taken = list(queue.take(1000))
+    assert sorted(taken) == list(range(1, 1000, 2))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import sys
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -423,6 +425,56 @@ def test_a_finished_request_tasks_are_let_go_a_bounded_number_per_tick(
     assert len(held) > 3
     assert max(held) <= inprocess._DROPS
     assert not wall._dropped
+
+
+def test_when_ticks_are_rare_ended_requests_are_not_held(
+    wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a saturated loop a tick comes once per loop iteration and its budget may go to
+    ending requests: a request's span ending lets go of its few tasks at once, and finishing
+    it takes it off the visit queue, so neither piles up however rarely visits come."""
+    monkeypatch.setattr(wall, "_tick", lambda loop: None)  # no tick ever runs
+    tasks: list[weakref.ref[asyncio.Task[None]]] = []
+
+    async def one() -> None:
+        with instrumented.tracer.start_as_current_span("GET /x"):
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        for _ in range(50):
+            task = asyncio.ensure_future(one())
+            tasks.append(weakref.ref(task))
+            await task
+        del task
+
+    asyncio.run(main())
+    gc.collect()
+    assert [ref for ref in tasks if ref() is not None] == []
+    assert len(wall._ended) == 50
+    assert sum(map(len, wall._queues.values())) == 50
+    wall.flush()
+    assert sum(map(len, wall._queues.values())) == 0
+
+
+def test_a_backlog_of_tasks_to_let_go_shrinks_by_an_eighth_a_tick_at_least(
+    wall: InProcessWall, instrumented: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fixed number a tick would let the backlog grow when ticks are rare."""
+    monkeypatch.setattr(wall, "_tick", lambda loop: None)
+
+    async def request() -> None:
+        with instrumented.tracer.start_as_current_span("GET /fanout"):
+            await asyncio.gather(*(asyncio.create_task(asyncio.sleep(0)) for _ in range(1000)))
+
+    asyncio.run(request())
+    wall.flush()
+    held = wall._dropping
+    assert held == sum(map(len, wall._dropped)) == 1001  # the children and the request's task
+    wall._drop_some(0)
+    assert wall._dropping == sum(map(len, wall._dropped)) == held - held // 8
+    while wall._dropped:
+        wall._drop_some(0)
+    assert wall._dropping == 0
 
 
 @pytest.mark.parametrize(

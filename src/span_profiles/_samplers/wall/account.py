@@ -22,7 +22,7 @@ Stacks are opaque here (any hashable the producer's ``emit`` understands).
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -181,34 +181,34 @@ class RoundRobin(Generic[K]):
     """Which requests to visit next, a bounded number at a time, each in turn.
 
     :meth:`add` queues a request once; :meth:`take` yields queued requests in order until the
-    caller stops (a budget of time or count), each put back at the end unless ``keep`` says it
-    is over. Every request is visited once per round, so none waits longer than a round.
+    caller stops (a budget of time or count), each put back at the end; :meth:`discard` takes
+    one out at once. Every request is visited once per round, so none waits longer than a round.
     """
 
     def __init__(self) -> None:
-        self._queue: deque[K] = deque()
-        self._queued: set[K] = set()
+        # Ordered, with removal anywhere in O(1): a request that ends leaves at once, however
+        # far its turn is (when the ticks were spent on ending requests, a lazily skipped
+        # queue held every request ever begun: 12,800 after 15 s at 1,000 in flight).
+        self._queue: OrderedDict[K, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def add(self, key: K) -> None:
         """Queue ``key`` (once)."""
-        if key not in self._queued:
-            self._queued.add(key)
-            self._queue.append(key)
+        if key not in self._queue:
+            self._queue[key] = None
 
     def discard(self, key: K) -> None:
-        """Stop visiting ``key`` (lazily: it is skipped when its turn comes)."""
-        self._queued.discard(key)
+        """Stop visiting ``key``."""
+        self._queue.pop(key, None)
 
     def take(self, limit: int) -> Generator[K, None, None]:
         """Up to ``limit`` queued keys, each requeued behind the others as it is taken."""
         queue = self._queue
-        queued = self._queued
         for _ in range(min(limit, len(queue))):
-            key = queue.popleft()
-            if key not in queued:
-                continue
-            queue.append(key)
+            if not queue:
+                return
+            key = next(iter(queue))
+            queue.move_to_end(key)
             yield key
