@@ -97,6 +97,8 @@ _MAX_DEPTH = 256
 _START_GAP_NS = 1_000_000_000
 _ENDED_BACKLOG = 64
 _DROPS = 32
+_LATE = 32
+"""A tick this many periods late or more lets go of that many times :data:`_DROPS` tasks."""
 _AWAITERS = 8
 _get_ident = threading.get_ident
 _running_loop = asyncio.events._get_running_loop
@@ -333,6 +335,8 @@ class InProcessWall:
         """The tasks of finished requests, let go of a few per tick (:meth:`_drop_some`)."""
         self._dropping = 0
         """How many tasks :attr:`_dropped` holds."""
+        self._last_tick: dict[Any, int] = {}
+        """Loop -> when its last tick began."""
         self._ended: deque[_Request] = deque()
         """Requests whose span ended, to be finished by the next tick (appended by any thread)."""
         self._frames: dict[tuple[Any, int], Frame] = {}
@@ -584,7 +588,9 @@ class InProcessWall:
                 if queue is not None and not (finished and _now() >= until):
                     # Spent on ended requests: the others wait a tick (their weights do not).
                     self._visit_some(queue, loop, until)
-                self._drop_some(until)
+                last = self._last_tick.get(loop, began)
+                self._drop_some(until, min(max((began - last) // self.period_ns, 1), _LATE))
+                self._last_tick[loop] = began
         except Exception as exc:
             guard.fail("the wall-clock profile", exc, self._switch_off)
             return
@@ -612,6 +618,7 @@ class InProcessWall:
             return
         if not len(queue) and not self._ended and not self._dropped:
             self._queues.pop(loop, None)  # idle: the next request on this loop starts it again
+            self._last_tick.pop(loop, None)
             return
         loop.call_later(self._period_s, self._tick, loop, context=self._context)
 
@@ -653,16 +660,16 @@ class InProcessWall:
             done += 1
         return done
 
-    def _drop_some(self, until: int) -> None:
+    def _drop_some(self, until: int, periods: int = 1) -> None:
         # Ours may be the last references to a finished request's tasks: letting go of them
         # frees each task, its coroutine and its frames (~3 us a task here), so 10,000 of them
-        # at once would stall the loop. At least _DROPS a tick or an eighth of those held,
-        # more while the budget lasts. The eighth keeps what is held bounded when ticks are
-        # rare: on a saturated loop (a tick per loop iteration, 5-10 a second at 1,000 in
-        # flight) a fixed 32 a tick held 6,000-14,000 tasks after 15 s, for every collection
-        # to scan.
+        # at once would stall the loop. At least _DROPS a period since the last tick (``periods``)
+        # or a 64th of those held, more while the budget lasts. So what is held stays bounded
+        # when ticks are late: on a saturated loop a tick comes once per loop iteration (5-10
+        # a second at 1,000 in flight), and a fixed 32 a tick held 6,000-14,000 tasks after
+        # 15 s, for every collection to scan.
         dropped = self._dropped
-        least = max(_DROPS, self._dropping // 8)
+        least = max(_DROPS * periods, self._dropping // 64)
         count = 0
         while dropped:
             tasks = dropped[0]
