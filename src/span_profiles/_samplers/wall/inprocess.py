@@ -15,7 +15,8 @@ awaits them (``await task``, ``gather``, ``TaskGroup``, ``asyncio.wait``: found 
 child's done callbacks), and a task that awaits another of its request's tasks is not itself a
 place where time goes: known from a child read in the same visit, or from an earlier visit's
 child while the parent still awaits the same object (so a visit cut short keeps it right). A
-finished request's tasks are let go of a few per tick (freeing them is work too). A request's
+finished request's tasks are let go of when its span ends if they are few, else a few per tick
+(freeing them is work too), and nothing of it is held past a tick that finishes it. A request's
 worker threads running its jobs are what its tasks wait for: while it has any, its waiting time
 goes to their stacks (``sys._current_frames()``), put under the chain of the request's one
 waiting task when it has one.
