@@ -334,8 +334,6 @@ class InProcessWall:
         self._threads_only = RoundRobin[_Request]()
         self._dropped: deque[dict[Any, Any]] = deque()
         """The tasks of finished requests, let go of a few per tick (:meth:`_drop_some`)."""
-        self._dropping = 0
-        """How many tasks :attr:`_dropped` holds."""
         self._last_tick: dict[Any, int] = {}
         """Loop -> when its last tick began."""
         self._ended: deque[_Request] = deque()
@@ -428,7 +426,6 @@ class InProcessWall:
             self.account.end_all(now)
             self._requests.clear()
             self._dropped.clear()
-            self._dropping = 0
         self._stop.set()
         return True
 
@@ -649,13 +646,13 @@ class InProcessWall:
             if until and done >= least and _now() >= until:
                 break
             request = ended.popleft()
-            queue = self._queues.get(request.loop) if request.loop is not None else None
-            (queue or self._threads_only).discard(request)
+            owner = self._threads_only if request.loop is None else self._queues.get(request.loop)
+            if owner is not None:
+                owner.discard(request)
             self._give_cpu(request, request.ended)
             self.account.end(request, request.ended, request.moved, request.cpu_stack)
             if request.tasks:
                 self._dropped.append(request.tasks)
-                self._dropping += len(request.tasks)
                 request.tasks = {}
             request.parents.clear()
             done += 1
@@ -670,7 +667,10 @@ class InProcessWall:
         # a second at 1,000 in flight), and a fixed 32 a tick held 6,000-14,000 tasks after
         # 15 s, for every collection to scan.
         dropped = self._dropped
-        least = max(_DROPS * periods, self._dropping // 64)
+        if not dropped:
+            return
+        # One dict per request of more than _DROPS tasks (fewer are let go of at its end).
+        least = max(_DROPS * periods, sum(map(len, dropped)) // 64)
         count = 0
         while dropped:
             tasks = dropped[0]
@@ -678,9 +678,8 @@ class InProcessWall:
                 tasks.popitem()
                 count += 1
             if tasks:
-                break
+                return
             dropped.popleft()
-        self._dropping = max(self._dropping - count, 0)
 
     def _give_cpu(self, request: _Request, at: int) -> None:
         if request.cpu:
